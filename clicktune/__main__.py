@@ -1,0 +1,5 @@
+"""`python -m clicktune` runs the CLI."""
+
+from clicktune.cli import main
+
+main()

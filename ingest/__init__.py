@@ -1,0 +1,1 @@
+"""UBI clickstream from Kafka into OpenSearch: schema, validation, dead letters, idempotent writes."""

@@ -1,0 +1,20 @@
+"""Settings of the ingest worker (topics, batching, retries). Connections come from the caller."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class IngestSettings(BaseModel):
+    """How the ingest worker reads UBI records from Kafka and writes them to OpenSearch."""
+
+    queries_topic: str = "ubi.queries"
+    events_topic: str = "ubi.events"
+    queries_index: str = "ubi_queries"
+    events_index: str = "ubi_events"
+    group_id: str = "clicktune-ingest"
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
+    batch_timeout_ms: int = Field(default=500, ge=1)
+    max_record_bytes: int = Field(default=64 * 1024, ge=256)
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)

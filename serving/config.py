@@ -1,0 +1,51 @@
+"""Settings of the serving app (HTTP, encoders, document index)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class SpaceType(str, Enum):
+    cosine = "cosinesimil"
+    l2 = "l2"
+    inner_product = "innerproduct"
+
+
+class IndexSettings(BaseModel):
+    """The document index: versioned k-NN indexes behind one alias."""
+
+    alias: str = "docs"
+    prefix: str = "docs"
+    vector_field: str = "embedding"
+    text_fields: list[str] = Field(default_factory=lambda: ["title", "text"])
+    space_type: SpaceType = SpaceType.cosine
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    ef_construction: int = Field(default=128, ge=2)
+    ef_search: int = Field(default=100, ge=2)
+    shards: int = Field(default=1, ge=1)
+    replicas: int = Field(default=0, ge=0)
+    bulk_batch_size: int = Field(default=256, ge=1)
+
+
+class EncoderSettings(BaseModel):
+    """onnxruntime encoder knobs."""
+
+    intra_op_threads: int = Field(default=0, ge=0, description="0 = onnxruntime decides")
+    max_length: int = Field(default=256, ge=8, le=8192)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class ServingSettings(BaseModel):
+    """The HTTP API of the embedding and search service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    model_version: str = Field(default="production", description="version or alias to serve")
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    max_batch_inputs: int = Field(default=256, ge=1)
+    max_text_chars: int = Field(default=20_000, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""From click sessions to a better model: sessions, pairs, training, evaluation, export."""

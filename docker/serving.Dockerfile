@@ -1,0 +1,26 @@
+# The data plane: clicktune's serving app on onnxruntime + tokenizers. No torch in this image.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY clicktune ./clicktune
+COPY ingest ./ingest
+COPY serving ./serving
+COPY tuner ./tuner
+COPY configs ./configs
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 clicktune
+COPY --from=build /wheels /wheels
+# The core dependency set only: serving must never pull torch.
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && python -c "import importlib.util as u; assert u.find_spec('torch') is None"
+COPY configs /etc/clicktune
+ENV CLICKTUNE_CONFIG=/etc/clicktune/default.yaml \
+    CLICKTUNE_HOME=/var/lib/clicktune \
+    CLICKTUNE_SERVING__HOST=0.0.0.0
+USER clicktune
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["clicktune", "serve"]

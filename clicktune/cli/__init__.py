@@ -22,6 +22,7 @@ from clicktune.cli import (
     train,
 )
 from clicktune.cli import index as index_cmd
+from clicktune.cli.evaluate import evaluate
 from clicktune.cli.common import State
 
 app = typer.Typer(
@@ -48,7 +49,7 @@ app.add_typer(services.app, name="services")
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(train.tuner_app, name="tuner")
 app.command("train")(train.train)
-app.command("eval")(train.evaluate)
+app.command("eval")(evaluate)
 app.command("serve")(serve.serve)
 app.command("index")(index_cmd.index)
 app.command("reindex")(index_cmd.reindex)

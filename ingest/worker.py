@@ -1,0 +1,281 @@
+"""The ingest worker: UBI records from Kafka into OpenSearch, at least once, exactly-once effect.
+
+One loop, one batch at a time:
+
+    poll -> validate -> dead-letter the bad (wait for acks) -> bulk write the good
+         -> dead-letter what OpenSearch refuses for good -> commit offsets
+
+Offsets are committed only after every record of the batch is either acknowledged by OpenSearch
+or acknowledged on its dead-letter topic, so a crash anywhere loses nothing; records carry their
+id as `_id`, so re-reading them after a crash overwrites instead of duplicating. When OpenSearch
+or Kafka fails, the worker keeps the batch, stops polling, backs off (capped) and tries again.
+`stop()` (SIGTERM / SIGINT) lets the current batch finish and commit, then `run` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from ingest.config import IngestSettings
+from ingest.dlq import DeadLetterQueue, Producer, SourceRecord, dlq_topic
+from ingest.errors import BrokerUnavailable, RetryableError
+from ingest.templates import install_templates
+from ingest.topics import Admin, ensure_topics
+from ingest.validate import RecordKind, Rejection, validate_record
+from ingest.writer import BulkClient, BulkWriter, Document, backoff_s
+
+__all__ = ["Consumer", "IngestStats", "IngestWorker", "handle_signals"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Consumer(Protocol):
+    """The methods of `kafka.KafkaConsumer` the worker uses (enable_auto_commit=False)."""
+
+    def subscribe(self, topics: Any = ...) -> None: ...
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Any: ...
+
+    def commit(self, offsets: Any = None) -> None: ...
+
+    def assignment(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """Counters since the worker started."""
+
+    read: int
+    written: int
+    dead_lettered: int
+    batches: int
+    retries: int
+    elapsed_s: float
+
+    @property
+    def records_per_s(self) -> float:
+        return self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class _Abandoned(Exception):
+    """Stop was requested while the batch could not be finished; it stays uncommitted."""
+
+
+class IngestWorker:
+    """Consumes `settings.queries_topic` and `settings.events_topic` into their indexes."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        opensearch: Any,
+        settings: IngestSettings,
+        *,
+        admin: Admin | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._opensearch = opensearch
+        self._admin = admin
+        self._settings = settings
+        self._clock = clock
+        self._stop = threading.Event()
+        bulk_client: BulkClient = opensearch
+        self._writer = BulkWriter(
+            bulk_client,
+            max_attempts=settings.bulk_max_attempts,
+            initial_backoff_s=settings.initial_backoff_s,
+            max_backoff_s=settings.max_backoff_s,
+            max_bulk_bytes=settings.max_bulk_bytes,
+            sleep=self._pause,
+        )
+        self._dlq = DeadLetterQueue(producer, suffix=settings.dlq_suffix)
+        self._routes = {
+            settings.queries_topic: (RecordKind.QUERY, settings.queries_index),
+            settings.events_topic: (RecordKind.EVENT, settings.events_index),
+        }
+        self._counts = {"read": 0, "written": 0, "dead_lettered": 0, "batches": 0, "retries": 0}
+        self._started = clock()
+        self._last_report = (self._started, 0)
+
+    def stop(self) -> None:
+        """Finish the current batch, commit it, and return from `run` (safe from a signal)."""
+        self._stop.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep that `stop()` cuts short."""
+        self._stop.wait(seconds)
+
+    def stats(self) -> IngestStats:
+        return IngestStats(**self._counts, elapsed_s=self._clock() - self._started)
+
+    def setup(self) -> None:
+        """Create missing topics (with the admin client, if given) and install the templates."""
+        admin, s = self._admin, self._settings
+        if admin is not None:
+            topics = [*self._routes, *(dlq_topic(t, s.dlq_suffix) for t in self._routes)]
+            self._retrying(
+                "topic creation",
+                lambda: ensure_topics(
+                    admin, topics, partitions=s.topic_partitions, replication=s.topic_replication
+                ),
+            )
+        self._retrying(
+            "template install",
+            lambda: install_templates(self._opensearch, s.queries_index, s.events_index),
+        )
+
+    def run(
+        self, *, max_idle_s: float | None = None, max_records: int | None = None
+    ) -> IngestStats:
+        """Consume until `stop()`, `max_idle_s` seconds without records, or `max_records` read.
+
+        Idle time counts only while the group has given this worker partitions.
+        """
+        self._started = self._clock()
+        self._last_report = (self._started, 0)
+        try:
+            self.setup()
+            self._consumer.subscribe(list(self._routes))
+            self._loop(max_idle_s, max_records)
+        except _Abandoned:
+            log.warning("stopping with the current batch uncommitted; it will be read again")
+        self._report(force=True)
+        return self.stats()
+
+    def _loop(self, max_idle_s: float | None, max_records: int | None) -> None:
+        idle_since = self._clock()
+        while not self._stop.is_set():
+            limit = self._settings.batch_size
+            if max_records is not None:
+                limit = min(limit, max_records - self._counts["read"])
+                if limit <= 0:
+                    return
+            messages = self._retrying("poll", lambda: self._poll(limit))  # noqa: B023
+            if messages:
+                self._handle(messages)
+                idle_since = self._clock()
+            elif not self._consumer.assignment():
+                idle_since = self._clock()  # still joining the group: not idle yet
+            elif max_idle_s is not None and self._clock() - idle_since >= max_idle_s:
+                log.info("nothing to read for %.1f s; exiting", max_idle_s)
+                return
+            self._report()
+
+    def _poll(self, limit: int) -> list[Any]:
+        try:
+            polled = self._consumer.poll(
+                timeout_ms=self._settings.batch_timeout_ms, max_records=limit
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka poll failed: {exc!r}") from exc
+        return [message for records in polled.values() for message in records]
+
+    def _handle(self, messages: list[Any]) -> None:
+        documents, rejected = self._validate(messages)
+        self._retrying("dead letters", lambda: self._dlq.publish(rejected))
+        result = self._retrying("bulk write", lambda: self._writer.write(documents))
+        refused = [(letter.document.origin, letter.reason) for letter in result.dead_letters]
+        self._retrying("dead letters", lambda: self._dlq.publish(refused))
+        self._retrying("offset commit", lambda: self._commit(messages))
+        self._counts["read"] += len(messages)
+        self._counts["written"] += result.written
+        self._counts["dead_lettered"] += len(rejected) + len(refused)
+        self._counts["retries"] += result.retries
+        self._counts["batches"] += 1
+
+    def _validate(
+        self, messages: list[Any]
+    ) -> tuple[list[Document], list[tuple[SourceRecord, str]]]:
+        documents: list[Document] = []
+        rejected: list[tuple[SourceRecord, str]] = []
+        for message in messages:
+            kind, index = self._routes[message.topic]
+            origin = SourceRecord(
+                message.topic, message.partition, message.offset, message.key, message.value
+            )
+            record = validate_record(message.value, kind, self._settings.max_record_bytes)
+            if isinstance(record, Rejection):
+                rejected.append((origin, record.reason))
+            else:
+                documents.append(Document(index, record.record_id, record.document(), origin))
+        return documents, rejected
+
+    def _commit(self, messages: list[Any]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for message in messages:
+            partition = TopicPartition(message.topic, message.partition)
+            next_offset = message.offset + 1
+            if partition not in offsets or offsets[partition].offset < next_offset:
+                offsets[partition] = OffsetAndMetadata(next_offset, "", -1)
+        try:
+            self._consumer.commit(offsets=offsets)
+        except CommitFailedError as exc:
+            # The group moved these partitions to another worker, which re-reads them from the
+            # last commit; the records are already stored under their ids, so nothing doubles.
+            log.warning(
+                "offset commit refused after a rebalance (%s); records will be re-read", exc
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka did not commit offsets: {exc!r}") from exc
+
+    def _retrying(self, action: str, step: Callable[[], T]) -> T:
+        """Run `step` until it succeeds, backing off on RetryableError; give up only on stop()."""
+        attempt = 0
+        while True:
+            try:
+                return step()
+            except RetryableError as exc:
+                if self._stop.is_set():
+                    raise _Abandoned() from exc
+                attempt += 1
+                wait = backoff_s(
+                    attempt, self._settings.initial_backoff_s, self._settings.max_backoff_s
+                )
+                log.warning("%s failed (%s); retry %d in %.1f s", action, exc, attempt, wait)
+                self._counts["retries"] += 1
+                self._stop.wait(wait)
+
+    def _report(self, *, force: bool = False) -> None:
+        now = self._clock()
+        since, read_then = self._last_report
+        if not force and now - since < self._settings.progress_interval_s:
+            return
+        stats = self.stats()
+        rate = (stats.read - read_then) / (now - since) if now > since else 0.0
+        log.info(
+            "ingest: %d read, %d written, %d dead-lettered, %d batches, %d retries; "
+            "%.0f records/s now, %.0f records/s overall",
+            stats.read,
+            stats.written,
+            stats.dead_lettered,
+            stats.batches,
+            stats.retries,
+            rate,
+            stats.records_per_s,
+        )
+        self._last_report = (now, stats.read)
+
+
+@contextmanager
+def handle_signals(worker: IngestWorker) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT ask `worker` to stop after its current batch."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: worker.stop())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

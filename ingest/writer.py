@@ -1,0 +1,189 @@
+"""Idempotent bulk writes to OpenSearch with per-item results.
+
+Every document is written with `_id` = its record id and `op_type` index, so writing a batch
+twice leaves the index as writing it once. Items OpenSearch answers with 429 / 5xx /
+`*_rejected_execution_exception` are retried with capped exponential backoff
+`min(max_backoff_s, initial_backoff_s * 2 ** (attempt - 1))`, at most `max_attempts` times;
+items refused for good (mapping errors, other 4xx) come back as dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
+
+from ingest.errors import IngestError, SetupError, StoreUnavailable
+
+__all__ = [
+    "BulkClient",
+    "BulkWriter",
+    "DeadLetter",
+    "Document",
+    "WriteResult",
+    "backoff_s",
+    "store_error",
+]
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_TYPES = ("es_rejected_execution_exception", "rejected_execution_exception")
+
+
+class BulkClient(Protocol):
+    """The one method of `opensearchpy.OpenSearch` the writer needs."""
+
+    def bulk(self, body: Any, **params: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Document:
+    """One record to store; `origin` is carried back untouched with a dead letter."""
+
+    index: str
+    doc_id: str
+    source: dict[str, Any]
+    origin: Any = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    document: Document
+    reason: str
+
+
+@dataclass
+class WriteResult:
+    written: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    retries: int = 0
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Seconds to wait before retry number `attempt` (1-based), capped at `max_s`."""
+    return min(max_s, initial_s * 2 ** (attempt - 1))
+
+
+def store_error(exc: TransportError, action: str) -> IngestError:
+    """Map an opensearch-py error to ours: unreachable / 429 / 5xx are retryable, else not."""
+    status = exc.status_code
+    if (
+        isinstance(exc, OSConnectionError)
+        or status == 429
+        or (isinstance(status, int) and status >= 500)
+    ):
+        return StoreUnavailable(f"OpenSearch did not acknowledge {action}: {exc}")
+    return SetupError(f"OpenSearch refused {action} with status {status}: {exc}")
+
+
+class BulkWriter:
+    """Writes documents with `_bulk`, retrying what may succeed later, returning what never will."""
+
+    def __init__(
+        self,
+        client: BulkClient,
+        *,
+        max_attempts: int = 5,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        max_bulk_bytes: int = 10 * 1024 * 1024,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._max_attempts = max_attempts
+        self._initial_backoff_s = initial_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._max_bulk_bytes = max_bulk_bytes
+        self._sleep = sleep
+
+    def write(self, documents: Sequence[Document]) -> WriteResult:
+        """Store every document or return it as a dead letter; raise StoreUnavailable otherwise."""
+        result = WriteResult()
+        for chunk in self._chunks(documents):
+            self._write_chunk(chunk, result)
+        return result
+
+    def _write_chunk(self, chunk: list[Document], result: WriteResult) -> None:
+        pending = chunk
+        for attempt in range(1, self._max_attempts + 1):
+            items = self._bulk(pending)
+            retry: list[tuple[Document, str]] = []
+            for document, item in zip(pending, items, strict=True):
+                outcome = _outcome(item)
+                if outcome is None:
+                    result.written += 1
+                elif _is_retryable(item):
+                    retry.append((document, outcome))
+                else:
+                    result.dead_letters.append(DeadLetter(document, outcome))
+            if not retry:
+                return
+            if attempt == self._max_attempts:
+                raise StoreUnavailable(
+                    f"{len(retry)} records still refused after {attempt} attempts "
+                    f"(max_attempts={self._max_attempts}); first: {retry[0][1]}"
+                )
+            wait = backoff_s(attempt, self._initial_backoff_s, self._max_backoff_s)
+            log.warning(
+                "bulk: %d items refused for now (%s); retry %d in %.1f s",
+                len(retry),
+                retry[0][1],
+                attempt,
+                wait,
+            )
+            result.retries += 1
+            self._sleep(wait)
+            pending = [document for document, _ in retry]
+
+    def _bulk(self, documents: list[Document]) -> list[dict[str, Any]]:
+        body: list[dict[str, Any]] = []
+        for document in documents:
+            body.append({"index": {"_index": document.index, "_id": document.doc_id}})
+            body.append(document.source)
+        try:
+            response = self._client.bulk(body=body)
+        except TransportError as exc:
+            raise store_error(exc, f"a bulk write of {len(documents)} records") from exc
+        items = response.get("items", [])
+        if len(items) != len(documents):
+            raise StoreUnavailable(
+                f"bulk answered {len(items)} items for {len(documents)} records; retrying"
+            )
+        return [next(iter(item.values())) for item in items]
+
+    def _chunks(self, documents: Sequence[Document]) -> Iterator[list[Document]]:
+        chunk: list[Document] = []
+        size = 0
+        for document in documents:
+            doc_bytes = len(json.dumps(document.source)) + len(document.doc_id) + 64
+            if chunk and size + doc_bytes > self._max_bulk_bytes:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(document)
+            size += doc_bytes
+        if chunk:
+            yield chunk
+
+
+def _outcome(item: dict[str, Any]) -> str | None:
+    """None when the item was stored, else a reason naming the status and OpenSearch's error."""
+    status = int(item.get("status", 500))
+    if 200 <= status < 300 and "error" not in item:
+        return None
+    error = item.get("error") or {}
+    if isinstance(error, dict):
+        return f"opensearch {status} {error.get('type', 'error')}: {error.get('reason', '')}"
+    return f"opensearch {status}: {error}"
+
+
+def _is_retryable(item: dict[str, Any]) -> bool:
+    status = int(item.get("status", 500))
+    error = item.get("error")
+    kind = error.get("type", "") if isinstance(error, dict) else ""
+    return status == 429 or status >= 500 or kind in RETRYABLE_TYPES

@@ -11,9 +11,14 @@ from tuner.metrics import rank_metrics
 
 def _write_collection(root: Path, qrels_header: str = "query-id\tcorpus-id\tscore") -> Path:
     (root / "corpus.jsonl").write_text(
-        "\n".join(json.dumps({"_id": d, "title": "", "text": f"doc {d}"}) for d in "abc") + "\n")
+        "\n".join(json.dumps({"_id": d, "title": "", "text": f"doc {d}"}) for d in "abc") + "\n"
+    )
     (root / "queries.jsonl").write_text(
-        json.dumps({"_id": "1", "text": "one"}) + "\n" + json.dumps({"_id": "2", "text": "two"}) + "\n")
+        json.dumps({"_id": "1", "text": "one"})
+        + "\n"
+        + json.dumps({"_id": "2", "text": "two"})
+        + "\n"
+    )
     (root / "qrels.tsv").write_text(f"{qrels_header}\n1\ta\t2\n2\tb\t0\n")
     (root / "split.json").write_text(json.dumps({"train": ["1"], "test": ["2"]}))
     return root

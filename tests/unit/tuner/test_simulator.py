@@ -42,15 +42,20 @@ def test_purchases_only_follow_carts_on_top_grade_hits() -> None:
     for i in range(500):
         for event in sim.events(f"id{i}", "q", HITS, client_id="c"):
             actions[(event["action_name"], event["event_attributes"]["object"]["object_id"])] += 1
-    assert actions[("purchase", "best")] == actions[("add_to_cart", "best")] == actions[("click", "best")]
+    assert (
+        actions[("purchase", "best")]
+        == actions[("add_to_cart", "best")]
+        == actions[("click", "best")]
+    )
     assert not any(name != "click" for name, doc in actions if doc != "best")
 
 
 def test_cascade_users_never_click_below_a_skipped_examination() -> None:
     sim = ClickSimulator(QRELS, UserModel(click_model=ClickModel.cascade, cascade_stop=1.0), seed=2)
     for i in range(2000):
-        clicks = [e for e in sim.events(f"id{i}", "q", HITS, client_id="c")
-                  if e["action_name"] == "click"]
+        clicks = [
+            e for e in sim.events(f"id{i}", "q", HITS, client_id="c") if e["action_name"] == "click"
+        ]
         assert len(clicks) <= 1  # stops after the first click
 
 
@@ -58,12 +63,16 @@ def test_records_are_ubi_shaped_with_stable_event_ids() -> None:
     sim = ClickSimulator(QRELS, UserModel(eta=0.0, noise=1.0), seed=0)
     first = sim.events("qid-1", "q", HITS, client_id="c1", session_id="s1")
     again = ClickSimulator(QRELS, UserModel(eta=0.0, noise=1.0), seed=0).events(
-        "qid-1", "q", HITS, client_id="c1", session_id="s1")
+        "qid-1", "q", HITS, client_id="c1", session_id="s1"
+    )
     assert [e["event_attributes"]["event_id"] for e in first] == [
-        e["event_attributes"]["event_id"] for e in again]
+        e["event_attributes"]["event_id"] for e in again
+    ]
     event = first[0]
     assert event["query_id"] == "qid-1" and event["client_id"] == "c1"
     assert event["event_attributes"]["object"]["object_id"] == "junk"
     assert event["timestamp"].endswith("Z")
-    record = query_record("qid-1", "text", HITS, client_id="c1", at=__import__("datetime").datetime.now())
+    record = query_record(
+        "qid-1", "text", HITS, client_id="c1", at=__import__("datetime").datetime.now()
+    )
     assert record["query_response_hit_ids"] == HITS

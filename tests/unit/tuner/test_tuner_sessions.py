@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tuner.sessions import Action, join_sessions
+
+
+def query(qid: str, text: str, hits: list[str], ts: str) -> dict:
+    return {"query_id": qid, "user_query": text, "query_response_hit_ids": hits, "timestamp": ts}
+
+
+def event(eid: str, qid: str, obj: str, name: str = "click", ordinal: int | None = 0) -> dict:
+    return {
+        "query_id": qid,
+        "action_name": name,
+        "timestamp": "2026-01-01T00:00:05Z",
+        "event_attributes": {
+            "event_id": eid,
+            "object": {"object_id": obj, "object_id_field": "_id"},
+            "position": {"ordinal": ordinal},
+        },
+    }
+
+
+def test_events_join_their_query_and_duplicates_count_once() -> None:
+    queries = [
+        query("q2", "saw", ["c"], "2026-01-01T00:01:00Z"),
+        query("q1", "drill", ["a", "b"], "2026-01-01T00:00:00Z"),
+    ]
+    events = [
+        event("e1", "q1", "b", ordinal=1),
+        event("e1", "q1", "b", ordinal=1),  # redelivered
+        event("e2", "q1", "b", "purchase", 1),
+        event("e3", "q-unknown", "x"),
+    ]
+    first, second = join_sessions(queries, events)
+    assert first.query_id == "q1"  # timestamp order
+    assert first.timestamp == datetime(2026, 1, 1, tzinfo=UTC)
+    assert first.hit_ids == ("a", "b")
+    assert first.actions == (Action("b", "click", 1), Action("b", "purchase", 1))
+    assert second.actions == ()
+
+
+def test_records_missing_what_a_session_needs_are_skipped() -> None:
+    queries = [{"query_id": "q1"}, query("q2", "drill", [], "not a date")]
+    events = [{"query_id": "q2", "action_name": "click", "event_attributes": {}}]
+    [only] = join_sessions(queries, events)
+    assert (only.query_id, only.timestamp, only.actions) == ("q2", None, ())

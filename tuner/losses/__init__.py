@@ -1,0 +1,1 @@
+"""Contrastive losses, one module per loss. Import the module you need: each imports torch."""

@@ -1,0 +1,139 @@
+"""Training pairs: (query, clicked document, weight, skipped documents) from sessions.
+
+Per session, every hit with an outcome is a positive. Its weight is the largest outcome weight
+of the actions on it (click 1, add_to_cart 3, purchase 5 by default) times the clipped inverse
+examination propensity at the rank it was shown, so deep clicks count more. Hard negatives are
+the hits shown above a positive that got no outcome (skip-above), excluding any document that
+is a positive for the same query in any of the sessions given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tuner.propensity import Propensity, clipped_inverse_propensity
+from tuner.sessions import Session
+
+__all__ = ["PairStats", "TrainingPair", "build_pairs", "query_key"]
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """A query, a document that satisfied it, how much that counts, and documents it beat."""
+
+    query: str
+    positive_id: str
+    weight: float
+    hard_negative_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class PairStats:
+    """Why sessions were used or skipped: a user sees these numbers after `clicktune train`."""
+
+    sessions: int = 0
+    without_hits: int = 0
+    bot_like: int = 0
+    without_outcome: int = 0
+    pairs: int = 0
+
+
+def query_key(text: str) -> str:
+    """The identity of a query for the never-a-positive rule: case and spacing do not matter."""
+    return " ".join(text.casefold().split())
+
+
+def build_pairs(
+    sessions: Sequence[Session],
+    outcome_weights: Mapping[str, float],
+    propensity: Propensity,
+    max_ipw: float,
+    max_clicks_per_session: int | None = None,
+    stats: PairStats | None = None,
+) -> list[TrainingPair]:
+    """Training pairs from `sessions`, one per (session, positive hit), in session order.
+
+    Actions whose name is not in `outcome_weights` are ignored. Sessions with no hits, and
+    sessions with more than `max_clicks_per_session` outcome actions (bots), give no pairs.
+    """
+    stats = stats if stats is not None else PairStats()
+    usable = [s for s in sessions if _usable(s, outcome_weights, max_clicks_per_session, stats)]
+    positives = _positives_by_query(usable, outcome_weights)
+    pairs: list[TrainingPair] = []
+    for session in usable:
+        session_pairs = _session_pairs(
+            session, outcome_weights, propensity, max_ipw, positives[query_key(session.user_query)]
+        )
+        if not session_pairs:
+            stats.without_outcome += 1
+        pairs.extend(session_pairs)
+    stats.pairs = len(pairs)
+    return pairs
+
+
+def _usable(
+    session: Session,
+    outcome_weights: Mapping[str, float],
+    max_clicks: int | None,
+    stats: PairStats,
+) -> bool:
+    stats.sessions += 1
+    if not session.hit_ids:
+        stats.without_hits += 1
+        return False
+    outcomes = sum(1 for a in session.actions if a.action_name in outcome_weights)
+    if max_clicks is not None and outcomes > max_clicks:
+        stats.bot_like += 1
+        return False
+    return True
+
+
+def _positives_by_query(
+    sessions: Iterable[Session], outcome_weights: Mapping[str, float]
+) -> dict[str, set[str]]:
+    positives: dict[str, set[str]] = {}
+    for session in sessions:
+        ids = positives.setdefault(query_key(session.user_query), set())
+        ids.update(_outcome_weight_by_hit(session, outcome_weights))
+    return positives
+
+
+def _outcome_weight_by_hit(
+    session: Session, outcome_weights: Mapping[str, float]
+) -> dict[str, float]:
+    """Largest positive outcome weight per acted-on object of the session."""
+    best: dict[str, float] = {}
+    for action in session.actions:
+        weight = outcome_weights.get(action.action_name)
+        if weight is not None and weight > 0:
+            best[action.object_id] = max(best.get(action.object_id, 0.0), weight)
+    return best
+
+
+def _session_pairs(
+    session: Session,
+    outcome_weights: Mapping[str, float],
+    propensity: Propensity,
+    max_ipw: float,
+    query_positives: set[str],
+) -> list[TrainingPair]:
+    pairs = []
+    for object_id, outcome in _outcome_weight_by_hit(session, outcome_weights).items():
+        rank = _rank(session, object_id)
+        if rank is None:  # neither shown nor given a position: the bias cannot be corrected
+            continue
+        above = session.hit_ids[: min(rank, len(session.hit_ids))]
+        negatives = tuple(h for h in reversed(above) if h not in query_positives)
+        weight = outcome * clipped_inverse_propensity(propensity, rank, max_ipw)
+        pairs.append(TrainingPair(session.user_query, object_id, weight, negatives))
+    return pairs
+
+
+def _rank(session: Session, object_id: str) -> int | None:
+    """The rank shown in the query record; the event's ordinal when the hit list lacks it."""
+    rank = session.rank_of(object_id)
+    if rank is not None:
+        return rank
+    ordinals = [a.ordinal for a in session.actions if a.object_id == object_id]
+    return next((o for o in ordinals if o is not None and o >= 0), None)

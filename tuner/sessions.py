@@ -1,0 +1,153 @@
+"""Sessions: one UBI query record joined with the events on its hits.
+
+A session is what a user saw and did for one `query_id`: the query text, the hit ids in the
+order shown, and the actions taken on them. `read_sessions` streams both UBI indexes with the
+scroll API and joins them in memory by `query_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import NotFoundError, TransportError
+from opensearchpy.helpers import scan
+
+from ingest.config import IngestSettings
+from tuner.errors import SessionStoreError
+
+__all__ = ["Action", "Session", "join_sessions", "read_sessions"]
+
+SCROLL = "2m"
+PAGE_SIZE = 1000
+
+
+class Action(NamedTuple):
+    """One event on a hit: what was done, and at which 0-based rank it was shown (if known)."""
+
+    object_id: str
+    action_name: str
+    ordinal: int | None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One query as the user saw it, with the actions taken on its hits."""
+
+    query_id: str
+    user_query: str
+    hit_ids: tuple[str, ...]
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+    timestamp: datetime | None = None
+
+    def rank_of(self, object_id: str) -> int | None:
+        """The 0-based rank at which `object_id` was shown, or None if it was not shown."""
+        try:
+            return self.hit_ids.index(object_id)
+        except ValueError:
+            return None
+
+
+def read_sessions(
+    client: OpenSearch, ingest_settings: IngestSettings, since: datetime | None = None
+) -> list[Session]:
+    """All sessions whose query was logged at or after `since` (all of them when None)."""
+    query = _since_query(since)
+    queries = _scan(client, ingest_settings.queries_index, query)
+    events = _scan(client, ingest_settings.events_index, query, missing_ok=True)
+    return join_sessions(queries, events)
+
+
+def join_sessions(
+    queries: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]
+) -> list[Session]:
+    """Join UBI query and event records by `query_id`; duplicate event ids count once.
+
+    Events whose query is not among `queries` are dropped (their query is older than the
+    window or was never stored). Sessions come back in timestamp order.
+    """
+    by_query: dict[str, list[Action]] = {}
+    seen_events: set[str] = set()
+    for event in events:
+        event_id = _event_id(event)
+        if event_id is not None and event_id in seen_events:
+            continue
+        if event_id is not None:
+            seen_events.add(event_id)
+        action = _action(event)
+        if action is not None:
+            by_query.setdefault(str(event["query_id"]), []).append(action)
+    sessions = [_session(q, by_query.get(str(q.get("query_id")), [])) for q in queries]
+    present = [s for s in sessions if s is not None]
+    return sorted(present, key=lambda s: s.timestamp.timestamp() if s.timestamp else float("inf"))
+
+
+def _since_query(since: datetime | None) -> dict[str, Any]:
+    if since is None:
+        return {"query": {"match_all": {}}}
+    return {"query": {"range": {"timestamp": {"gte": since.isoformat()}}}}
+
+
+def _scan(
+    client: OpenSearch, index: str, query: dict[str, Any], missing_ok: bool = False
+) -> Iterator[dict[str, Any]]:
+    try:
+        hits = list(scan(client, index=index, query=query, scroll=SCROLL, size=PAGE_SIZE))
+    except NotFoundError as exc:
+        if missing_ok:
+            return iter(())
+        raise SessionStoreError(
+            f"UBI index {index!r} does not exist: no sessions have been ingested yet "
+            f"(run `clicktune ingest run`, or check ingest.queries_index)"
+        ) from exc
+    except TransportError as exc:
+        raise SessionStoreError(f"reading UBI index {index!r} failed: {exc}") from exc
+    return ({**hit["_source"], "_id": hit["_id"]} for hit in hits)
+
+
+def _event_id(event: Mapping[str, Any]) -> str | None:
+    attributes = event.get("event_attributes") or {}
+    event_id = attributes.get("event_id") or event.get("_id")
+    return str(event_id) if event_id is not None else None
+
+
+def _action(event: Mapping[str, Any]) -> Action | None:
+    attributes = event.get("event_attributes") or {}
+    object_id = (attributes.get("object") or {}).get("object_id")
+    ordinal = (attributes.get("position") or {}).get("ordinal")
+    if object_id is None or event.get("query_id") is None or not event.get("action_name"):
+        return None
+    return Action(str(object_id), str(event["action_name"]), _int_or_none(ordinal))
+
+
+def _session(query: Mapping[str, Any], actions: list[Action]) -> Session | None:
+    if query.get("query_id") is None or query.get("user_query") is None:
+        return None
+    hits = query.get("query_response_hit_ids") or []
+    return Session(
+        query_id=str(query["query_id"]),
+        user_query=str(query["user_query"]),
+        hit_ids=tuple(str(h) for h in hits),
+        actions=tuple(actions),
+        timestamp=_timestamp(query.get("timestamp")),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

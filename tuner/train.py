@@ -1,0 +1,181 @@
+"""Fine-tune a sentence-transformers model on weighted training pairs (a plain torch loop)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from sentence_transformers import SentenceTransformer
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tuner.config import TrainSettings
+from tuner.errors import NoTrainingDataError
+from tuner.losses.weighted_infonce import WeightedInfoNCELoss
+from tuner.pairs import TrainingPair, query_key
+
+__all__ = ["TrainReport", "embed", "fine_tune", "usable_pairs"]
+
+CURVE_POINTS = 20
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What one fine-tuning run did; `loss_curve` is the mean loss over equal slices of steps."""
+
+    steps: int
+    pairs: int
+    dropped_pairs: int
+    first_loss: float
+    final_loss: float
+    loss_curve: tuple[float, ...]
+    seconds: float
+    pairs_per_s: float
+    device: str
+    config: dict[str, float | int | str | None] = field(default_factory=dict)
+
+
+def fine_tune(
+    model: SentenceTransformer,
+    pairs: Sequence[TrainingPair],
+    doc_texts: Mapping[str, str],
+    settings: TrainSettings,
+    progress: bool = True,
+) -> TrainReport:
+    """Train `model` in place on `pairs` for `max_steps` (or `epochs`) and report how it went."""
+    used = usable_pairs(pairs, doc_texts)
+    if not used:
+        raise NoTrainingDataError(
+            f"none of the {len(pairs)} training pairs has a positive document with text "
+            f"(is the document index the one the sessions were served from?)"
+        )
+    torch.manual_seed(settings.seed)
+    batch_size = min(settings.batch_size, len(used))
+    steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
+    model.max_seq_length = settings.max_length
+    loss_fn = WeightedInfoNCELoss(settings.temperature)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    scheduler = _warmup_then_linear_decay(optimizer, steps, settings.warmup_ratio)
+    positives = _positives_by_query(used)
+    device = str(model.device)
+    losses: list[float] = []
+    model.train()
+    started = time.perf_counter()
+    bar = tqdm(total=steps, desc="fine-tune", unit="step", disable=not progress)
+    for step, batch in zip(range(steps), _batches(used, batch_size, settings.seed), strict=False):
+        loss = _train_step(model, loss_fn, batch, doc_texts, positives, device)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        rate = (step + 1) * batch_size / elapsed
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", pairs_s=f"{rate:.1f}")
+    bar.close()
+    model.eval()
+    seconds = time.perf_counter() - started
+    return TrainReport(
+        steps=len(losses),
+        pairs=len(used),
+        dropped_pairs=len(pairs) - len(used),
+        first_loss=losses[0],
+        final_loss=_tail_mean(losses),
+        loss_curve=_curve(losses),
+        seconds=round(seconds, 3),
+        pairs_per_s=round(len(losses) * batch_size / seconds, 2),
+        device=device,
+        config={"batch_size": batch_size, **settings.model_dump(exclude={"base_model"})},
+    )
+
+
+def usable_pairs(pairs: Sequence[TrainingPair], doc_texts: Mapping[str, str]) -> list[TrainingPair]:
+    """Pairs whose positive has text, with hard negatives cut to those that have text."""
+    used = []
+    for pair in pairs:
+        if not doc_texts.get(pair.positive_id):
+            continue
+        negatives = tuple(n for n in pair.hard_negative_ids if doc_texts.get(n))
+        used.append(TrainingPair(pair.query, pair.positive_id, pair.weight, negatives))
+    return used
+
+
+def embed(model: SentenceTransformer, texts: Sequence[str], device: str) -> Tensor:
+    """Sentence embeddings with gradients, as the model computes them in training."""
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
+    features = tokenize(list(texts))
+    features = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in features.items()}
+    return model(features)["sentence_embedding"]  # (len(texts), D)
+
+
+def _train_step(
+    model: SentenceTransformer,
+    loss_fn: WeightedInfoNCELoss,
+    batch: Sequence[TrainingPair],
+    doc_texts: Mapping[str, str],
+    positives: Mapping[str, set[str]],
+    device: str,
+) -> Tensor:
+    negative_ids = [p.hard_negative_ids[0] for p in batch if p.hard_negative_ids]
+    candidate_ids = [p.positive_id for p in batch] + negative_ids
+    weights = torch.tensor([p.weight for p in batch], device=device)  # (B,)
+    mask = torch.tensor(
+        [[c in positives[query_key(p.query)] for c in candidate_ids] for p in batch],
+        device=device,
+    )  # (B, B + H)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        queries = embed(model, [p.query for p in batch], device)  # (B, D)
+        docs = embed(model, [doc_texts[c] for c in candidate_ids], device)  # (B + H, D)
+    hard = docs[len(batch) :] if negative_ids else None  # (H, D)
+    return loss_fn(queries, docs[: len(batch)], weights, hard, mask)
+
+
+def _batches(
+    pairs: Sequence[TrainingPair], batch_size: int, seed: int
+) -> Iterator[list[TrainingPair]]:
+    """Endless shuffled batches, a fresh order each epoch; the last short batch is dropped."""
+    rng = random.Random(seed)
+    order = list(range(len(pairs)))
+    while True:
+        rng.shuffle(order)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield [pairs[i] for i in order[start : start + batch_size]]
+
+
+def _positives_by_query(pairs: Sequence[TrainingPair]) -> dict[str, set[str]]:
+    positives: dict[str, set[str]] = {}
+    for pair in pairs:
+        positives.setdefault(query_key(pair.query), set()).add(pair.positive_id)
+    return positives
+
+
+def _warmup_then_linear_decay(
+    optimizer: torch.optim.Optimizer, steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = int(steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _tail_mean(losses: Sequence[float]) -> float:
+    tail = losses[-max(1, len(losses) // 10) :]
+    return round(sum(tail) / len(tail), 6)
+
+
+def _curve(losses: Sequence[float]) -> tuple[float, ...]:
+    slices = min(CURVE_POINTS, len(losses))
+    size = len(losses) / slices
+    chunks = [losses[int(i * size) : int((i + 1) * size)] or [losses[-1]] for i in range(slices)]
+    return tuple(round(sum(c) / len(c), 6) for c in chunks)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 
-class SpaceType(str, Enum):
+class SpaceType(StrEnum):
     cosine = "cosinesimil"
     l2 = "l2"
     inner_product = "innerproduct"
@@ -48,4 +48,8 @@ class ServingSettings(BaseModel):
     max_batch_inputs: int = Field(default=256, ge=1)
     max_text_chars: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_k: int = Field(default=100, ge=1, le=10_000, description="most hits /v1/search returns")
+    query_log_timeout_s: float = Field(
+        default=10.0, gt=0, description="wait this long for Kafka to ack a UBI query record"
+    )
     cors_origins: list[str] = Field(default_factory=list)

@@ -2,12 +2,69 @@
 
 from __future__ import annotations
 
-from clicktune.cli.common import planned
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clicktune.cli.common import fail, planned, print_json, settings_of
+from clicktune.clients import opensearch_client
+from clicktune.config import Settings
+from serving.corpus import corpus_file, read_corpus
+from serving.encoder import OnnxTextEncoder
+from serving.errors import ServingError
+from serving.indexer import index_corpus
+from serving.registry import LocalRegistry
+from serving.vector_index import DocumentIndex
 
 
-def index() -> None:
-    """Embed a corpus (DATASET_DIR or JSONL) and index it behind the alias."""
-    planned("index", 3)
+def load_encoder(settings: Settings, ref: str | None) -> OnnxTextEncoder:
+    """The encoder of registry model `ref` (default: the configured alias, `production`)."""
+    registry = LocalRegistry(settings.home / "models")
+    if not registry.list():
+        fail(f"no model registered in {registry.root}; run `clicktune models import` first")
+    try:
+        version = registry.get(ref or settings.serving.model_version)
+        return OnnxTextEncoder.from_dir(version.path, settings.serving.encoder)
+    except ServingError as exc:
+        fail(str(exc))
+
+
+def index(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="dataset dir with corpus.jsonl, or a .jsonl file")],
+    model: Annotated[str | None, typer.Option("--model", help="model version or alias")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Embed a corpus (DATASET_DIR or JSONL) into a new index and move the alias onto it."""
+    settings = settings_of(ctx)
+    encoder = load_encoder(settings, model)
+    doc_index = DocumentIndex(opensearch_client(settings.opensearch), settings.serving.index)
+    try:
+        total = _count_lines(corpus_file(path))
+        report = index_corpus(
+            read_corpus(path),
+            encoder,
+            doc_index,
+            batch_size=settings.serving.encoder.batch_size,
+            progress=not as_json,
+            total=total,
+        )
+    except ServingError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        typer.echo(
+            f"indexed {report.docs} documents into {report.index} in {report.seconds:.1f} s "
+            f"({report.docs / max(report.seconds, 1e-9):.0f} docs/s); alias {report.alias!r} "
+            f"now points at it" + (f" (was {report.previous})" if report.previous else "")
+        )
+
+
+def _count_lines(file: Path) -> int:
+    with file.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
 
 
 def reindex() -> None:

@@ -1,0 +1,210 @@
+"""The HTTP API: OpenAI-compatible embeddings, ml-commons `/embed`, search with UBI logging.
+
+`create_app` takes every collaborator as an argument (model slot, document index, query log,
+settings); nothing connects or loads a model here. Handlers are plain `def`s, so FastAPI runs
+the CPU-bound encoding in its thread pool and the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from serving.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
+from serving.config import ServingSettings
+from serving.encoder import ServableEncoder
+from serving.errors import DocumentIndexError, QueryLogError
+from serving.query_log import QueryLog
+from serving.slot import ModelSlot
+from serving.vector_index import Hit, SearchIndex
+
+__all__ = ["ApiError", "create_app"]
+
+APPLICATION = "clicktune"
+ARM = "production"
+RETRY_AFTER_S = "5"
+DEFAULT_K = 10
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a message naming the value and the rule, an error type."""
+
+    def __init__(self, status: int, message: str, kind: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.headers = headers or {}
+
+
+def create_app(
+    slot: ModelSlot, index: SearchIndex, query_log: QueryLog, settings: ServingSettings
+) -> FastAPI:
+    """The FastAPI app of one serving replica, wired to the given collaborators."""
+    app = FastAPI(title="clicktune", version="1")
+    limits = _Limits(settings)
+
+    @app.exception_handler(ApiError)
+    def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        body = {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            message = f"body of {length} bytes exceeds max_body_bytes={settings.max_body_bytes}"
+            return _api_error(request, ApiError(413, message, "request_too_large"))
+        return await call_next(request)
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
+        encoder = _encoder(slot)
+        texts = limits.check(body.texts())
+        if body.dimensions is not None and body.dimensions != encoder.dimension:
+            raise ApiError(
+                422,
+                f"dimensions={body.dimensions} is not supported: model "
+                f"{encoder.version!r} has dimension {encoder.dimension}",
+                "invalid_request_error",
+            )
+        vectors = encoder.encode(texts)
+        tokens = encoder.count_tokens(texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _format(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": encoder.version,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.post("/embed")
+    def embed(body: EmbedRequest) -> list[list[float]]:
+        encoder = _encoder(slot)
+        return encoder.encode(limits.check(body.texts())).tolist()
+
+    @app.post("/v1/search")
+    def search(body: SearchRequest) -> dict[str, Any]:
+        encoder = _encoder(slot)
+        limits.check([body.query])
+        k = body.k if body.k is not None else min(DEFAULT_K, settings.max_k)
+        if k > settings.max_k:
+            raise ApiError(422, f"k={k} exceeds max_k={settings.max_k}", "invalid_request_error")
+        vector = encoder.encode([body.query])[0]
+        try:
+            hits = index.search_knn(vector, k)
+            served_from = hits[0].index if hits else (index.live_index() or settings.index.alias)
+        except DocumentIndexError as exc:
+            raise _unavailable(f"document index unavailable: {exc}") from exc
+        record = _query_record(body, hits, encoder.version, served_from)
+        try:
+            query_log.publish(record)
+        except QueryLogError as exc:
+            raise _unavailable(f"query not logged, search refused: {exc}") from exc
+        return {
+            "query_id": record["query_id"],
+            "model_version": encoder.version,
+            "arm": ARM,
+            "hits": [_hit(h) for h in hits],
+        }
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        encoder = _encoder(slot)
+        return {
+            "object": "list",
+            "data": [{"id": encoder.version, "object": "model", "owned_by": APPLICATION}],
+        }
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        encoder = slot.current
+        try:
+            live = index.live_index()
+        except DocumentIndexError as exc:
+            return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+        if encoder is None or live is None:
+            reason = (
+                "no model loaded"
+                if encoder is None
+                else (f"alias {settings.index.alias!r} does not exist; run `clicktune index`")
+            )
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "model_version": encoder.version, "index": live})
+
+    return app
+
+
+class _Limits:
+    def __init__(self, settings: ServingSettings) -> None:
+        self.max_inputs = settings.max_batch_inputs
+        self.max_chars = settings.max_text_chars
+
+    def check(self, texts: list[str]) -> list[str]:
+        if not texts:
+            raise ApiError(422, "input is empty: send at least one text", "invalid_request_error")
+        if len(texts) > self.max_inputs:
+            raise ApiError(
+                413,
+                f"input has {len(texts)} texts; the limit is max_batch_inputs={self.max_inputs}",
+                "request_too_large",
+            )
+        for i, text in enumerate(texts):
+            if len(text) > self.max_chars:
+                raise ApiError(
+                    413,
+                    f"input[{i}] has {len(text)} characters; the limit is "
+                    f"max_text_chars={self.max_chars}",
+                    "request_too_large",
+                )
+        return texts
+
+
+def _encoder(slot: ModelSlot) -> ServableEncoder:
+    encoder = slot.current
+    if encoder is None:
+        raise _unavailable("no model loaded yet")
+    return encoder
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(503, message, "service_unavailable", {"Retry-After": RETRY_AFTER_S})
+
+
+def _format(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":  # OpenAI's format: little-endian float32 bytes
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def _hit(hit: Hit) -> dict[str, Any]:
+    return {**hit.source, "id": hit.id, "score": hit.score}
+
+
+def _query_record(body: SearchRequest, hits: list[Hit], version: str, index: str) -> dict:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "query_id": str(uuid.uuid4()),
+        "timestamp": now,
+        "client_id": body.client_id,
+        "user_query": body.query,
+        "query_response_hit_ids": [h.id for h in hits],
+        "application": APPLICATION,
+        "query_attributes": {
+            "model_version": version,
+            "arm": ARM,
+            "index": index,
+            "session_id": body.session_id,
+        },
+    }

@@ -1,0 +1,187 @@
+"""Text encoders: the ONNX one the product serves, and a hashing fake for tests.
+
+`OnnxTextEncoder` runs a model directory (see `serving.model_dir`) on onnxruntime + tokenizers,
+without torch. Texts are sorted by token length and padded per batch, so a batch of short
+queries never pays for one long document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from serving.config import EncoderSettings
+from serving.errors import ModelLoadError
+from serving.model_dir import read_model_meta
+
+__all__ = ["Encoder", "HashingEncoder", "OnnxTextEncoder", "ServableEncoder"]
+
+OUTPUT = "sentence_embedding"
+REQUIRED_INPUTS = ("input_ids", "attention_mask")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into unit-length float32 vectors, one row per text."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ServableEncoder(Encoder, Protocol):
+    """An encoder the HTTP API can serve: it also counts tokens for usage reporting."""
+
+    def count_tokens(self, texts: list[str]) -> int: ...
+
+
+class OnnxTextEncoder:
+    """A sentence embedding model exported to ONNX, run with length-bucketed batches."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        *,
+        version: str,
+        dimension: int,
+        batch_size: int,
+    ) -> None:
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        if not set(REQUIRED_INPUTS) <= inputs or OUTPUT not in outputs:
+            raise ModelLoadError(
+                f"model {version!r} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+                f"it needs inputs {list(REQUIRED_INPUTS)} and output {OUTPUT!r}"
+            )
+        self._session = session
+        self._tokenizer = tokenizer
+        self._version = version
+        self._dimension = dimension
+        self._batch_size = batch_size
+        self._uses_token_types = "token_type_ids" in inputs
+
+    @classmethod
+    def from_dir(cls, path: Path, settings: EncoderSettings) -> OnnxTextEncoder:
+        """Load `model.onnx`, `tokenizer.json` and `clicktune.json` from a model directory."""
+        meta = read_model_meta(path, error=ModelLoadError)
+        if meta["kind"] != "text":
+            raise ModelLoadError(f"{path}: kind {meta['kind']!r} is not a text model")
+        tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+        tokenizer.no_padding()  # padding happens per batch, to the batch's longest text
+        tokenizer.enable_truncation(max_length=min(settings.max_length, meta["max_length"]))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(
+                str(Path(path) / "model.onnx"), options, providers=_providers()
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"{path}/model.onnx cannot be loaded: {exc}") from exc
+        return cls(
+            session,
+            tokenizer,
+            version=meta["version"],
+            dimension=meta["dimension"],
+            batch_size=settings.batch_size,
+        )
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model sees for `texts` (after truncation), for usage reporting."""
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts`: float32 [len(texts), dimension], rows L2-normalised, input order."""
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
+            out[rows] = self._run([encodings[i] for i in rows])
+        return out
+
+    def _run(self, batch: list[Encoding]) -> np.ndarray:
+        width = max(1, max(len(e.ids) for e in batch))
+        ids = np.zeros((len(batch), width), dtype=np.int64)  # (batch, seq)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(batch):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = enc.attention_mask
+            types[row, :n] = enc.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if self._uses_token_types:
+            feed["token_type_ids"] = types
+        (vectors,) = self._session.run([OUTPUT], feed)  # (batch, dimension)
+        if vectors.shape[1] != self._dimension:
+            raise ModelLoadError(
+                f"model {self._version!r} returned dimension {vectors.shape[1]}, "
+                f"but clicktune.json says {self._dimension}"
+            )
+        return vectors.astype(np.float32, copy=False)
+
+
+def _providers() -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class HashingEncoder:
+    """A deterministic bag-of-words encoder (feature hashing) for tests and demos.
+
+    Texts that share words get similar vectors, so k-NN search behaves plausibly; it needs no
+    model files. An empty text maps to a fixed unit vector, never to zero (cosine needs norm > 0).
+    """
+
+    def __init__(self, dimension: int = 64, version: str = "hashing") -> None:
+        self._dimension = dimension
+        self._version = version
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(len(_words(t)) for t in texts)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in _words(text):
+                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                slot = int.from_bytes(digest[:4], "little") % self._dimension
+                out[row, slot] += 1.0 if digest[4] & 1 else -1.0
+            if not out[row].any():
+                out[row, 0] = 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())

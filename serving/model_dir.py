@@ -1,0 +1,48 @@
+"""The model directory contract shared by the tuner (writer) and serving (reader).
+
+model.onnx      inputs input_ids, attention_mask (+ token_type_ids if the model takes it),
+                int64 [batch, seq]; output sentence_embedding float32 [batch, dim], pooled
+                and L2-normalised inside the graph
+tokenizer.json  a `tokenizers` tokenizer (truncation and padding are set by the reader)
+clicktune.json  {"format": 1, "kind": "text", "version", "dimension", "max_length",
+                 "base_model", "parent", "created_at", "metrics", "parity_min_cosine"}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from serving.errors import ServingError
+
+__all__ = ["FORMAT", "META_FILE", "MODEL_FILES", "read_model_meta"]
+
+FORMAT = 1
+META_FILE = "clicktune.json"
+MODEL_FILES = ("model.onnx", "tokenizer.json", META_FILE)
+_REQUIRED = {"format": int, "kind": str, "version": str, "dimension": int, "max_length": int}
+
+
+def read_model_meta(path: Path, error: type[ServingError] = ServingError) -> dict[str, Any]:
+    """Check that `path` holds a model directory and return its `clicktune.json`."""
+    path = Path(path)
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise error(f"{path} is not a model directory: missing {', '.join(missing)}")
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path / META_FILE} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise error(f"{path / META_FILE} must hold a JSON object")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            raise error(
+                f"{path / META_FILE}: {key!r} must be a {kind.__name__}, got {meta.get(key)!r}"
+            )
+    if meta["format"] != FORMAT:
+        raise error(f"{path / META_FILE}: format {meta['format']} is not supported (want {FORMAT})")
+    if meta["dimension"] < 1:
+        raise error(f"{path / META_FILE}: dimension {meta['dimension']} must be positive")
+    return meta

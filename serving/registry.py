@@ -1,0 +1,168 @@
+"""The local model registry: versioned model directories and named aliases on disk.
+
+Layout under `root` (= `settings.home / "models"`):
+
+    versions/<version>/   model.onnx, tokenizer.json, clicktune.json (see `model_dir`)
+    aliases.json          {"production": "v3", "candidate": "v4", ...}
+
+A version appears atomically (copied into a hidden temp dir, then renamed) and is never
+overwritten; aliases move by atomic file replacement, so readers never see a half-written state.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving.errors import RegistryError
+from serving.model_dir import MODEL_FILES, read_model_meta
+
+__all__ = ["LocalRegistry", "ModelVersion"]
+
+# Lowercase because versions become part of OpenSearch index names (`docs__<version>__<n>`).
+_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+_AUTO_VERSION = re.compile(r"^v(\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered model: its directory and what `clicktune.json` says about it."""
+
+    version: str
+    path: Path
+    dimension: int
+    kind: str
+    parent: str | None
+    created_at: str
+    metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    aliases: tuple[str, ...] = ()
+
+
+class LocalRegistry:
+    """Model versions and aliases in a folder; safe against readers during writes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._versions = self.root / "versions"
+        self._aliases_file = self.root / "aliases.json"
+
+    def add(self, src_dir: Path, version: str | None = None) -> ModelVersion:
+        """Copy the model directory `src_dir` in as `version` (next `v<N>` when None)."""
+        src_dir = Path(src_dir)
+        read_model_meta(src_dir, error=RegistryError)  # refuse a broken dir before copying
+        self._versions.mkdir(parents=True, exist_ok=True)
+        version = version if version is not None else self._next_version()
+        _check_name(version, "version")
+        target = self._versions / version
+        if target.exists():
+            raise RegistryError(f"model version {version!r} already exists in {self.root}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self._versions))
+        try:
+            for name in MODEL_FILES:
+                shutil.copy2(src_dir / name, tmp / name)
+            _stamp_version(tmp, version)
+            os.rename(tmp, target)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if target.exists():
+                raise RegistryError(f"model version {version!r} already exists") from exc
+            raise RegistryError(f"cannot add {src_dir} as {version!r}: {exc}") from exc
+        return self.get(version)
+
+    def get(self, ref: str) -> ModelVersion:
+        """The version named `ref`, or the version the alias `ref` points at."""
+        aliases = self.aliases()
+        version = aliases.get(ref, ref)
+        path = self._versions / version
+        if not _check_name_ok(version) or not path.is_dir():
+            raise RegistryError(
+                f"unknown model {ref!r} in {self.root}: versions {self._version_names()}, "
+                f"aliases {sorted(aliases)}"
+            )
+        return self._load(version, aliases)
+
+    def list(self) -> builtins.list[ModelVersion]:
+        """Every registered version, oldest first."""
+        aliases = self.aliases()
+        versions = [self._load(name, aliases) for name in self._version_names()]
+        return sorted(versions, key=lambda v: (v.created_at, v.version))
+
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point `alias` at an existing `version` (atomic file replace)."""
+        _check_name(alias, "alias")
+        if alias in self._version_names():
+            raise RegistryError(f"alias {alias!r} would shadow the model version of that name")
+        if not (self._versions / version).is_dir():
+            raise RegistryError(
+                f"cannot point alias {alias!r} at unknown version {version!r}: "
+                f"versions {self._version_names()}"
+            )
+        aliases = self.aliases()
+        aliases[alias] = version
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".aliases.", dir=self.root)
+        with os.fdopen(fd, "w") as out:
+            json.dump(aliases, out, indent=2, sort_keys=True)
+        os.replace(tmp, self._aliases_file)
+
+    def aliases(self) -> dict[str, str]:
+        """Alias name -> version."""
+        try:
+            data = json.loads(self._aliases_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{self._aliases_file} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"{self._aliases_file} must hold an object of alias -> version")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def _version_names(self) -> builtins.list[str]:
+        if not self._versions.is_dir():
+            return []
+        return sorted(p.name for p in self._versions.iterdir() if _check_name_ok(p.name))
+
+    def _next_version(self) -> str:
+        numbers = [int(m.group(1)) for n in self._version_names() if (m := _AUTO_VERSION.match(n))]
+        return f"v{max(numbers, default=0) + 1}"
+
+    def _load(self, version: str, aliases: dict[str, str]) -> ModelVersion:
+        path = self._versions / version
+        meta = read_model_meta(path, error=RegistryError)
+        return ModelVersion(
+            version=version,
+            path=path,
+            dimension=int(meta["dimension"]),
+            kind=str(meta["kind"]),
+            parent=meta.get("parent"),
+            created_at=str(meta.get("created_at", "")),
+            metrics=dict(meta.get("metrics") or {}),
+            aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
+        )
+
+
+def _check_name_ok(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _check_name_ok(name):
+        raise RegistryError(
+            f"{what} {name!r} is not allowed: use 1-63 lowercase letters, digits, '.' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _stamp_version(model_dir: Path, version: str) -> None:
+    """Write the registry's version into the copied `clicktune.json` so the encoder reports it."""
+    meta_path = model_dir / "clicktune.json"
+    meta = json.loads(meta_path.read_text())
+    meta["version"] = version
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import RegistryError
-from serving.model_dir import MODEL_FILES, read_model_meta
+from serving.model_dir import read_model_meta
 
 __all__ = ["LocalRegistry", "ModelVersion"]
 
@@ -65,8 +65,8 @@ class LocalRegistry:
             raise RegistryError(f"model version {version!r} already exists in {self.root}")
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self._versions))
         try:
-            for name in MODEL_FILES:
-                shutil.copy2(src_dir / name, tmp / name)
+            # The whole directory: serving reads MODEL_FILES, the tuner keeps its weights beside.
+            shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
             _stamp_version(tmp, version)
             os.rename(tmp, target)
         except OSError as exc:

@@ -39,8 +39,9 @@ class JudgedCollection:
     def split_queries(self, split: str) -> dict[str, str]:
         """The queries of one split (`train` or `test`) that have at least one judgment > 0."""
         if split not in self.split:
-            raise DatasetError(f"split {split!r} is not in {self.root / 'split.json'}: "
-                               f"it has {sorted(self.split)}")
+            raise DatasetError(
+                f"split {split!r} is not in {self.root / 'split.json'}: it has {sorted(self.split)}"
+            )
         return {
             qid: self.queries[qid]
             for qid in self.split[split]
@@ -73,7 +74,9 @@ def _read_queries(path: Path) -> dict[str, str]:
                 record = json.loads(line)
                 queries[str(record["_id"])] = str(record["text"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DatasetError(f"{path}:{number}: a query needs `_id` and `text` ({exc})") from exc
+                raise DatasetError(
+                    f"{path}:{number}: a query needs `_id` and `text` ({exc})"
+                ) from exc
     return queries
 
 
@@ -83,16 +86,19 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
         rows = csv.reader(handle, delimiter="\t")
         header = next(rows, None)
         if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise DatasetError(f"{path}: the header must be 'query-id<TAB>corpus-id<TAB>score', "
-                               f"got {header!r}")
+            raise DatasetError(
+                f"{path}: the header must be 'query-id<TAB>corpus-id<TAB>score', got {header!r}"
+            )
         for number, row in enumerate(rows, start=2):
             if not row:
                 continue
             try:
                 qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
             except (IndexError, ValueError) as exc:
-                raise DatasetError(f"{path}:{number}: expected query-id, corpus-id and an "
-                                   f"integer score, got {row!r}") from exc
+                raise DatasetError(
+                    f"{path}:{number}: expected query-id, corpus-id and an "
+                    f"integer score, got {row!r}"
+                ) from exc
     return qrels
 
 

@@ -15,7 +15,9 @@ Qrels = Mapping[str, Mapping[str, int]]
 RunScores = Mapping[str, Mapping[str, float]]
 
 
-def rank_metrics(qrels: Qrels, run: RunScores, metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
+def rank_metrics(
+    qrels: Qrels, run: RunScores, metrics: tuple[str, ...] = METRICS
+) -> dict[str, float]:
     """Mean metrics over the judged queries (those with at least one gain > 0)."""
     from ranx import Qrels as RanxQrels
     from ranx import Run as RanxRun

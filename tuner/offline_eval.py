@@ -83,7 +83,14 @@ def evaluate_collection(
     }
     metrics = rank_metrics({q: collection.qrels[q] for q in ids}, run)
     seconds = round(time.perf_counter() - started, 2)
-    log.info("evaluated %s on %d %s queries in %.1f s: %s", encoder.version, len(ids), split,
-             seconds, metrics)
-    return EvalReport(metrics=metrics, queries=len(ids), index=doc_index.live_index() or "",
-                      seconds=seconds)
+    log.info(
+        "evaluated %s on %d %s queries in %.1f s: %s",
+        encoder.version,
+        len(ids),
+        split,
+        seconds,
+        metrics,
+    )
+    return EvalReport(
+        metrics=metrics, queries=len(ids), index=doc_index.live_index() or "", seconds=seconds
+    )

@@ -1,14 +1,12 @@
 """Put an exported model directory into the registry, keeping its torch weights beside it.
 
-The registry copies the serving files (model.onnx, tokenizer.json, clicktune.json); the tuner
-also needs `st/` (the sentence-transformers weights) so the next iteration starts from this
-version. `publish` adds the version, then moves `st/` in with one rename if the registry did not.
+Serving reads only model.onnx, tokenizer.json and clicktune.json; the tuner also needs `st/`
+(the sentence-transformers weights) so that the next iteration starts from this version.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,12 +46,10 @@ class ImportResult:
 def publish(registry: ModelRegistry, model_dir: Path, version: str | None = None) -> ModelVersion:
     """Register `model_dir` as `version` (the next `v<N>` when None) with its torch weights."""
     added = registry.add(model_dir, version)
-    weights = model_dir / TORCH_WEIGHTS_DIR
-    target = added.path / TORCH_WEIGHTS_DIR
-    if weights.is_dir() and not target.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f".{TORCH_WEIGHTS_DIR}.", dir=added.path))
-        shutil.copytree(weights, staging, dirs_exist_ok=True)
-        staging.rename(target)  # appears whole or not at all
+    if (model_dir / TORCH_WEIGHTS_DIR).is_dir() and not (added.path / TORCH_WEIGHTS_DIR).is_dir():
+        raise RegistryError(
+            f"{added.path} lacks the torch weights {TORCH_WEIGHTS_DIR}/ of {model_dir}"
+        )
     return added
 
 

@@ -18,13 +18,13 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from enum import Enum
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 EVENT_NAMESPACE = uuid.UUID("8f3b0c1e-5d2a-4c6b-9e1f-0c11c4ce7a11")  # fixed: ids are stable
 
 
-class ClickModel(str, Enum):
+class ClickModel(StrEnum):
     """How a simulated user scans the result list."""
 
     position = "position"
@@ -79,7 +79,7 @@ class ClickSimulator:
         at: datetime | None = None,
     ) -> list[dict]:
         """UBI event records for the actions a user takes on `hits` (shown in this order)."""
-        at = at or datetime.now(timezone.utc)
+        at = at or datetime.now(UTC)
         grades = self.qrels.get(judged_query, {})
         events: list[dict] = []
         for rank, object_id in enumerate(hits[: self.user.shown]):
@@ -93,10 +93,21 @@ class ClickSimulator:
             for action in self._outcomes(grade):
                 at += timedelta(seconds=1 + self._rng.random() * 5)
                 events.append(
-                    event_record(action, query_id, object_id, rank, client_id, session_id, at,
-                                 self.application)
+                    event_record(
+                        action,
+                        query_id,
+                        object_id,
+                        rank,
+                        client_id,
+                        session_id,
+                        at,
+                        self.application,
+                    )
                 )
-            if self.user.click_model is ClickModel.cascade and self._rng.random() < self.user.cascade_stop:
+            if (
+                self.user.click_model is ClickModel.cascade
+                and self._rng.random() < self.user.cascade_stop
+            ):
                 break
         return events
 
@@ -162,4 +173,4 @@ def event_record(
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -22,8 +22,8 @@ from clicktune.cli import (
     train,
 )
 from clicktune.cli import index as index_cmd
-from clicktune.cli.evaluate import evaluate
 from clicktune.cli.common import State
+from clicktune.cli.evaluate import evaluate
 
 app = typer.Typer(
     name="clicktune",
@@ -38,8 +38,13 @@ def _root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="YAML config file (default: $CLICKTUNE_CONFIG "
-                     "or configs/default.yaml)", exists=True, dir_okay=False),
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML config file (default: $CLICKTUNE_CONFIG or configs/default.yaml)",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
 ) -> None:
     ctx.obj = State(config_path=config)

@@ -10,8 +10,10 @@ app = typer.Typer(help="Start, watch and stop A/B experiments.", no_args_is_help
 
 
 @app.command()
-def start(candidate: str = typer.Option(..., help="candidate model version"),
-          traffic: float = typer.Option(0.1, min=0.0, max=1.0, help="fraction of clients")) -> None:
+def start(
+    candidate: str = typer.Option(..., help="candidate model version"),
+    traffic: float = typer.Option(0.1, min=0.0, max=1.0, help="fraction of clients"),
+) -> None:
     """Route a fraction of clients to the candidate model and its index."""
     planned("ab start", 7)
 

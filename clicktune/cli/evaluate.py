@@ -13,10 +13,15 @@ from clicktune.clients import opensearch_client
 
 def evaluate(
     ctx: typer.Context,
-    dataset: Annotated[Path, typer.Option(help="judged collection directory (corpus.jsonl, "
-                                          "queries.jsonl, qrels.tsv, split.json)")],
-    model: Annotated[str, typer.Option(help="registered version or alias, e.g. base, v3, "
-                                       "production")] = "production",
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            help="judged collection directory (corpus.jsonl, queries.jsonl, qrels.tsv, split.json)"
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option(help="registered version or alias, e.g. base, v3, production")
+    ] = "production",
     split: Annotated[str, typer.Option(help="which queries of split.json to score")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -33,7 +38,9 @@ def evaluate(
         version = LocalRegistry(settings.home / "models").get(model)
         encoder = OnnxTextEncoder.from_dir(version.path, settings.serving.encoder)
         doc_index = evaluation_index(
-            opensearch_client(settings.opensearch), settings.serving.index, collection,
+            opensearch_client(settings.opensearch),
+            settings.serving.index,
+            collection,
             model_fingerprint(version.path),
         )
         report = evaluate_collection(collection, encoder, doc_index, split, progress=not as_json)

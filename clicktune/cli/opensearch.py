@@ -6,8 +6,9 @@ import typer
 
 from clicktune.cli.common import planned
 
-app = typer.Typer(help="Connect OpenSearch's ml-commons to the clicktune embedding service.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Connect OpenSearch's ml-commons to the clicktune embedding service.", no_args_is_help=True
+)
 
 
 @app.command()

@@ -18,7 +18,8 @@ COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
 def test_compose_names_real_clicktune_commands() -> None:
     runner = CliRunner()
     commands = [
-        svc["command"] for svc in COMPOSE["services"].values()
+        svc["command"]
+        for svc in COMPOSE["services"].values()
         if isinstance(svc.get("command"), list) and svc["command"][0] == "clicktune"
     ]
     assert len(commands) == 3  # ingest, tuner, serving
@@ -36,7 +37,9 @@ def test_compose_services_have_health_checks_and_start_order() -> None:
 
 
 def test_images_install_the_right_extras() -> None:
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     serving = (ROOT / "docker" / "serving.Dockerfile").read_text()
     tuner = (ROOT / "docker" / "tuner.Dockerfile").read_text()
     assert "torch" not in re.sub(r"#.*", "", serving).replace("find_spec('torch') is None", "")

@@ -21,7 +21,9 @@ def test_environment_overrides_yaml_per_nested_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("opensearch:\n  url: http://search:9200\n  username: ct\ningest:\n  batch_size: 7\n")
+    cfg.write_text(
+        "opensearch:\n  url: http://search:9200\n  username: ct\ningest:\n  batch_size: 7\n"
+    )
     monkeypatch.setenv("CLICKTUNE_OPENSEARCH__URL", "https://prod:9200")
     monkeypatch.setenv("CLICKTUNE_OPENSEARCH__PASSWORD", "s3cret")
     settings = load_settings(cfg)

@@ -2,15 +2,86 @@
 
 from __future__ import annotations
 
+import logging
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 
-from clicktune.cli.common import planned
+from clicktune.cli.common import fail, print_json, settings_of
+from clicktune.services import manager
+from clicktune.services.errors import ServicesError
 
-app = typer.Typer(help="Run OpenSearch (k-NN, ml-commons, neural-search) and Kafka locally.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run OpenSearch (k-NN, ml-commons, neural-search) and Kafka locally.", no_args_is_help=True
+)
+
+
+class ServiceName(StrEnum):
+    opensearch = "opensearch"
+    kafka = "kafka"
+
+
+def _quiet_kafka() -> None:
+    # kafka-python logs every refused connection; a probe of a stopped broker is not an error.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 @app.command()
-def up() -> None:
+def up(ctx: typer.Context) -> None:
     """Fetch (cached), configure and start OpenSearch and Kafka; wait until both are healthy."""
-    planned("services up", 3)
+    settings = settings_of(ctx)
+    _quiet_kafka()
+    try:
+        manager.up(manager.local_services(settings), typer.echo, settings.services.start_timeout_s)
+    except ServicesError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the OpenSearch and Kafka processes that `services up` started, nothing else."""
+    _quiet_kafka()
+    manager.down(manager.local_services(settings_of(ctx)), typer.echo)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Health, version and plugins of the configured OpenSearch and Kafka; exit 1 if not healthy."""
+    _quiet_kafka()
+    opensearch, kafka = manager.status(settings_of(ctx))
+    if as_json:
+        print_json({"opensearch": opensearch.as_dict(), "kafka": kafka.as_dict()})
+    else:
+        rows = [
+            (
+                "opensearch",
+                opensearch.url,
+                opensearch.healthy,
+                f"{opensearch.version} {', '.join(opensearch.plugins)}".strip(),
+            ),
+            ("kafka", kafka.bootstrap, kafka.healthy, ""),
+        ]
+        for name, where, healthy, detail in rows:
+            state = "healthy" if healthy else "DOWN"
+            typer.echo(f"{name:<11} {state:<8} {where:<28} {detail}".rstrip())
+    if not (opensearch.healthy and kafka.healthy):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    service: Annotated[ServiceName | None, typer.Argument(help="Only this service.")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines per service.")] = 50,
+) -> None:
+    """Print the last lines of the local services' logs."""
+    for local in manager.local_services(settings_of(ctx)):
+        if service is not None and local.name != service.value:
+            continue
+        typer.echo(f"==> {local.name} <==")
+        for line in local.log_tail(lines) or ["(no log yet: run `clicktune services up`)"]:
+            typer.echo(line)

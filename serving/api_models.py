@@ -44,3 +44,6 @@ class SearchRequest(BaseModel):
     k: int | None = Field(default=None, ge=1, description="hits wanted; default 10 (<= max_k)")
     client_id: str | None = None
     session_id: str | None = None
+    mode: Literal["knn", "hybrid"] = Field(
+        default="knn", description="knn, or hybrid = BM25 + k-NN (normalised, weighted)"
+    )

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from serving.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
 from serving.config import ServingSettings
 from serving.encoder import ServableEncoder
 from serving.errors import DocumentIndexError, QueryLogError
+from serving.hybrid import HybridSearch
+from serving.metrics import install_metrics
 from serving.query_log import QueryLog
 from serving.slot import ModelSlot
 from serving.vector_index import Hit, SearchIndex
@@ -42,7 +46,14 @@ class ApiError(Exception):
 
 
 def create_app(
-    slot: ModelSlot, index: SearchIndex, query_log: QueryLog, settings: ServingSettings
+    slot: ModelSlot,
+    index: SearchIndex,
+    query_log: QueryLog,
+    settings: ServingSettings,
+    collector: APIRouter | None = None,
+    *,
+    routers: Sequence[APIRouter] = (),
+    hybrid: HybridSearch | None = None,
 ) -> FastAPI:
     """The FastAPI app of one serving replica, wired to the given collaborators."""
     app = FastAPI(title="clicktune", version="1")
@@ -60,6 +71,16 @@ def create_app(
             message = f"body of {length} bytes exceeds max_body_bytes={settings.max_body_bytes}"
             return _api_error(request, ApiError(413, message, "request_too_large"))
         return await call_next(request)
+
+    if collector is not None:  # the UBI collector (serving/collector.py)
+        app.include_router(collector)
+    for router in routers:  # admin (serving/admin.py), documents (serving/documents.py)
+        app.include_router(router)
+    install_metrics(app, slot)  # GET /metrics
+    if settings.cors_origins:  # browsers post events from the shop's own origin
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"]
+        )
 
     @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
@@ -98,8 +119,15 @@ def create_app(
         if k > settings.max_k:
             raise ApiError(422, f"k={k} exceeds max_k={settings.max_k}", "invalid_request_error")
         vector = encoder.encode([body.query])[0]
+        if body.mode == "hybrid" and hybrid is None:
+            raise ApiError(
+                422, "mode='hybrid' is not enabled on this server", "invalid_request_error"
+            )
         try:
-            hits = index.search_knn(vector, k)
+            if body.mode == "hybrid":
+                hits = hybrid.search(body.query, vector, k)  # type: ignore[union-attr]
+            else:
+                hits = index.search_knn(vector, k)
             served_from = hits[0].index if hits else (index.live_index() or settings.index.alias)
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
@@ -120,7 +148,14 @@ def create_app(
         encoder = _encoder(slot)
         return {
             "object": "list",
-            "data": [{"id": encoder.version, "object": "model", "owned_by": APPLICATION}],
+            "data": [
+                {
+                    "id": encoder.version,
+                    "object": "model",
+                    "owned_by": APPLICATION,
+                    "dimension": encoder.dimension,
+                }
+            ],
         }
 
     @app.get("/healthz")

@@ -37,6 +37,45 @@ class EncoderSettings(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
 
 
+class HotSwapSettings(BaseModel):
+    """How a replica learns of and checks a new model version before serving it."""
+
+    poll_s: float = Field(default=5.0, ge=0, description="re-read registry aliases; 0 = never")
+    listen_control: bool = Field(default=True, description="follow the Kafka control topic")
+    probe_texts: list[str] = Field(
+        default_factory=lambda: ["hello world", "a longer probe sentence about search", "x"],
+        min_length=1,
+    )
+
+
+class HybridSettings(BaseModel):
+    """`/v1/search` mode=hybrid: BM25 + k-NN normalised by a neural-search search pipeline."""
+
+    pipeline: str = "clicktune-hybrid"
+    lexical_weight: float = Field(
+        default=0.3, ge=0, le=1, description="BM25's weight; k-NN gets 1 - lexical_weight"
+    )
+
+
+class MlCommonsSettings(BaseModel):
+    """`clicktune opensearch connect`: names of what it creates in ml-commons."""
+
+    name: str = "clicktune"
+    pipeline: str = "clicktune-embed"
+    field_map: dict[str, str] = Field(default_factory=lambda: {"text": "embedding"})
+    deploy_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class CollectorSettings(BaseModel):
+    """The UBI collector: `POST /v1/queries` and `POST /v1/events` produce to Kafka."""
+
+    enabled: bool = True
+    max_body_bytes: int = Field(default=1024 * 1024, ge=256, description="per request")
+    max_records: int = Field(default=1000, ge=1, description="records per request")
+    send_timeout_s: float = Field(default=5.0, gt=0, description="wait for Kafka's acks=all")
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503")
+
+
 class ServingSettings(BaseModel):
     """The HTTP API of the embedding and search service."""
 
@@ -53,3 +92,7 @@ class ServingSettings(BaseModel):
         default=10.0, gt=0, description="wait this long for Kafka to ack a UBI query record"
     )
     cors_origins: list[str] = Field(default_factory=list)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    hot_swap: HotSwapSettings = Field(default_factory=HotSwapSettings)
+    hybrid: HybridSettings = Field(default_factory=HybridSettings)
+    ml_commons: MlCommonsSettings = Field(default_factory=MlCommonsSettings)

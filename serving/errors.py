@@ -6,7 +6,9 @@
      ├── CorpusError            a corpus file or line that is not a valid document
      ├── DocumentIndexError     OpenSearch refused or could not be reached
      │    └── BulkIndexError    some documents of a bulk write failed (`.errors` holds them)
-     └── QueryLogError          the UBI query record could not be published
+     ├── QueryLogError          the UBI query record could not be published
+     ├── SwapRefusedError       a model failed its hot-swap checks; the old one keeps serving
+     └── MlCommonsError         OpenSearch ml-commons refused a connector, model or pipeline
 
 Errors of the libraries below (onnxruntime, opensearch-py, kafka-python) are mapped to these at
 the boundary with `raise ... from exc`; every message names the bad value and the rule.
@@ -23,7 +25,9 @@ __all__ = [
     "ModelLoadError",
     "QueryLogError",
     "RegistryError",
+    "MlCommonsError",
     "ServingError",
+    "SwapRefusedError",
 ]
 
 
@@ -57,3 +61,11 @@ class BulkIndexError(DocumentIndexError):
 
 class QueryLogError(ServingError):
     """A UBI query record could not be published (the caller may retry later)."""
+
+
+class SwapRefusedError(ServingError):
+    """A new model version failed to load or its probe checks; the slot keeps the old one."""
+
+
+class MlCommonsError(ServingError):
+    """OpenSearch's ml-commons plugin refused or did not finish a connector/model/pipeline step."""

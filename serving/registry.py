@@ -4,6 +4,7 @@ Layout under `root` (= `settings.home / "models"`):
 
     versions/<version>/   model.onnx, tokenizer.json, clicktune.json (see `model_dir`)
     aliases.json          {"production": "v3", "candidate": "v4", ...}
+    alias_history.json    {"production": ["v1", "v2", "v3"], ...}  (last HISTORY_KEPT targets)
 
 A version appears atomically (copied into a hidden temp dir, then renamed) and is never
 overwritten; aliases move by atomic file replacement, so readers never see a half-written state.
@@ -29,6 +30,7 @@ __all__ = ["LocalRegistry", "ModelVersion"]
 # Lowercase because versions become part of OpenSearch index names (`docs__<version>__<n>`).
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 _AUTO_VERSION = re.compile(r"^v(\d+)$")
+HISTORY_KEPT = 10
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class LocalRegistry:
         self.root = Path(root)
         self._versions = self.root / "versions"
         self._aliases_file = self.root / "aliases.json"
+        self._history_file = self.root / "alias_history.json"
 
     def add(self, src_dir: Path, version: str | None = None) -> ModelVersion:
         """Copy the model directory `src_dir` in as `version` (next `v<N>` when None)."""
@@ -95,7 +98,7 @@ class LocalRegistry:
         return sorted(versions, key=lambda v: (v.created_at, v.version))
 
     def set_alias(self, alias: str, version: str) -> None:
-        """Point `alias` at an existing `version` (atomic file replace)."""
+        """Point `alias` at an existing `version` (atomic file replace) and record it in history."""
         _check_name(alias, "alias")
         if alias in self._version_names():
             raise RegistryError(f"alias {alias!r} would shadow the model version of that name")
@@ -104,13 +107,57 @@ class LocalRegistry:
                 f"cannot point alias {alias!r} at unknown version {version!r}: "
                 f"versions {self._version_names()}"
             )
+        history = self._histories()
+        current = self.aliases().get(alias)
+        targets = history.setdefault(alias, [current] if current else [])
+        if not targets or targets[-1] != version:
+            targets.append(version)
+            history[alias] = targets[-HISTORY_KEPT:]
+        self._write_json(self._history_file, history)
+        self._move_alias(alias, version)
+
+    def alias_history(self, alias: str) -> builtins.list[str]:
+        """The versions `alias` pointed at, oldest first; the last one is the current target."""
+        return self._histories().get(alias, [])
+
+    def rollback_alias(self, alias: str) -> str:
+        """Point `alias` back at the version it named before the current one; return it."""
+        targets = self.alias_history(alias)
+        if len(targets) < 2:
+            raise RegistryError(
+                f"alias {alias!r} has no previous version to roll back to (history: {targets})"
+            )
+        previous = targets[-2]
+        if not (self._versions / previous).is_dir():
+            raise RegistryError(f"cannot roll {alias!r} back: version {previous!r} is gone")
+        history = self._histories()
+        history[alias] = targets[:-1]
+        self._write_json(self._history_file, history)
+        self._move_alias(alias, previous)
+        return previous
+
+    def _move_alias(self, alias: str, version: str) -> None:
         aliases = self.aliases()
         aliases[alias] = version
+        self._write_json(self._aliases_file, aliases)
+
+    def _write_json(self, target: Path, data: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".aliases.", dir=self.root)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", dir=self.root)
         with os.fdopen(fd, "w") as out:
-            json.dump(aliases, out, indent=2, sort_keys=True)
-        os.replace(tmp, self._aliases_file)
+            json.dump(data, out, indent=2, sort_keys=True)
+        os.replace(tmp, target)
+
+    def _histories(self) -> dict[str, builtins.list[str]]:
+        try:
+            data = json.loads(self._history_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{self._history_file} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"{self._history_file} must hold an object of alias -> versions")
+        return {str(k): [str(v) for v in vs] for k, vs in data.items() if isinstance(vs, list)}
 
     def aliases(self) -> dict[str, str]:
         """Alias name -> version."""

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clicktune.cli.common import fail, planned, print_json, settings_of
-from clicktune.clients import opensearch_client
-from clicktune.config import Settings
-from serving.corpus import corpus_file, read_corpus
-from serving.encoder import OnnxTextEncoder
-from serving.errors import ServingError
-from serving.indexer import index_corpus
-from serving.registry import LocalRegistry
-from serving.vector_index import DocumentIndex
+
+if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only when used
+    from clicktune.config import Settings
+    from serving.encoder import OnnxTextEncoder
 
 
 def load_encoder(settings: Settings, ref: str | None) -> OnnxTextEncoder:
     """The encoder of registry model `ref` (default: the configured alias, `production`)."""
+    from serving.encoder import OnnxTextEncoder
+    from serving.errors import ServingError
+    from serving.registry import LocalRegistry
+
     registry = LocalRegistry(settings.home / "models")
     if not registry.list():
         fail(f"no model registered in {registry.root}; run `clicktune models import` first")
@@ -37,6 +37,12 @@ def index(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Embed a corpus (DATASET_DIR or JSONL) into a new index and move the alias onto it."""
+    from clicktune.clients import opensearch_client
+    from serving.corpus import corpus_file, read_corpus
+    from serving.errors import ServingError
+    from serving.indexer import index_corpus
+    from serving.vector_index import DocumentIndex
+
     settings = settings_of(ctx)
     encoder = load_encoder(settings, model)
     doc_index = DocumentIndex(opensearch_client(settings.opensearch), settings.serving.index)

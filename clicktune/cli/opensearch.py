@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from clicktune.cli.common import planned
+from clicktune.cli.common import fail, print_json, settings_of
 
 app = typer.Typer(
     help="Connect OpenSearch's ml-commons to the clicktune embedding service.", no_args_is_help=True
@@ -12,6 +14,70 @@ app = typer.Typer(
 
 
 @app.command()
-def connect() -> None:
+def connect(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="the service as OpenSearch reaches it (default: serving.host:port)"
+        ),
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option(help="ingest pipeline name (default: serving.ml_commons.pipeline)")
+    ] = None,
+    field_map: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="SOURCE=TARGET text field -> vector field (repeatable)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
     """Register a remote connector and model, create a text_embedding ingest pipeline."""
-    planned("opensearch connect", 6)
+    from clicktune.clients import opensearch_client
+    from serving.errors import ServingError
+    from serving.ml_commons import connect as connect_ml
+    from serving.ml_commons import service_dimension
+
+    settings = settings_of(ctx)
+    serving = settings.serving
+    service_url = url or f"http://{serving.host}:{serving.port}"
+    options = serving.ml_commons.model_copy()
+    if pipeline:
+        options.pipeline = pipeline
+    if field_map:
+        options.field_map = _field_map(field_map)
+    try:
+        dimension = service_dimension(service_url)
+        result = connect_ml(opensearch_client(settings.opensearch), service_url, dimension, options)
+    except ServingError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        typer.echo(result.model_id)
+        typer.echo(
+            f"connector {result.connector_id} -> {service_url}/v1/embeddings; ingest pipeline "
+            f"{result.pipeline!r} embeds {options.field_map} (dimension {dimension})",
+            err=True,
+        )
+    for index in result.recreate_indexes:
+        typer.echo(
+            f"warning: index {index!r} holds vectors of another dimension than the live model's "
+            f"{dimension}; re-create it (and re-ingest) before writing through {result.pipeline!r}",
+            err=True,
+        )
+    for name in result.recreate_pipelines:
+        typer.echo(
+            f"warning: ingest pipeline {name!r} names a replaced ml-commons model; re-create it "
+            f"with model_id {result.model_id}",
+            err=True,
+        )
+
+
+def _field_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source or not target:
+            fail(f"--field {pair!r} must look like SOURCE=TARGET, e.g. text=embedding")
+        mapping[source] = target
+    return mapping

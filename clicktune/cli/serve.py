@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from clicktune.cli.common import fail, settings_of
-from clicktune.cli.index import load_encoder
-from clicktune.clients import kafka_options, opensearch_client
-from serving.app import create_app
-from serving.query_log import KafkaQueryLog
-from serving.slot import ModelSlot
-from serving.vector_index import DocumentIndex
+
+if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when serving
+    from clicktune.config import Settings
+    from serving.slot import ModelSlot
+    from serving.vector_index import DocumentIndex
 
 
 def serve(
@@ -21,27 +20,106 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (default: serving.port)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="model version or alias")] = None,
 ) -> None:
-    """Serve /v1/embeddings, /embed and /v1/search on the live model."""
+    """Serve /v1/embeddings, /embed, /v1/search and the UBI collector on the live model."""
     import uvicorn
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from clicktune.cli.index import load_encoder
+    from clicktune.clients import kafka_options, opensearch_client
+    from serving.app import create_app
+    from serving.collector import KafkaRecordSink, collector_router
+    from serving.hybrid import HybridSearch
+    from serving.query_log import KafkaQueryLog
+    from serving.slot import ModelSlot
+    from serving.vector_index import DocumentIndex
+
     settings = settings_of(ctx)
     serving = settings.serving
-    encoder = load_encoder(settings, model)
-    doc_index = DocumentIndex(opensearch_client(settings.opensearch), serving.index)
+    ref = model or serving.model_version
+    encoder = load_encoder(settings, ref)
+    client = opensearch_client(settings.opensearch)
+    doc_index = DocumentIndex(client, serving.index)
     try:
-        producer = KafkaProducer(**kafka_options(settings.kafka), acks="all", linger_ms=5)
+        # max_block_ms: a send never blocks (on missing metadata) past the collector's timeout.
+        producer = KafkaProducer(
+            **kafka_options(settings.kafka),
+            acks="all",
+            linger_ms=5,
+            max_block_ms=int(1000 * serving.collector.send_timeout_s),
+        )
     except KafkaError as exc:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}")
     query_log = KafkaQueryLog(producer, settings.ingest.queries_topic, serving.query_log_timeout_s)
-    app = create_app(ModelSlot(encoder), doc_index, query_log, serving)
+    collector = None
+    if serving.collector.enabled:
+        collector = collector_router(
+            KafkaRecordSink(producer, serving.collector.send_timeout_s),
+            serving.collector,
+            queries_topic=settings.ingest.queries_topic,
+            events_topic=settings.ingest.events_topic,
+            max_record_bytes=settings.ingest.max_record_bytes,
+        )
+    slot = ModelSlot(encoder, name=ref)
+    routers, followers = _replica(settings, slot, doc_index, producer, ref)
+    hybrid = HybridSearch(client, serving.index, serving.hybrid)
+    app = create_app(slot, doc_index, query_log, serving, collector, routers=routers, hybrid=hybrid)
     typer.echo(
         f"serving model {encoder.version!r} (dimension {encoder.dimension}) "
         f"on http://{host or serving.host}:{port or serving.port}",
         err=True,
     )
+    for follower in followers:
+        follower.start()
     try:
         uvicorn.run(app, host=host or serving.host, port=port or serving.port, log_level="info")
     finally:
+        for follower in followers:
+            follower.stop()
         producer.close(timeout=5)
+
+
+def _replica(
+    settings: Settings, slot: ModelSlot, doc_index: DocumentIndex, producer: Any, ref: str
+) -> tuple[list[Any], list[Any]]:
+    """Admin and documents routers, and the threads that follow model changes of alias `ref`."""
+    from kafka import KafkaConsumer
+
+    from clicktune.clients import kafka_options
+    from serving.admin import admin_router
+    from serving.documents import documents_router, index_dimension
+    from serving.encoder import OnnxTextEncoder
+    from serving.hotswap import HotSwapper
+    from serving.registry import LocalRegistry
+    from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
+
+    serving = settings.serving
+    registry = LocalRegistry(settings.home / "models")
+    swapper = HotSwapper(
+        slot,
+        registry,
+        lambda path: OnnxTextEncoder.from_dir(path, serving.encoder),
+        serving.hot_swap.probe_texts,
+        expected_dimension=lambda: index_dimension(doc_index),
+    )
+    alias = ref if ref in registry.aliases() else "production"
+    publisher = ControlPublisher(producer, settings.kafka.control_topic)
+    token = settings.admin.token.get_secret_value() if settings.admin.token else None
+    routers = [
+        admin_router(swapper, token, alias=alias, publisher=publisher),
+        documents_router(slot, doc_index, serving),
+    ]
+    followers: list[Any] = []
+    if ref != alias:  # pinned to a version: it never changes under us
+        return routers, followers
+    if serving.hot_swap.poll_s > 0:
+        followers.append(RegistryPoller(swapper, alias, serving.hot_swap.poll_s))
+    if serving.hot_swap.listen_control:
+        consumer = KafkaConsumer(
+            settings.kafka.control_topic,
+            **kafka_options(settings.kafka),
+            group_id=None,  # every replica reads every message
+            auto_offset_reset="latest",
+        )
+        followers.append(ControlListener(consumer, swapper, alias))
+    return routers, followers

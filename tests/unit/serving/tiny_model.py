@@ -12,7 +12,12 @@ WORDS = ["[PAD]", "[UNK]", "wing", "lift", "drag", "boundary", "layer", "flow", 
 
 
 def build_tiny_model(
-    path: Path, *, dimension: int = 8, token_types: bool = False, max_length: int = 16
+    path: Path,
+    *,
+    dimension: int = 8,
+    token_types: bool = False,
+    max_length: int = 16,
+    seed: int = 0,
 ) -> np.ndarray:
     """Write model.onnx, tokenizer.json, clicktune.json under `path`; return the table."""
     import onnx
@@ -20,7 +25,7 @@ def build_tiny_model(
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     path.mkdir(parents=True, exist_ok=True)
-    table = np.random.default_rng(0).normal(size=(len(WORDS), dimension)).astype(np.float32)
+    table = np.random.default_rng(seed).normal(size=(len(WORDS), dimension)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["tok"]),  # (batch, seq, dim)
         helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),

@@ -1,0 +1,133 @@
+"""Prometheus metrics of one serving replica, on `GET /metrics`.
+
+    clicktune_request_seconds{method,route}      request latency histogram, per route template
+    clicktune_request_errors_total{route,status} answers with status >= 400
+    clicktune_encode_batch_size{slot}            texts per encode call
+    clicktune_model_info{slot,version,dimension} 1 for the version each slot serves now
+
+Each app gets its own `CollectorRegistry`, so several apps (tests) never clash.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from serving.encoder import ServableEncoder
+from serving.slot import ModelSlot
+
+__all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNMATCHED = "unmatched"  # 404s get one label, so random paths cannot explode the series
+
+
+class Metrics:
+    """The replica's metric families, registered in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.latency = Histogram(
+            "clicktune_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "clicktune_request_errors",
+            "HTTP answers with status >= 400 by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "clicktune_encode_batch_size",
+            "texts per encode call",
+            ["slot"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self._slots = _SlotVersions()
+        self.registry.register(self._slots)
+
+    def watch(self, slot: ModelSlot) -> None:
+        """Report `slot`'s version and meter its encode calls."""
+        self._slots.slots.append(slot)
+        histogram = self.batch_size.labels(slot=slot.name)
+        slot.instrument(lambda encoder: MeteredEncoder(encoder, histogram.observe))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MeteredEncoder:
+    """An encoder that reports how many texts each `encode` call carries."""
+
+    def __init__(self, inner: ServableEncoder, observe: Any) -> None:
+        self.inner = inner
+        self._observe = observe
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return self.inner.count_tokens(texts)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self._observe(len(texts))
+        return self.inner.encode(texts)
+
+
+class _SlotVersions(Collector):
+    def __init__(self) -> None:
+        self.slots: list[ModelSlot] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "clicktune_model_info",
+            "the model version each slot serves (value 1)",
+            labels=["slot", "version", "dimension"],
+        )
+        for slot in self.slots:
+            encoder = slot.current
+            if encoder is not None:
+                family.add_metric([slot.name, encoder.version, str(encoder.dimension)], 1.0)
+        yield family
+
+
+def install_metrics(app: FastAPI, slot: ModelSlot, metrics: Metrics | None = None) -> Metrics:
+    """Time every request, count errors, meter `slot`, and serve `GET /metrics`."""
+    metrics = metrics or Metrics()
+    metrics.watch(slot)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", UNMATCHED)
+            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+            if status >= 400:
+                metrics.errors.labels(route, str(status)).inc()
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics

@@ -1,0 +1,160 @@
+"""How replicas learn that the live model changed: the Kafka control topic and registry polling.
+
+Both followers run as daemon threads with `start()` / `stop()`; each calls `follow(version)` on
+the replica's `HotSwapper`, which refuses a broken model and keeps the old one serving. A
+version refused once is not retried by the poller until the alias moves again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from serving.errors import ServingError, SwapRefusedError
+from serving.hotswap import HotSwapper
+
+__all__ = ["ControlListener", "ControlPublisher", "RegistryPoller", "model_changed"]
+
+log = logging.getLogger(__name__)
+
+MODEL_CHANGED = "model_changed"
+POLL_TIMEOUT_MS = 500
+
+
+def model_changed(alias: str, version: str, reindex: bool = False) -> dict[str, Any]:
+    """The control message that tells replicas `alias` now names `version`."""
+    message: dict[str, Any] = {"type": MODEL_CHANGED, "alias": alias, "version": version}
+    if reindex:  # the new version has another dimension; its index is being rebuilt
+        message["reindex"] = True
+    return message
+
+
+class ControlPublisher:
+    """Publishes control messages to the control topic and waits for the broker's ack."""
+
+    def __init__(self, producer: Any, topic: str, timeout_s: float = 10.0) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._timeout_s = timeout_s
+
+    def publish(self, message: dict[str, Any]) -> None:
+        value = json.dumps(message, separators=(",", ":")).encode()
+        try:
+            self._producer.send(self._topic, value=value).get(timeout=self._timeout_s)
+        except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
+            raise ServingError(
+                f"control message {message} not acknowledged by topic {self._topic!r} "
+                f"within {self._timeout_s} s: {exc}"
+            ) from exc
+
+
+class _Loop:
+    """A daemon thread calling `step()` until `stop()`; a failing step is logged, not fatal."""
+
+    name = "clicktune-loop"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # the follower must outlive one bad poll
+                log.exception("%s: step failed", self.name)
+                self._stop.wait(1.0)
+        self.close()
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the loop holds; called on its own thread after the last step."""
+
+
+class _Follower:
+    """Swaps to a version once; remembers refused versions so they are not retried."""
+
+    def __init__(self, swapper: HotSwapper) -> None:
+        self.swapper = swapper
+        self.refused: set[str] = set()
+
+    def follow(self, version: str, reindex: bool = False) -> None:
+        if version == self.swapper.slot.version or version in self.refused:
+            return
+        try:
+            self.swapper.swap_to(version, reindex=reindex)
+        except SwapRefusedError:
+            self.refused.add(version)  # the swapper logged why
+
+
+class RegistryPoller(_Loop):
+    """Every `interval_s`, serve the version `alias` names in the registry."""
+
+    name = "clicktune-registry-poller"
+
+    def __init__(self, swapper: HotSwapper, alias: str, interval_s: float) -> None:
+        super().__init__()
+        self._follower = _Follower(swapper)
+        self._alias = alias
+        self._interval_s = interval_s
+
+    def step(self) -> None:
+        self.check_once()
+        self._stop.wait(self._interval_s)
+
+    def check_once(self) -> None:
+        with self._follower.swapper.lock:  # an admin promote moves slot and alias together
+            target = self._follower.swapper.registry.aliases().get(self._alias)
+            if target is not None:
+                self._follower.follow(target)
+
+
+class ControlListener(_Loop):
+    """Reads `model_changed` messages for `alias` from a subscribed Kafka consumer."""
+
+    name = "clicktune-control-listener"
+
+    def __init__(self, consumer: Any, swapper: HotSwapper, alias: str) -> None:
+        super().__init__()
+        self._consumer = consumer
+        self._follower = _Follower(swapper)
+        self._alias = alias
+
+    def step(self) -> None:
+        batches = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+        for records in batches.values():
+            for record in records:
+                self.handle(record.value)
+
+    def handle(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except (TypeError, ValueError):
+            log.warning("control message is not JSON, ignored: %r", raw[:200])
+            return
+        if not isinstance(message, dict) or message.get("type") != MODEL_CHANGED:
+            return
+        if message.get("alias") == self._alias and isinstance(message.get("version"), str):
+            self._follower.follow(message["version"], reindex=message.get("reindex") is True)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def stop_all(loops: list[_Loop]) -> None:
+    """Stop every follower (used by `clicktune serve` on shutdown)."""
+    for loop in loops:
+        loop.stop()

@@ -2,9 +2,66 @@
 
 from __future__ import annotations
 
-from clicktune.cli.common import planned
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clicktune.cli.common import fail, settings_of
+
+SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "products-synth"
 
 
-def demo() -> None:
-    """Run the whole loop N rounds with simulated users and report the uplift per round."""
-    planned("demo", 9)
+def demo(
+    ctx: typer.Context,
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            help="judged collection directory (corpus.jsonl, queries.jsonl, qrels.tsv, split.json)"
+        ),
+    ] = SHIPPED,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="learning rounds")] = 3,
+    report: Annotated[Path, typer.Option(help="where report.json/.md/.png and logs go")] = Path(
+        "reports/demo"
+    ),
+    users_per_query: Annotated[
+        int, typer.Option(min=1, help="shoppers per train query and round")
+    ] = 3,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="cap on training steps per round")
+    ] = None,
+) -> None:
+    """Run the whole loop N rounds with simulated users and report the uplift per round.
+
+    Starts the local services if they are not running, registers the base model, indexes the
+    corpus, then each round: shoppers search through /v1/search and click (UBI events via
+    Kafka), the ingest worker stores them, the tuner trains and gates a candidate, the winner is
+    indexed and served, and the live system is measured on the test queries.
+    """
+    from clicktune.demo.loop import ClosedLoop, DemoOptions
+    from clicktune.demo.report import build_report, write_report
+    from clicktune.services import manager
+    from clicktune.services.errors import ServicesError
+    from tuner.judged import DatasetError
+
+    settings = settings_of(ctx)
+    try:
+        manager.up(manager.local_services(settings), typer.echo, settings.services.start_timeout_s)
+    except ServicesError as exc:
+        fail(str(exc))
+    options = DemoOptions(
+        dataset=dataset,
+        rounds=rounds,
+        report_dir=report.resolve(),
+        users_per_query=users_per_query,
+        max_steps=max_steps,
+    )
+    try:
+        loop = ClosedLoop(options, ctx.find_root().obj.config_path, typer.echo)
+        results = loop.run()
+    except (DatasetError, RuntimeError) as exc:
+        fail(str(exc))
+    data = build_report(loop.collection.name, results, {})
+    paths = write_report(data, options.report_dir)
+    typer.echo((options.report_dir / "report.md").read_text())
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))

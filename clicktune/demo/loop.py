@@ -1,0 +1,253 @@
+"""The closed loop, round by round, with the real processes.
+
+    base model -> index the corpus -> [serve, ingest worker] -> per round: simulated shoppers
+    search and click -> the worker stores the UBI records -> `clicktune train --now --promote`
+    (gated) -> re-index with the new model, alias swap -> serve it -> measure the live system on
+    the test queries with the true judgments.
+
+Each demo run lives in its own namespace (topics, indexes, alias, model registry under the
+report folder), so it never mixes with other data on the same cluster and can be repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clicktune.clients import kafka_options, opensearch_client
+from clicktune.config import Settings, load_settings
+from clicktune.demo.processes import ChildProcess, ServeProcess
+from clicktune.demo.users import EventSink, simulate_round
+from serving.encoder import OnnxTextEncoder
+from serving.indexer import index_corpus
+from serving.registry import LocalRegistry
+from serving.vector_index import DocumentIndex
+from tuner.judged import JudgedCollection, load_collection
+from tuner.offline_eval import evaluate_collection
+from tuner.simulator import ClickSimulator, UserModel
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs on and how long."""
+
+    dataset: Path
+    rounds: int
+    report_dir: Path
+    users_per_query: int = 3
+    max_steps: int | None = None
+    user: UserModel = field(default_factory=lambda: UserModel(eta=1.0, noise=0.05))
+    seed: int = 0
+
+
+@dataclass
+class RoundResult:
+    round: int
+    model_version: str
+    metrics: dict[str, float]
+    status: str = "base"
+    traffic: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def namespace_env(run_id: str, home: Path) -> dict[str, str]:
+    """Environment overrides that give one demo run its own topics, indexes, alias and home."""
+    return {
+        "CLICKTUNE_HOME": str(home),
+        "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{run_id}.ubi.queries",
+        "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{run_id}.ubi.events",
+        "CLICKTUNE_INGEST__QUERIES_INDEX": f"{run_id}_ubi_queries",
+        "CLICKTUNE_INGEST__EVENTS_INDEX": f"{run_id}_ubi_events",
+        "CLICKTUNE_INGEST__GROUP_ID": f"{run_id}-ingest",
+        "CLICKTUNE_SERVING__INDEX__ALIAS": f"{run_id}_docs",
+        "CLICKTUNE_SERVING__INDEX__PREFIX": f"{run_id}_docs",
+    }
+
+
+class ClosedLoop:
+    """One demo run: owns its child processes and measures each round."""
+
+    def __init__(self, options: DemoOptions, config_path: Path | None, echo: Echo) -> None:
+        self.options = options
+        self.echo = echo
+        self.collection: JudgedCollection = load_collection(options.dataset)
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        self.run_id = f"demo-{_slug(self.collection.name)}-{stamp}"
+        os.environ.update(namespace_env(self.run_id, options.report_dir / "home"))
+        self.settings: Settings = load_settings(config_path)
+        self.registry = LocalRegistry(self.settings.home / "models")
+        self.client = opensearch_client(self.settings.opensearch)
+        self.doc_index = DocumentIndex(self.client, self.settings.serving.index)
+        self.logs = options.report_dir / "logs"
+        self.sent = {"searches": 0, "events": 0}
+
+    def run(self) -> list[RoundResult]:
+        """Round 0 measures the base model; rounds 1..N each learn from a round of clicks."""
+        self._import_base()
+        results = [self._index_and_measure(0, "base", {})]
+        ingest = ChildProcess(["ingest", "run"], self.logs / "ingest.log")
+        serve = ServeProcess(self.logs / "serve-0.log")
+        try:
+            for number in range(1, self.options.rounds + 1):
+                result, serve = self._round(number, serve, ingest, results[-1])
+                results.append(result)
+        finally:
+            serve.stop()
+            ingest.stop()
+        return results
+
+    def _round(
+        self, number: int, serve: ServeProcess, ingest: ChildProcess, previous: RoundResult
+    ) -> tuple[RoundResult, ServeProcess]:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        traffic = self._traffic(number, serve.url)
+        timings["traffic"] = _since(started)
+        self._wait_for_ingest(ingest)
+        timings["ingest"] = _since(started) - timings["traffic"]
+        trained = self._train(number)
+        timings["train"] = _since(started) - timings["traffic"] - timings["ingest"]
+        if trained.get("status") != "done":
+            self.echo(
+                f"round {number}: candidate {trained.get('status')}; "
+                f"{previous.model_version} stays live"
+            )
+            result = RoundResult(
+                number,
+                previous.model_version,
+                previous.metrics,
+                status=str(trained.get("status")),
+                traffic=traffic,
+                seconds=timings,
+            )
+            return result, serve
+        version = str(trained["version"])
+        result = self._index_and_measure(number, version, traffic)
+        result.status, result.seconds = "promoted", {**timings, **result.seconds}
+        serve.stop()
+        return result, ServeProcess(self.logs / f"serve-{number}.log")
+
+    def _import_base(self) -> None:
+        from tuner.publish import import_model
+
+        started = time.perf_counter()
+        result = import_model(self.registry, self.settings.tuner.train.base_model)
+        verb = "imported" if result.created else "found"
+        self.echo(
+            f"{verb} base model {self.settings.tuner.train.base_model} ({_since(started):.1f} s)"
+        )
+
+    def _index_and_measure(self, number: int, version: str, traffic: dict) -> RoundResult:
+        """Index the corpus with `version` behind the run's alias, then score the live system."""
+        encoder = OnnxTextEncoder.from_dir(
+            self.registry.get(version).path, self.settings.serving.encoder
+        )
+        started = time.perf_counter()
+        report = index_corpus(
+            self.collection.corpus(),
+            encoder,
+            self.doc_index,
+            batch_size=self.settings.serving.encoder.batch_size,
+        )
+        indexed = _since(started)
+        self.echo(
+            f"round {number}: indexed {report.docs} docs with {version} into "
+            f"{report.index} ({indexed:.1f} s)"
+        )
+        evaluation = evaluate_collection(
+            self.collection, encoder, self.doc_index, "test", progress=False
+        )
+        metrics = {k: round(v, 4) for k, v in evaluation.metrics.items()}
+        self.echo(
+            f"round {number}: live model {version}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )
+        return RoundResult(
+            number,
+            version,
+            metrics,
+            traffic=traffic,
+            seconds={"index": indexed, "measure": evaluation.seconds},
+        )
+
+    def _traffic(self, number: int, url: str) -> dict[str, int]:
+        from kafka import KafkaProducer
+
+        simulator = ClickSimulator(
+            self.collection.qrels, self.options.user, seed=self.options.seed + number
+        )
+        producer = KafkaProducer(**kafka_options(self.settings.kafka), acks="all", linger_ms=20)
+        try:
+            report = simulate_round(
+                url,
+                self.collection,
+                simulator,
+                EventSink(producer, self.settings.ingest.events_topic),
+                round_number=number,
+                users_per_query=self.options.users_per_query,
+                seed=self.options.seed,
+            )
+        finally:
+            producer.close(timeout=30)
+        self.sent["searches"] += report.searches
+        self.sent["events"] += report.events
+        self.echo(
+            f"round {number}: {report.searches} searches, {report.clicks} clicks, "
+            f"{report.events} events sent"
+        )
+        return {"searches": report.searches, "events": report.events, "clicks": report.clicks}
+
+    def _wait_for_ingest(self, ingest: ChildProcess, timeout_s: float = 600) -> None:
+        """Until the UBI indexes hold every record sent so far (or the worker died)."""
+        ingest_settings = self.settings.ingest
+        targets = {
+            ingest_settings.queries_index: self.sent["searches"],
+            ingest_settings.events_index: self.sent["events"],
+        }
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not ingest.alive():
+                raise RuntimeError(f"the ingest worker exited:\n{ingest.log_tail()}")
+            if all(_count(self.client, index) >= want for index, want in targets.items()):
+                return
+            time.sleep(1)
+        raise RuntimeError(f"ingest did not catch up in {timeout_s:.0f} s: want {targets}")
+
+    def _train(self, number: int) -> dict[str, Any]:
+        args = [sys.executable, "-m", "clicktune", "train", "--now", "--promote", "--json"]
+        if self.options.max_steps is not None:
+            args += ["--max-steps", str(self.options.max_steps)]
+        self.echo(f"round {number}: training (log: {self.logs / f'train-{number}.log'})")
+        with (self.logs / f"train-{number}.log").open("w") as stderr:
+            done = subprocess.run(args, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        if done.returncode != 0:
+            tail = (self.logs / f"train-{number}.log").read_text().splitlines()[-15:]
+            raise RuntimeError("clicktune train failed:\n" + "\n".join(tail))
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _count(client, index: str) -> int:  # type: ignore[no-untyped-def]
+    if not client.indices.exists(index=index):
+        return 0
+    client.indices.refresh(index=index)
+    return int(client.count(index=index)["count"])
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 1)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower())

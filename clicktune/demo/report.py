@@ -1,0 +1,105 @@
+"""The demo's report: `report.json`, `report.md` (a table) and `uplift.png` (a plot)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clicktune.demo.loop import RoundResult
+
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def build_report(
+    dataset: str,
+    rounds: Sequence[RoundResult],
+    references: Mapping[str, Mapping[str, float] | None],
+) -> dict[str, Any]:
+    """The report object: base metrics, the references measured beside them, every round."""
+    return {
+        "dataset": dataset,
+        "base": _pick(rounds[0].metrics),
+        "supervised": _pick(references.get("supervised")),
+        "no_ipw": _pick(references.get("no_ipw")),
+        "rounds": [
+            {
+                "round": r.round,
+                "model_version": r.model_version,
+                "metrics": _pick(r.metrics),
+                "status": r.status,
+                "traffic": r.traffic,
+                "seconds": r.seconds,
+            }
+            for r in rounds
+        ],
+    }
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """Write report.json, report.md and uplift.png into `out`; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.json", out / "report.md", out / "uplift.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(markdown_table(report))
+    _plot(report, paths[2])
+    return paths
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    base = report["base"]["ndcg@10"]
+    lines = [
+        f"# clicktune demo on {report['dataset']}",
+        "",
+        "| round | live model | status | nDCG@10 | MRR@10 | Recall@100 | nDCG@10 vs base |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rounds"]:
+        m = r["metrics"]
+        lines.append(
+            f"| {r['round']} | {r['model_version']} | {r['status']} | {m['ndcg@10']:.4f} | "
+            f"{m['mrr@10']:.4f} | {m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} |"
+        )
+    for name in ("supervised", "no_ipw"):
+        m = report.get(name)
+        if m:
+            lines.append(
+                f"| ref | {name} | - | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
+                f"{m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r["round"] for r in report["rounds"]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for metric in METRICS:
+        ax.plot(rounds, [r["metrics"][metric] for r in report["rounds"]], marker="o", label=metric)
+    for name, style in (("supervised", "--"), ("no_ipw", ":")):
+        if report.get(name):
+            ax.axhline(
+                report[name]["ndcg@10"], linestyle=style, color="gray", label=f"{name} nDCG@10"
+            )
+    ax.set_xlabel("round")
+    ax.set_ylabel("score on the test queries")
+    ax.set_xticks(rounds)
+    ax.set_title(f"clicktune closed loop on {report['dataset']}")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pick(metrics: Mapping[str, float] | None) -> dict[str, float] | None:
+    return None if metrics is None else {k: float(metrics[k]) for k in METRICS}
+
+
+def _relative(value: float, base: float) -> str:
+    return f"{(value - base) / base * 100:+.1f}%" if base else "n/a"

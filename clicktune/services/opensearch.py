@@ -27,6 +27,13 @@ from clicktune.services.process import LOOPBACK, owned_pid, tail
 from clicktune.services.unpack import unzip
 
 PLUGINS = ("opensearch-knn", "opensearch-job-scheduler", "opensearch-ml-plugin", "neural-search")
+# The folders the plugins install into (as `_cat/plugins` names them), in the same order.
+PLUGIN_FOLDERS = (
+    "opensearch-knn",
+    "opensearch-job-scheduler",
+    "opensearch-ml",
+    "opensearch-neural-search",
+)
 PAINLESS_CLASS = "org.opensearch.painless.PainlessPlugin"
 ANALYSIS_CLASS = "org.opensearch.analysis.common.CommonAnalysisPlugin"
 PAINLESS_POLICY = """grant {
@@ -113,7 +120,7 @@ class OpenSearchService:
         return ["org.opensearch.bootstrap.OpenSearch", f"-Dopensearch.path.home={self.dist}"]
 
     def installed(self) -> bool:
-        return (self.dist / "plugins" / "neural-search").is_dir()
+        return all((self.dist / "plugins" / folder).is_dir() for folder in PLUGIN_FOLDERS)
 
     def fetch(self, maven: Maven) -> str:
         """Download what is not already under downloads/; return what was fetched, for the log."""

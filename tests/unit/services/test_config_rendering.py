@@ -93,3 +93,16 @@ def test_unzip_keeps_executable_bits_and_strips_the_top_folder(tmp_path: Path) -
     unzip(archive, tmp_path / "out", strip_top=True)
     assert (tmp_path / "out" / "bin" / "opensearch").stat().st_mode & 0o111
     assert (tmp_path / "out" / "config" / "opensearch.yml").is_file()
+
+
+def test_an_installed_distribution_is_recognised_so_up_does_not_reinstall(tmp_path: Path) -> None:
+    from clicktune.config import LocalServicesSettings
+    from clicktune.services.opensearch import PLUGIN_FOLDERS, OpenSearchService
+
+    service = OpenSearchService(LocalServicesSettings(), tmp_path)
+    assert not service.installed()
+    for folder in PLUGIN_FOLDERS[:-1]:
+        (service.dist / "plugins" / folder).mkdir(parents=True)
+    assert not service.installed()  # one plugin missing: install again
+    (service.dist / "plugins" / PLUGIN_FOLDERS[-1]).mkdir()
+    assert service.installed()

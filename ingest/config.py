@@ -20,7 +20,16 @@ class IngestSettings(BaseModel):
     max_backoff_s: float = Field(default=30.0, gt=0)
     bulk_max_attempts: int = Field(default=5, ge=1, description="tries per item on 429/5xx")
     max_bulk_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    bulk_concurrency: int = Field(
+        default=2, ge=1, le=16, description="bulk requests of one batch sent at once"
+    )
     dlq_suffix: str = Field(default=".dlq", min_length=1)
     topic_partitions: int = Field(default=3, ge=1, description="for topics the worker creates")
     topic_replication: int = Field(default=1, ge=1)
     progress_interval_s: float = Field(default=5.0, gt=0, description="progress log period")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port; 0 = off")
+    metrics_host: str = "127.0.0.1"
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="a dead worker's partitions move after this"
+    )
+    heartbeat_interval_ms: int = Field(default=3000, ge=100)

@@ -1,8 +1,10 @@
-"""How far behind the consumer group is, per partition, and how many records sit in the DLQs."""
+"""How far behind the consumer group is, per partition, how fast it commits, and DLQ sizes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from kafka.errors import KafkaError
@@ -10,7 +12,14 @@ from kafka.structs import TopicPartition
 
 from ingest.errors import BrokerUnavailable
 
-__all__ = ["IngestStatus", "OffsetReader", "PartitionLag", "ingest_status"]
+__all__ = [
+    "IngestStatus",
+    "OffsetReader",
+    "PartitionLag",
+    "committed_rate",
+    "ingest_status",
+    "with_rate",
+]
 
 
 class OffsetReader(Protocol):
@@ -39,6 +48,8 @@ class IngestStatus:
     group_id: str
     partitions: list[PartitionLag]
     dlq_records: dict[str, int]
+    records_per_s: float | None = None
+    rate_source: str = "none"  # "metrics" (a running worker's /metrics), "offsets" or "none"
 
     @property
     def total_lag(self) -> int:
@@ -83,3 +94,30 @@ def _topic_size(reader: OffsetReader, topic: str) -> int:
         return 0
     begin, end = reader.beginning_offsets(partitions), reader.end_offsets(partitions)
     return sum(end[tp] - begin[tp] for tp in partitions)
+
+
+def with_rate(status: IngestStatus, records_per_s: float, source: str) -> IngestStatus:
+    return replace(status, records_per_s=records_per_s, rate_source=source)
+
+
+def committed_rate(
+    reader: OffsetReader,
+    topics: list[str],
+    interval_s: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Records/s the group committed over about `interval_s` (two readings of its offsets)."""
+    try:
+        partitions = [tp for topic in topics for tp in _partitions(reader, topic)]
+        first, started = _committed_sum(reader, partitions), clock()
+        sleep(interval_s)
+        second, elapsed = _committed_sum(reader, partitions), clock() - started
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot read committed offsets of {topics}: {exc!r}") from exc
+    return (second - first) / elapsed if elapsed > 0 else 0.0
+
+
+def _committed_sum(reader: OffsetReader, partitions: list[TopicPartition]) -> int:
+    return sum(reader.committed(tp) or 0 for tp in partitions)

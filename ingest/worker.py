@@ -1,6 +1,7 @@
 """The ingest worker: UBI records from Kafka into OpenSearch, at least once, exactly-once effect.
 
-One loop, one batch at a time:
+One loop, batch after batch; the store step of batch N runs in a second thread while batch
+N+1 is polled and validated, and N is committed (by the polling thread) once N is stored:
 
     poll -> validate -> dead-letter the bad (wait for acks) -> bulk write the good
          -> dead-letter what OpenSearch refuses for good -> commit offsets
@@ -19,6 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -29,10 +31,11 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from ingest.config import IngestSettings
 from ingest.dlq import DeadLetterQueue, Producer, SourceRecord, dlq_topic
 from ingest.errors import BrokerUnavailable, RetryableError
+from ingest.metrics import IngestMetrics
 from ingest.templates import install_templates
 from ingest.topics import Admin, ensure_topics
 from ingest.validate import RecordKind, Rejection, validate_record
-from ingest.writer import BulkClient, BulkWriter, Document, backoff_s
+from ingest.writer import BulkClient, BulkWriter, Document, WriteResult, backoff_s
 
 __all__ = ["Consumer", "IngestStats", "IngestWorker", "handle_signals"]
 
@@ -51,6 +54,8 @@ class Consumer(Protocol):
 
     def assignment(self) -> Any: ...
 
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
 
 @dataclass(frozen=True)
 class IngestStats:
@@ -62,10 +67,26 @@ class IngestStats:
     batches: int
     retries: int
     elapsed_s: float
+    active_s: float = 0.0  # from the start of the first batch to the commit of the last
 
     @property
     def records_per_s(self) -> float:
         return self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def active_records_per_s(self) -> float:
+        """The rate while there was work: group joins and idle waits left out."""
+        return self.read / self.active_s if self.active_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One poll's records: validated, not yet stored or committed."""
+
+    messages: list[Any]
+    documents: list[Document]
+    rejected: list[tuple[SourceRecord, str]]
+    started: float
 
 
 class _Abandoned(Exception):
@@ -84,8 +105,10 @@ class IngestWorker:
         *,
         admin: Admin | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self._consumer = consumer
+        self._metrics = metrics or IngestMetrics()
         self._opensearch = opensearch
         self._admin = admin
         self._settings = settings
@@ -98,6 +121,7 @@ class IngestWorker:
             initial_backoff_s=settings.initial_backoff_s,
             max_backoff_s=settings.max_backoff_s,
             max_bulk_bytes=settings.max_bulk_bytes,
+            concurrency=settings.bulk_concurrency,
             sleep=self._pause,
         )
         self._dlq = DeadLetterQueue(producer, suffix=settings.dlq_suffix)
@@ -108,6 +132,8 @@ class IngestWorker:
         self._counts = {"read": 0, "written": 0, "dead_lettered": 0, "batches": 0, "retries": 0}
         self._started = clock()
         self._last_report = (self._started, 0)
+        self._active: tuple[float, float] | None = None  # first batch start, last commit
+        self._pending: tuple[_Batch, Future[WriteResult]] | None = None
 
     def stop(self) -> None:
         """Finish the current batch, commit it, and return from `run` (safe from a signal)."""
@@ -118,7 +144,10 @@ class IngestWorker:
         self._stop.wait(seconds)
 
     def stats(self) -> IngestStats:
-        return IngestStats(**self._counts, elapsed_s=self._clock() - self._started)
+        active_s = self._active[1] - self._active[0] if self._active else 0.0
+        return IngestStats(
+            **self._counts, elapsed_s=self._clock() - self._started, active_s=active_s
+        )
 
     def setup(self) -> None:
         """Create missing topics (with the admin client, if given) and install the templates."""
@@ -155,23 +184,32 @@ class IngestWorker:
         return self.stats()
 
     def _loop(self, max_idle_s: float | None, max_records: int | None) -> None:
+        """Poll and validate batch N+1 while batch N is written; commit N once it is stored."""
         idle_since = self._clock()
-        while not self._stop.is_set():
-            limit = self._settings.batch_size
-            if max_records is not None:
-                limit = min(limit, max_records - self._counts["read"])
-                if limit <= 0:
-                    return
-            messages = self._retrying("poll", lambda: self._poll(limit))  # noqa: B023
-            if messages:
-                self._handle(messages)
-                idle_since = self._clock()
-            elif not self._consumer.assignment():
-                idle_since = self._clock()  # still joining the group: not idle yet
-            elif max_idle_s is not None and self._clock() - idle_since >= max_idle_s:
-                log.info("nothing to read for %.1f s; exiting", max_idle_s)
-                return
-            self._report()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as store:
+            try:
+                while not self._stop.is_set():
+                    limit = self._settings.batch_size
+                    if max_records is not None:
+                        limit = min(limit, max_records - self._counts["read"])
+                        if limit <= 0:
+                            break
+                    messages = self._retrying("poll", lambda: self._poll(limit))  # noqa: B023
+                    batch = self._prepare(messages) if messages else None
+                    self._settle()  # the previous batch: wait until stored, then commit it
+                    if batch is not None:
+                        self._pending = (batch, store.submit(self._store, batch))
+                        idle_since = self._clock()
+                    elif not self._consumer.assignment():
+                        idle_since = self._clock()  # still joining the group: not idle yet
+                    elif max_idle_s is not None and self._clock() - idle_since >= max_idle_s:
+                        log.info("nothing to read for %.1f s; exiting", max_idle_s)
+                        break
+                    self._report()
+                self._settle()
+            except BaseException:
+                self._stop.set()  # a write still retrying in the store thread gives up
+                raise
 
     def _poll(self, limit: int) -> list[Any]:
         try:
@@ -182,16 +220,35 @@ class IngestWorker:
             raise BrokerUnavailable(f"Kafka poll failed: {exc!r}") from exc
         return [message for records in polled.values() for message in records]
 
-    def _handle(self, messages: list[Any]) -> None:
+    def _prepare(self, messages: list[Any]) -> _Batch:
+        started = self._clock()
         documents, rejected = self._validate(messages)
-        self._retrying("dead letters", lambda: self._dlq.publish(rejected))
-        result = self._retrying("bulk write", lambda: self._writer.write(documents))
+        self._counts["read"] += len(messages)
+        return _Batch(messages, documents, rejected, started)
+
+    def _store(self, batch: _Batch) -> WriteResult:
+        """Dead letters and bulk write of one batch (in the store thread); no commit here."""
+        self._retrying("dead letters", lambda: self._dlq.publish(batch.rejected))
+        result = self._retrying("bulk write", lambda: self._writer.write(batch.documents))
         refused = [(letter.document.origin, letter.reason) for letter in result.dead_letters]
         self._retrying("dead letters", lambda: self._dlq.publish(refused))
-        self._retrying("offset commit", lambda: self._commit(messages))
-        self._counts["read"] += len(messages)
+        return result
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight to be stored, then commit its offsets (this thread)."""
+        if self._pending is None:
+            return
+        batch, future = self._pending
+        self._pending = None
+        result = future.result()  # re-raises _Abandoned: the batch stays uncommitted
+        refused = [(letter.document.origin, letter.reason) for letter in result.dead_letters]
+        offsets = self._retrying("offset commit", lambda: self._commit(batch.messages))
+        finished = self._clock()
+        letters = batch.rejected + refused
+        self._observe(batch.messages, batch.documents, letters, offsets, finished - batch.started)
+        self._active = (self._active[0] if self._active else batch.started, finished)
         self._counts["written"] += result.written
-        self._counts["dead_lettered"] += len(rejected) + len(refused)
+        self._counts["dead_lettered"] += len(letters)
         self._counts["retries"] += result.retries
         self._counts["batches"] += 1
 
@@ -212,7 +269,28 @@ class IngestWorker:
                 documents.append(Document(index, record.record_id, record.document(), origin))
         return documents, rejected
 
-    def _commit(self, messages: list[Any]) -> None:
+    def _observe(
+        self,
+        messages: list[Any],
+        documents: list[Document],
+        letters: list[tuple[SourceRecord, str]],
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        seconds: float,
+    ) -> None:
+        m = self._metrics
+        m.batch_seconds.observe(seconds)
+        m.count(m.read, (message.topic for message in messages))
+        m.count(m.dead_lettered, (origin.topic for origin, _ in letters))
+        refused = {id(origin) for origin, _ in letters}
+        m.count(m.written, (d.origin.topic for d in documents if id(d.origin) not in refused))
+        for partition, committed in offsets.items():
+            end = self._consumer.highwater(partition)
+            if end is not None:
+                m.lag.labels(partition.topic, str(partition.partition)).set(
+                    max(0, end - committed.offset)
+                )
+
+    def _commit(self, messages: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for message in messages:
             partition = TopicPartition(message.topic, message.partition)
@@ -229,6 +307,7 @@ class IngestWorker:
             )
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka did not commit offsets: {exc!r}") from exc
+        return offsets
 
     def _retrying(self, action: str, step: Callable[[], T]) -> T:
         """Run `step` until it succeeds, backing off on RetryableError; give up only on stop()."""
@@ -245,6 +324,7 @@ class IngestWorker:
                 )
                 log.warning("%s failed (%s); retry %d in %.1f s", action, exc, attempt, wait)
                 self._counts["retries"] += 1
+                self._metrics.retries.inc()
                 self._stop.wait(wait)
 
     def _report(self, *, force: bool = False) -> None:
@@ -254,6 +334,7 @@ class IngestWorker:
             return
         stats = self.stats()
         rate = (stats.read - read_then) / (now - since) if now > since else 0.0
+        self._metrics.rate.set(rate)
         log.info(
             "ingest: %d read, %d written, %d dead-lettered, %d batches, %d retries; "
             "%.0f records/s now, %.0f records/s overall",

@@ -9,13 +9,14 @@ items refused for good (mapping errors, other 4xx) come back as dead letters.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
@@ -93,6 +94,7 @@ class BulkWriter:
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         max_bulk_bytes: int = 10 * 1024 * 1024,
+        concurrency: int = 1,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
@@ -100,28 +102,42 @@ class BulkWriter:
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._max_bulk_bytes = max_bulk_bytes
+        self._concurrency = concurrency
         self._sleep = sleep
 
     def write(self, documents: Sequence[Document]) -> WriteResult:
-        """Store every document or return it as a dead letter; raise StoreUnavailable otherwise."""
-        result = WriteResult()
-        for chunk in self._chunks(documents):
-            self._write_chunk(chunk, result)
-        return result
+        """Store every document or return it as a dead letter; raise StoreUnavailable otherwise.
 
-    def _write_chunk(self, chunk: list[Document], result: WriteResult) -> None:
+        With `concurrency` > 1 the documents go as that many bulk requests at once, so that
+        OpenSearch indexes them on as many write threads.
+        """
+        lines = [_Line.of(document) for document in documents]
+        total = sum(len(line.text) for line in lines)
+        limit = min(self._max_bulk_bytes, total // self._concurrency + 1)
+        chunks = list(self._chunks(lines, limit))
+        results = [WriteResult() for _ in chunks]
+        if len(chunks) <= 1 or self._concurrency == 1:
+            for chunk, part in zip(chunks, results, strict=True):
+                self._write_chunk(chunk, part)
+        else:
+            with ThreadPoolExecutor(min(self._concurrency, len(chunks))) as pool:
+                # list(): wait for every chunk and re-raise the first failure
+                list(pool.map(self._write_chunk, chunks, results))
+        return _merge(results)
+
+    def _write_chunk(self, chunk: list[_Line], result: WriteResult) -> None:
         pending = chunk
         for attempt in range(1, self._max_attempts + 1):
             items = self._bulk(pending)
-            retry: list[tuple[Document, str]] = []
-            for document, item in zip(pending, items, strict=True):
+            retry: list[tuple[_Line, str]] = []
+            for line, item in zip(pending, items, strict=True):
                 outcome = _outcome(item)
                 if outcome is None:
                     result.written += 1
                 elif _is_retryable(item):
-                    retry.append((document, outcome))
+                    retry.append((line, outcome))
                 else:
-                    result.dead_letters.append(DeadLetter(document, outcome))
+                    result.dead_letters.append(DeadLetter(line.document, outcome))
             if not retry:
                 return
             if attempt == self._max_attempts:
@@ -139,36 +155,57 @@ class BulkWriter:
             )
             result.retries += 1
             self._sleep(wait)
-            pending = [document for document, _ in retry]
+            pending = [line for line, _ in retry]
 
-    def _bulk(self, documents: list[Document]) -> list[dict[str, Any]]:
-        body: list[dict[str, Any]] = []
-        for document in documents:
-            body.append({"index": {"_index": document.index, "_id": document.doc_id}})
-            body.append(document.source)
+    def _bulk(self, lines: list[_Line]) -> list[dict[str, Any]]:
+        body = b"".join(line.text for line in lines)
         try:
             response = self._client.bulk(body=body)
         except TransportError as exc:
-            raise store_error(exc, f"a bulk write of {len(documents)} records") from exc
+            raise store_error(exc, f"a bulk write of {len(lines)} records") from exc
         items = response.get("items", [])
-        if len(items) != len(documents):
+        if len(items) != len(lines):
             raise StoreUnavailable(
-                f"bulk answered {len(items)} items for {len(documents)} records; retrying"
+                f"bulk answered {len(items)} items for {len(lines)} records; retrying"
             )
         return [next(iter(item.values())) for item in items]
 
-    def _chunks(self, documents: Sequence[Document]) -> Iterator[list[Document]]:
-        chunk: list[Document] = []
+    @staticmethod
+    def _chunks(lines: list[_Line], limit: int) -> Iterator[list[_Line]]:
+        """Bulk bodies of at most `limit` bytes (or one document, if it is larger)."""
+        chunk: list[_Line] = []
         size = 0
-        for document in documents:
-            doc_bytes = len(json.dumps(document.source)) + len(document.doc_id) + 64
-            if chunk and size + doc_bytes > self._max_bulk_bytes:
+        for line in lines:
+            if chunk and size + len(line.text) > limit:
                 yield chunk
                 chunk, size = [], 0
-            chunk.append(document)
-            size += doc_bytes
+            chunk.append(line)
+            size += len(line.text)
         if chunk:
             yield chunk
+
+
+def _merge(results: list[WriteResult]) -> WriteResult:
+    merged = WriteResult()
+    for part in results:
+        merged.written += part.written
+        merged.dead_letters += part.dead_letters
+        merged.retries += part.retries
+    return merged
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A document with its two NDJSON lines of the bulk body (action and source), as UTF-8."""
+
+    document: Document
+    text: bytes
+
+    @classmethod
+    def of(cls, document: Document) -> _Line:
+        # Serialised once (orjson: ~10x the stdlib's speed) so that sizing and retries reuse it.
+        action = orjson.dumps({"index": {"_index": document.index, "_id": document.doc_id}})
+        return cls(document, b"%b\n%b\n" % (action, orjson.dumps(document.source)))
 
 
 def _outcome(item: dict[str, Any]) -> str | None:

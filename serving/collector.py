@@ -177,9 +177,11 @@ def _records(
     if len(items) > max_records:
         message = f"body has {len(items)} records; the limit is max_records={max_records}"
         raise _Refusal(413, message, "request_too_large")
-    accepted, errors = [], []
+    accepted: list[tuple[str, bytes]] = []
+    errors: list[dict[str, Any]] = []
     for position, item in enumerate(items):
-        raw = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate: refused as not UTF-8
         record = validate_record(raw, kind, max_record_bytes)
         if isinstance(record, Rejection):
             where = f"record[{position}]: " if isinstance(data, list) else ""
@@ -189,7 +191,7 @@ def _records(
         else:
             accepted.append((record.record_id, raw))
     if errors:
-        shown = "; ".join(e["message"] for e in errors[:3])
+        shown = "; ".join(str(e["message"]) for e in errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         message = f"{len(errors)} invalid {kind.value} record(s), none accepted: {shown}{more}"
         raise _Refusal(422, message, "invalid_request_error", errors[:MAX_LISTED_ERRORS])

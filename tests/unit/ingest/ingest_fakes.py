@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ class FakeBulkClient:
         self.calls: list[list[dict[str, Any]]] = []
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def bulk(self, body: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
+    def bulk(self, body: bytes | str | list[dict[str, Any]], **params: Any) -> dict[str, Any]:
+        if isinstance(body, bytes | str):  # an NDJSON body, as the writer sends it
+            body = [json.loads(line) for line in body.splitlines()]
         pairs = list(zip(body[::2], body[1::2], strict=True))
         self.calls.append(body)
         step = self.script.popleft() if self.script else None
@@ -82,6 +85,7 @@ class FakeConsumer:
         self.batches = deque(batches)
         self.commits: list[dict[TopicPartition, Any]] = []
         self.subscribed: list[str] = []
+        self.end_offsets: dict[TopicPartition, int] = {}
 
     def subscribe(self, topics: Any = ()) -> None:
         self.subscribed = list(topics)
@@ -100,3 +104,6 @@ class FakeConsumer:
 
     def commit(self, offsets: Any = None) -> None:
         self.commits.append(dict(offsets))
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return self.end_offsets.get(partition)

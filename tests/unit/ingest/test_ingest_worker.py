@@ -100,3 +100,21 @@ def test_public_names_are_listed() -> None:
     for module in (ingest.errors, ingest.worker):
         for name in module.__all__:
             assert hasattr(module, name), name
+
+
+def test_metrics_count_by_topic_and_show_the_lag_after_commit() -> None:
+    from kafka.structs import TopicPartition
+    from prometheus_client import generate_latest
+
+    from ingest.metrics import IngestMetrics, parse_metrics
+
+    consumer = FakeConsumer([[good(0), message(1, b"oops"), good(2)]])
+    consumer.end_offsets[TopicPartition("ubi.events", 0)] = 10
+    metrics = IngestMetrics()
+    worker = IngestWorker(consumer, FakeProducer(), FakeOpenSearch(), SETTINGS, metrics=metrics)
+    worker.run(max_idle_s=0.01)
+    snapshot = parse_metrics(generate_latest(metrics.registry).decode())
+    assert snapshot.read == {"ubi.events": 3}
+    assert snapshot.written == {"ubi.events": 2}
+    assert snapshot.dead_lettered == {"ubi.events": 1}
+    assert snapshot.lag == {"ubi.events[0]": 7}  # end offset 10, committed 3

@@ -1,0 +1,208 @@
+"""Ingest throughput: Kafka -> OpenSearch through the worker vs raw bulk of the same documents.
+
+    .venv/bin/python bench/ingest.py [--records 100000]
+
+Against the configured servers (`CLICKTUNE_OPENSEARCH__URL`, `CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS`),
+in fresh topics and indexes that it deletes afterwards:
+
+1. produces N small UBI records (9 events : 1 query) to two topics;
+2. raw: indexes the same documents (already validated, ids assigned) with
+   `opensearchpy.helpers.bulk` and with `helpers.parallel_bulk`, each into its own fresh index;
+3. worker: `IngestWorker.run(max_records=N)`; its rate counts from the first batch to the last
+   offset commit (validation, dead-letter checks, bulk writes and commits all included; the
+   consumer-group join before the first record is left out).
+
+Prints records/s of each and the ratio worker / best raw (target >= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+# This script is named like the `ingest` package: keep its own folder off the import path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
+from opensearchpy import helpers  # noqa: E402
+
+from clicktune.cli.ingest import build_worker  # noqa: E402
+from clicktune.clients import kafka_options, opensearch_client  # noqa: E402
+from clicktune.config import Settings, load_settings  # noqa: E402
+from ingest.dlq import dlq_topic  # noqa: E402
+from ingest.templates import install_templates, template_name  # noqa: E402
+from ingest.validate import RecordKind, Rejection, validate_record  # noqa: E402
+
+TARGET_RATIO = 0.8
+BASE_MS = 1_748_779_200_000
+
+
+def event(i: int) -> dict[str, Any]:
+    return {
+        "action_name": "click" if i % 4 else "add_to_cart",
+        "query_id": f"q{i // 10}",
+        "client_id": f"c{i % 97}",
+        "timestamp": BASE_MS + i,
+        "event_attributes": {
+            "object": {"object_id": f"d{i % 5000}", "object_id_field": "_id"},
+            "position": {"ordinal": i % 10},
+            "event_id": f"e{i}",
+            "session_id": f"s{i // 10}",
+        },
+    }
+
+
+def query(i: int) -> dict[str, Any]:
+    return {
+        "query_id": f"q{i // 10}",
+        "timestamp": BASE_MS + i,
+        "client_id": f"c{i % 97}",
+        "user_query": f"cordless drill {i % 300}",
+        "query_response_hit_ids": [f"d{(i + k) % 5000}" for k in range(5)],
+        "application": "bench",
+        "query_attributes": {"session_id": f"s{i // 10}", "model_version": "base"},
+    }
+
+
+def records(n: int) -> list[tuple[RecordKind, bytes]]:
+    out = []
+    for i in range(n):
+        kind = RecordKind.QUERY if i % 10 == 0 else RecordKind.EVENT
+        body = query(i) if kind is RecordKind.QUERY else event(i)
+        out.append((kind, json.dumps(body, separators=(",", ":")).encode()))
+    return out
+
+
+def bench_settings(base: Settings, tag: str) -> Settings:
+    ingest = base.ingest.model_copy(
+        update={
+            "queries_topic": f"bench.{tag}.queries",
+            "events_topic": f"bench.{tag}.events",
+            "queries_index": f"bench_{tag}_queries",
+            "events_index": f"bench_{tag}_events",
+            "group_id": f"bench-{tag}",
+            "topic_partitions": 2,
+            "progress_interval_s": 5.0,
+        }
+    )
+    return base.model_copy(update={"ingest": ingest})
+
+
+def produce(settings: Settings, data: list[tuple[RecordKind, bytes]]) -> float:
+    s = settings.ingest
+    producer = KafkaProducer(
+        **kafka_options(settings.kafka),
+        acks="all",
+        linger_ms=50,
+        batch_size=512 * 1024,
+    )
+    started = time.perf_counter()
+    for kind, value in data:
+        producer.send(s.queries_topic if kind is RecordKind.QUERY else s.events_topic, value)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - started
+
+
+def raw_actions(
+    data: list[tuple[RecordKind, bytes]], queries_index: str, events_index: str, max_bytes: int
+) -> list[dict[str, Any]]:
+    actions = []
+    for kind, value in data:
+        record = validate_record(value, kind, max_bytes)
+        assert not isinstance(record, Rejection), record
+        index = queries_index if kind is RecordKind.QUERY else events_index
+        actions.append({"_index": index, "_id": record.record_id, "_source": record.document()})
+    return actions
+
+
+def raw_rate(client: Any, actions: list[dict[str, Any]], parallel: bool, chunk: int) -> float:
+    started = time.perf_counter()
+    if parallel:
+        for ok, info in helpers.parallel_bulk(client, actions, thread_count=2, chunk_size=chunk):
+            assert ok, info
+    else:
+        helpers.bulk(client, actions, chunk_size=chunk, max_chunk_bytes=10 * 1024 * 1024)
+    return len(actions) / (time.perf_counter() - started)
+
+
+def count(client: Any, *indexes: str) -> int:
+    client.indices.refresh(index=",".join(indexes))
+    return sum(client.count(index=index)["count"] for index in indexes)
+
+
+def run(n: int) -> float:
+    base = load_settings()
+    tag = uuid.uuid4().hex[:8]
+    settings = bench_settings(base, tag)
+    s = settings.ingest
+    client = opensearch_client(settings.opensearch, timeout=120, maxsize=4)
+    raw_indexes = {
+        "bulk": (f"bench_{tag}_raw1_queries", f"bench_{tag}_raw1_events"),
+        "parallel_bulk": (f"bench_{tag}_raw2_queries", f"bench_{tag}_raw2_events"),
+    }
+    try:
+        data = records(n)
+        print(f"{n} records, {sum(len(v) for _, v in data) / n:.0f} bytes each on average")
+        with build_worker(settings) as worker:
+            worker.setup()  # topics and templates before producing
+            produce_s = produce(settings, data)
+            print(f"produced in {produce_s:.1f} s ({n / produce_s:.0f} records/s)")
+
+            raw: dict[str, float] = {}
+            for name, (qi, ei) in raw_indexes.items():
+                install_templates(client, qi, ei)
+                actions = raw_actions(data, qi, ei, s.max_record_bytes)
+                raw[name] = raw_rate(client, actions, name == "parallel_bulk", s.batch_size)
+                assert count(client, qi, ei) == n
+                print(f"raw {name:<13}: {raw[name]:8.0f} records/s")
+
+            stats = worker.run(max_records=n)
+        stored = count(client, s.queries_index, s.events_index)
+        assert stored == n, f"worker stored {stored} of {n}"
+        rate = stats.active_records_per_s
+        best = max(raw.values())
+        print(
+            f"worker end to end : {rate:8.0f} records/s ({stats.batches} batches, "
+            f"{stats.retries} retries, commits included)"
+        )
+        ratio = rate / best
+        verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
+        print(f"ratio worker / best raw = {ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+        return ratio
+    finally:
+        cleanup(settings, client, [i for pair in raw_indexes.values() for i in pair])
+
+
+def cleanup(settings: Settings, client: Any, raw_indexes: list[str]) -> None:
+    s = settings.ingest
+    for index in (s.queries_index, s.events_index, *raw_indexes):
+        client.indices.delete(index=index, ignore=[404])
+        client.indices.delete_index_template(name=template_name(index), ignore=[404])
+    admin = KafkaAdminClient(**kafka_options(settings.kafka))
+    topics = [s.queries_topic, s.events_topic]
+    admin.delete_topics([*topics, *(dlq_topic(t, s.dlq_suffix) for t in topics)])
+    try:
+        admin.delete_groups([s.group_id])
+    except Exception as exc:  # the group may not exist if the run failed early
+        print(f"(group {s.group_id} not deleted: {exc})", file=sys.stderr)
+    admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    run(args.records)
+
+
+if __name__ == "__main__":
+    main()

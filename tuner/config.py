@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
 
@@ -31,11 +34,71 @@ class ExportSettings(BaseModel):
     parity_texts: int = Field(default=32, ge=1, description="held-out texts for the check")
 
 
+class PropensityKind(StrEnum):
+    """Where the examination propensities p(k) come from."""
+
+    em = "em"  # a position-based click model fitted by EM on the batch's sessions
+    power_law = "power_law"  # p(k) = (1/(k+1))^eta with the configured eta
+
+
+class TrainOverrides(BaseModel):
+    """One hyperparameter set of a search: the `TrainSettings` fields it changes."""
+
+    model_config = {"extra": "forbid"}
+
+    learning_rate: float | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, gt=0)
+
+
+class BatchSettings(BaseModel):
+    """How sessions are frozen into batches and split for validation."""
+
+    grace_s: float = Field(
+        default=300.0, ge=0, description="a window closes this long ago, so late events land"
+    )
+    validation_fraction: float = Field(
+        default=0.2, ge=0.0, lt=1.0, description="the latest sessions that validate (by time)"
+    )
+    cold_query_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="queries held out entirely (cold start)"
+    )
+    min_queries_for_cold_split: int = Field(default=20, ge=1)
+    replay_ratio: float = Field(
+        default=0.5, ge=0.0, description="earlier batches' sessions replayed, per new session"
+    )
+    seed: int = 0
+
+
+class GateSettings(BaseModel):
+    """When a trained candidate may be registered."""
+
+    enabled: bool = True
+    primary_metric: str = Field(
+        default="ndcg@10", pattern="^(ndcg@10|mrr@10|recall@10|recall@100)$"
+    )
+    min_improvement: float = Field(
+        default=0.0, description="candidate must beat live on the primary metric by more than this"
+    )
+    max_general_regression: float = Field(default=0.01, ge=0.0)
+    general_dataset: Path | None = Field(
+        default=None, description="judged collection dir for the general (forgetting) check"
+    )
+    general_split: str = "test"
+    general_max_queries: int = Field(default=200, ge=1)
+
+
 class TunerSettings(BaseModel):
     """What the tuner learns from and how."""
 
     outcome_weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+    )
+    propensity: PropensityKind = PropensityKind.em
+    propensity_max_rank: int = Field(default=10, ge=1, description="ranks the EM model fits")
+    propensity_min_sessions: int = Field(
+        default=200, ge=1, description="fewer sessions than this: fall back to the power law"
     )
     propensity_eta: float = Field(
         default=1.0, ge=0.0, description="power-law examination propensity p(k) = (1/(k+1))^eta"
@@ -46,3 +109,13 @@ class TunerSettings(BaseModel):
     )
     train: TrainSettings = Field(default_factory=TrainSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    batches: BatchSettings = Field(default_factory=BatchSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    search: list[TrainOverrides] = Field(
+        default_factory=list, description="hyperparameter sets; empty = `train` alone"
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="an MLflow server; default sqlite:///<home>/mlflow/mlflow.db"
+    )
+    mlflow_experiment: str = "clicktune"
+    mlflow_enabled: bool = True

@@ -1,37 +1,44 @@
-"""One training iteration: sessions -> pairs -> fine-tune the live model -> ONNX -> registry.
+"""One training iteration: batch -> splits -> pairs -> fine-tune -> gate -> ONNX -> registry.
 
-The new version is registered with the live version as its parent; moving the `production`
-alias is a separate decision (`clicktune train --promote`, later the gate and A/B monitor).
+The iteration trains a few hyperparameter sets from the live model on a released batch (plus a
+replayed sample of earlier batches), scores each and the live model on the same validation
+sessions, and lets the gate decide. A rejected candidate ends the iteration `rejected` with the
+numbers; a passing one is exported, checked for ONNX parity and only then registered (the
+LocalRegistry first, then MLflow) with the alias `candidate`. A run that fails or is killed
+before that point leaves no version anywhere. Moving `production` is a separate decision.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opensearchpy import OpenSearch
-
-from ingest.config import IngestSettings
 from serving.corpus import document_text
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
 from tuner.base_models import TORCH_WEIGHTS_DIR
+from tuner.batches import BatchStore, ReleasedBatch, SessionSource, replay
 from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError
+from tuner.gate import GateDecision, decide
+from tuner.judged import JudgedCollection
 from tuner.pairs import PairStats, TrainingPair, build_pairs
-from tuner.propensity import from_settings
+from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, model_metadata, publish
-from tuner.sessions import Session, read_sessions
+from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
+from tuner.session_eval import Scorer, Scores, session_judgments
+from tuner.sessions import Session
+from tuner.splits import Splits, split_sessions
+from tuner.tracking import Lineage, NullTracker, Tracker
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from tuner.export import ExportReport
-    from tuner.train import TrainReport
 
 __all__ = [
     "DocumentSource",
@@ -42,6 +49,9 @@ __all__ = [
     "run_training_iteration",
     "start_model",
 ]
+
+log = logging.getLogger(__name__)
+Notify = Callable[[str], None]
 
 
 class DocumentSource(Protocol):
@@ -62,72 +72,201 @@ class StartPoint:
 
 @dataclass(frozen=True)
 class IterationResult:
-    """What one iteration produced; `version` is registered but not promoted."""
+    """What one iteration did: `done` with a registered `version`, or `rejected` with why."""
 
-    version: ModelVersion
+    status: str  # "done" | "rejected"
+    batch_id: str
+    version: ModelVersion | None
     sessions: int
+    replayed: int
+    validation_sessions: int
     pairs: int
     pair_stats: PairStats
     start: str
-    train: TrainReport
-    export: ExportReport
+    propensity: tuple[float, ...]
+    decision: GateDecision
+    trials: list[Trial]
+    best: Trial
+    live: Scores
+    export: ExportReport | None = None
+
+    @property
+    def train(self) -> Any:
+        return self.best.report
+
+
+@dataclass(frozen=True)
+class IterationContext:
+    """Where an iteration reads from and writes to (built by the composition root)."""
+
+    source: SessionSource
+    store: BatchStore
+    registry: ModelRegistry
+    documents: DocumentSource
+    text_fields: list[str]
+    tracker: Tracker = NullTracker()
+    general: JudgedCollection | None = None
 
 
 def run_training_iteration(
-    client: OpenSearch,
+    released: ReleasedBatch,
+    context: IterationContext,
+    settings: TunerSettings,
     *,
-    ingest_settings: IngestSettings,
-    tuner_settings: TunerSettings,
-    registry: ModelRegistry,
-    documents: DocumentSource,
-    text_fields: list[str],
-    since: datetime | None = None,
     start_ref: str = "production",
+    trainer: Trainer | None = None,
+    notify: Notify = log.info,
     progress: bool = True,
 ) -> IterationResult:
-    """Train once on the sessions since `since` and register the result as a new version."""
-    from tuner.export import export_text_model
-    from tuner.train import fine_tune
+    """Train on `released` (+ replay), gate the best candidate, register it if it passes."""
+    if trainer is None:
+        from tuner.train import fine_tune
 
-    sessions = read_sessions(client, ingest_settings, since)
-    pairs, stats = collect_pairs(sessions, tuner_settings)
-    doc_texts = doc_texts_for(documents, pairs, text_fields)
-    start = start_model(registry, tuner_settings.train.base_model, start_ref)
-    report = fine_tune(start.model, pairs, doc_texts, tuner_settings.train, progress=progress)
-    metrics = {
-        "sessions": len(sessions),
+        trainer = fine_tune
+    data = _prepare(released, context, settings, notify)
+    start = start_model(context.registry, settings.train.base_model, start_ref)
+    notify(f"start model: {start.source}; scoring it on {len(data.splits.validation)} sessions")
+    score = Scorer(
+        data.judgments,
+        data.doc_texts,
+        context.general,
+        settings.gate.general_split,
+        settings.gate.general_max_queries,
+    )
+    live = score(start.model)
+    sets = hyperparameter_sets(settings.train, settings.search)
+    common = {"batch_id": released.batch.batch_id, "parent": start.parent, "pairs": len(data.pairs)}
+    trials, best_model = run_search(
+        start.model,
+        data.pairs,
+        data.doc_texts,
+        sets,
+        score,
+        context.tracker,
+        trainer,
+        settings.gate.primary_metric,
+        common,
+        progress,
+    )
+    best = best_trial(trials, settings.gate.primary_metric)
+    decision = decide(
+        settings.gate, best.scores.validation, live.validation, best.scores.general, live.general
+    )
+    notify(f"gate {'passed' if decision.passed else 'rejected'}: {decision.reason}")
+    result = IterationResult(
+        status="done" if decision.passed else "rejected",
+        batch_id=released.batch.batch_id,
+        version=None,
+        sessions=len(released.sessions),
+        replayed=len(data.replayed),
+        validation_sessions=len(data.splits.validation),
+        pairs=len(data.pairs),
+        pair_stats=data.stats,
+        start=start.source,
+        propensity=data.propensity_curve,
+        decision=decision,
+        trials=trials,
+        best=best,
+        live=live,
+    )
+    if not decision.passed:
+        return result
+    exported, version = _register(best_model, best, start, result, context, settings)
+    notify(
+        f"registered {version.version} (alias candidate), parity {exported.parity_min_cosine:.6f}"
+    )
+    return replace(result, version=version, export=exported)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    splits: Splits
+    replayed: list[Session]
+    pairs: list[TrainingPair]
+    stats: PairStats
+    judgments: Any
+    doc_texts: dict[str, str]
+    propensity_curve: tuple[float, ...]
+
+
+def _prepare(
+    released: ReleasedBatch, context: IterationContext, settings: TunerSettings, notify: Notify
+) -> _Prepared:
+    batches = settings.batches
+    replay_count = round(batches.replay_ratio * len(released.sessions))
+    replayed = replay(context.store, context.source, released.batch, replay_count, batches.seed)
+    splits = split_sessions(released.sessions, batches)
+    train_sessions = [*splits.train, *replayed]
+    propensity = from_settings(settings, [*train_sessions, *splits.validation])
+    curve = tuple(round(propensity(k), 4) for k in range(settings.propensity_max_rank))
+    pairs, stats = collect_pairs(train_sessions, settings, propensity)
+    judgments = session_judgments(splits.validation, settings.outcome_weights)
+    doc_texts = doc_texts_for(context.documents, pairs, context.text_fields, judgments.doc_ids)
+    notify(
+        f"{released.batch.batch_id}: {len(released.sessions)} sessions (+{len(replayed)} "
+        f"replayed): {len(splits.train)} train, {len(splits.latest)} latest + "
+        f"{len(splits.cold)} cold-query validation; {len(pairs)} pairs; p(k) {curve[:5]}..."
+    )
+    return _Prepared(splits, replayed, pairs, stats, judgments, doc_texts, curve)
+
+
+def _register(
+    model: Any,
+    best: Trial,
+    start: StartPoint,
+    result: IterationResult,
+    context: IterationContext,
+    settings: TunerSettings,
+) -> tuple[ExportReport, ModelVersion]:
+    """Export, check parity, then register: LocalRegistry, its `candidate` alias, MLflow."""
+    from tuner.export import export_text_model
+
+    metrics = _metrics(best, result)
+    with tempfile.TemporaryDirectory(prefix="clicktune-train-") as tmp:
+        exported = export_text_model(
+            model,
+            Path(tmp) / "model",
+            version="unregistered",
+            parent=start.parent,
+            base_model=start.base_model,
+            max_length=settings.train.max_length,
+            metrics=metrics,
+            min_cosine=settings.export.parity_min_cosine,
+            opset_version=settings.export.opset_version,
+        )
+        version = publish(context.registry, exported.path)
+    context.registry.set_alias("candidate", version.version)
+    lineage = Lineage(
+        version=version.version,
+        batch_id=result.batch_id,
+        parent=start.parent,
+        kind=version.kind,
+        dimension=version.dimension,
+        config=best.settings.model_dump(),
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+    )
+    context.tracker.register(best.run_id, lineage, version.path)
+    context.tracker.set_alias("candidate", version.version)
+    return exported, version
+
+
+def _metrics(best: Trial, result: IterationResult) -> dict[str, Any]:
+    report = best.report
+    metrics: dict[str, Any] = {
+        "sessions": result.sessions,
         "pairs": report.pairs,
         "steps": report.steps,
         "first_loss": report.first_loss,
         "final_loss": report.final_loss,
         "pairs_per_s": report.pairs_per_s,
     }
-    with tempfile.TemporaryDirectory(prefix="clicktune-train-") as tmp:
-        exported = export_text_model(
-            start.model,
-            Path(tmp) / "model",
-            version="unregistered",
-            parent=start.parent,
-            base_model=start.base_model,
-            max_length=tuner_settings.train.max_length,
-            metrics=metrics,
-            min_cosine=tuner_settings.export.parity_min_cosine,
-            opset_version=tuner_settings.export.opset_version,
-        )
-        version = publish(registry, exported.path)
-    return IterationResult(
-        version=version,
-        sessions=len(sessions),
-        pairs=len(pairs),
-        pair_stats=stats,
-        start=start.source,
-        train=report,
-        export=exported,
-    )
+    metrics.update({f"val_{k}": v for k, v in best.scores.validation.items()})
+    metrics.update({f"live_val_{k}": v for k, v in result.live.validation.items()})
+    return metrics
 
 
 def collect_pairs(
-    sessions: Sequence[Session], settings: TunerSettings
+    sessions: Sequence[Session], settings: TunerSettings, propensity: Propensity | None = None
 ) -> tuple[list[TrainingPair], PairStats]:
     """Training pairs from `sessions`; `NoTrainingDataError` when there is nothing to learn."""
     if not sessions:
@@ -138,7 +277,7 @@ def collect_pairs(
     pairs = build_pairs(
         sessions,
         settings.outcome_weights,
-        from_settings(settings),
+        propensity if propensity is not None else from_settings(settings, sessions),
         settings.max_inverse_propensity,
         settings.max_clicks_per_session,
         stats,
@@ -153,10 +292,14 @@ def collect_pairs(
 
 
 def doc_texts_for(
-    documents: DocumentSource, pairs: Sequence[TrainingPair], text_fields: list[str]
+    documents: DocumentSource,
+    pairs: Sequence[TrainingPair],
+    text_fields: list[str],
+    extra_ids: Iterable[str] = (),
 ) -> dict[str, str]:
-    """Text (the `text_fields` joined) of every document the pairs name that the index has."""
-    ids = sorted({p.positive_id for p in pairs} | {n for p in pairs for n in p.hard_negative_ids})
+    """Text (the `text_fields` joined) of every document the pairs (or `extra_ids`) name."""
+    named = {p.positive_id for p in pairs} | {n for p in pairs for n in p.hard_negative_ids}
+    ids = sorted(named | set(extra_ids))
     found = documents.get_documents(ids)
     texts = {doc_id: document_text(dict(doc), text_fields) for doc_id, doc in found.items()}
     texts = {doc_id: text for doc_id, text in texts.items() if text}

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Mapping
 
 METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
+DEPTH_100 = 100  # the deepest cut-off of METRICS: runs need no more hits than this
 
 Qrels = Mapping[str, Mapping[str, int]]
 RunScores = Mapping[str, Mapping[str, float]]

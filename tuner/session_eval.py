@@ -1,0 +1,152 @@
+"""Score a model on held-out sessions and on a judged collection, with the same metrics.
+
+On sessions, each query's candidate set is the union of the hits shown for it; the graded gain
+of a document is the largest outcome weight any session gave it (click 1, add_to_cart 3,
+purchase 5). A model re-ranks the candidate set by cosine similarity, and nDCG@10, MRR@10 and
+Recall@10/100 come from `tuner.metrics`. On a judged collection the model ranks the whole corpus
+(exhaustively, in memory), which suits the small general query set of the gate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.corpus import document_text
+from tuner.judged import JudgedCollection
+from tuner.metrics import DEPTH_100, rank_metrics
+from tuner.pairs import query_key
+from tuner.sessions import Session
+
+__all__ = [
+    "Embed",
+    "Scorer",
+    "Scores",
+    "SessionJudgments",
+    "evaluate_collection_in_memory",
+    "evaluate_sessions",
+    "session_judgments",
+    "torch_embedder",
+]
+
+Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, dim) L2-normalised float32
+
+
+@dataclass(frozen=True)
+class SessionJudgments:
+    """Per query key: its text, the shown candidates and the graded gains from outcomes."""
+
+    queries: dict[str, str]
+    candidates: dict[str, list[str]]
+    qrels: dict[str, dict[str, int]]
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return sorted({d for docs in self.candidates.values() for d in docs})
+
+
+def session_judgments(
+    sessions: Sequence[Session], outcome_weights: Mapping[str, float]
+) -> SessionJudgments:
+    """Judgments from the outcomes of `sessions`; queries with no outcome are left out."""
+    queries: dict[str, str] = {}
+    candidates: dict[str, dict[str, None]] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for session in sessions:
+        key = query_key(session.user_query)
+        queries.setdefault(key, session.user_query)
+        candidates.setdefault(key, {}).update(dict.fromkeys(session.hit_ids))
+        gains = qrels.setdefault(key, {})
+        for action in session.actions:
+            weight = outcome_weights.get(action.action_name, 0.0)
+            if weight > 0 and action.object_id in candidates[key]:
+                gain = max(1, round(weight))
+                gains[action.object_id] = max(gains.get(action.object_id, 0), gain)
+    judged = {k for k, gains in qrels.items() if gains}
+    return SessionJudgments(
+        queries={k: queries[k] for k in judged},
+        candidates={k: list(candidates[k]) for k in judged},
+        qrels={k: qrels[k] for k in judged},
+    )
+
+
+def evaluate_sessions(
+    embed: Embed, judgments: SessionJudgments, doc_texts: Mapping[str, str]
+) -> dict[str, float]:
+    """Metrics of `embed` re-ranking each query's shown candidates (those with text)."""
+    if not judgments.qrels:
+        raise ValueError("no validation session has an outcome: nothing to evaluate")
+    ids = [d for d in judgments.doc_ids if doc_texts.get(d)]
+    docs = dict(zip(ids, embed([doc_texts[d] for d in ids]), strict=True))
+    keys = list(judgments.queries)
+    vectors = embed([judgments.queries[k] for k in keys])
+    run: dict[str, dict[str, float]] = {}
+    for key, query in zip(keys, vectors, strict=True):
+        shown = [d for d in judgments.candidates[key] if d in docs]
+        run[key] = {d: float(np.dot(query, docs[d])) for d in shown}
+    return rank_metrics(judgments.qrels, run)
+
+
+def evaluate_collection_in_memory(
+    embed: Embed, collection: JudgedCollection, split: str, max_queries: int | None = None
+) -> dict[str, float]:
+    """Metrics of `embed` ranking the whole corpus of `collection` for the `split` queries."""
+    queries = collection.split_queries(split)
+    ids = sorted(queries)[:max_queries]
+    corpus = list(collection.corpus())
+    texts = [document_text(doc, ["title", "text"]) for doc in corpus]
+    doc_vectors = embed(texts)  # (n_docs, dim)
+    query_vectors = embed([queries[q] for q in ids])  # (n_queries, dim)
+    scores = query_vectors @ doc_vectors.T  # (n_queries, n_docs)
+    top = np.argsort(-scores, axis=1)[:, :DEPTH_100]
+    run = {
+        qid: {str(corpus[j]["_id"]): float(scores[i, j]) for j in top[i]}
+        for i, qid in enumerate(ids)
+    }
+    return rank_metrics({q: collection.qrels[q] for q in ids}, run)
+
+
+def torch_embedder(model, batch_size: int = 32) -> Embed:  # type: ignore[no-untyped-def]
+    """`Embed` of a sentence-transformers model (normalised, no gradients)."""
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return model.encode(
+            list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+
+    return embed
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's metrics on the validation sessions and on the general set (if configured)."""
+
+    validation: dict[str, float]
+    general: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Scores any model on the same data: `__call__(model) -> Scores` (empty when no data)."""
+
+    judgments: SessionJudgments
+    doc_texts: Mapping[str, str]
+    general: JudgedCollection | None = None
+    general_split: str = "test"
+    general_max_queries: int | None = None
+
+    def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
+        embed = torch_embedder(model)
+        validation = (
+            evaluate_sessions(embed, self.judgments, self.doc_texts) if self.judgments.qrels else {}
+        )
+        general = None
+        if self.general is not None:
+            general = evaluate_collection_in_memory(
+                embed, self.general, self.general_split, self.general_max_queries
+            )
+        return Scores(validation, general)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,14 +28,35 @@ class IndexSettings(BaseModel):
     shards: int = Field(default=1, ge=1)
     replicas: int = Field(default=0, ge=0)
     bulk_batch_size: int = Field(default=256, ge=1)
+    retention: int = Field(
+        default=2, ge=0, description="previous versioned indexes kept for rollback"
+    )
+
+    @property
+    def next_alias(self) -> str:
+        """Alias on the index a reindex is building: replicas dual-write to it."""
+        return f"{self.alias}_next"
+
+    @property
+    def candidate_alias(self) -> str:
+        """Alias on the index of an A/B experiment's candidate arm (also dual-written)."""
+        return f"{self.alias}_candidate"
 
 
 class EncoderSettings(BaseModel):
     """onnxruntime encoder knobs."""
 
     intra_op_threads: int = Field(default=0, ge=0, description="0 = onnxruntime decides")
+    inter_op_threads: int = Field(default=1, ge=0, description="0 = onnxruntime decides")
     max_length: int = Field(default=256, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    variant: Literal["fp32", "int8"] = Field(
+        default="fp32", description="int8 loads model.int8.onnx when the version has one"
+    )
+    batch_window_ms: float = Field(
+        default=2.0, ge=0, le=100, description="gather concurrent requests this long; 0 = off"
+    )
+    max_batch: int = Field(default=128, ge=1, le=4096, description="texts per gathered batch")
 
 
 class HotSwapSettings(BaseModel):
@@ -76,6 +98,19 @@ class CollectorSettings(BaseModel):
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503")
 
 
+class ABSettings(BaseModel):
+    """A/B experiments: the sequential test and the guards that stop an arm at once."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="error bound of the mSPRT")
+    mixture_sd: float = Field(
+        default=0.05, gt=0, description="prior sd of the CTR difference in the mSPRT mixture"
+    )
+    min_queries: int = Field(default=200, ge=1, description="per arm before any decision")
+    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="guard per arm")
+    max_p99_ms: float = Field(default=1000.0, gt=0, description="guard per arm")
+    min_requests_for_guard: int = Field(default=50, ge=1)
+
+
 class ServingSettings(BaseModel):
     """The HTTP API of the embedding and search service."""
 
@@ -96,3 +131,4 @@ class ServingSettings(BaseModel):
     hot_swap: HotSwapSettings = Field(default_factory=HotSwapSettings)
     hybrid: HybridSettings = Field(default_factory=HybridSettings)
     ml_commons: MlCommonsSettings = Field(default_factory=MlCommonsSettings)
+    ab: ABSettings = Field(default_factory=ABSettings)

@@ -1,5 +1,9 @@
-"""`POST /v1/documents`: embed documents with the live model and write them to the live index.
+"""`POST /v1/documents` and `DELETE /v1/documents/{id}`: writes to every index that needs them.
 
+A write reaches the live index and, while they exist, the index a reindex is building
+(`docs_next`) and an A/B candidate's index (`docs_candidate`) — see `serving.index_versions`.
+Each index is embedded with its own model (the version in its name): the slot's encoder when it
+is that version, else `encoder_for(version)` (loaded from the registry, cached by the caller).
 The text embedded is `document_text(doc, index.text_fields)` (title + text by default), as for
 `clicktune index`. A document without `_id` gets a random one; the answer lists the ids.
 """
@@ -7,6 +11,7 @@ The text embedded is `document_text(doc, index.text_fields)` (title + text by de
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -16,11 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.app import ApiError
 from serving.config import ServingSettings
 from serving.corpus import document_text
+from serving.encoder import Encoder
 from serving.errors import BulkIndexError, DocumentIndexError
+from serving.index_versions import index_version, write_targets
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 
-__all__ = ["DocumentsRequest", "documents_router", "index_dimension"]
+__all__ = ["DocumentsRequest", "EncoderFor", "documents_router", "index_dimension"]
+
+EncoderFor = Callable[[str], Encoder]
 
 
 class DocumentsRequest(BaseModel):
@@ -49,9 +58,12 @@ def index_dimension(doc_index: DocumentIndex, index: str | None = None) -> int |
 
 
 def documents_router(
-    slot: ModelSlot, doc_index: DocumentIndex, settings: ServingSettings
+    slot: ModelSlot,
+    doc_index: DocumentIndex,
+    settings: ServingSettings,
+    encoder_for: EncoderFor | None = None,
 ) -> APIRouter:
-    """The `/v1/documents` route, bound to the slot and the document index."""
+    """The `/v1/documents` routes, bound to the slot and the document index."""
     router = APIRouter()
 
     @router.post("/v1/documents")
@@ -63,38 +75,91 @@ def documents_router(
         texts = [document_text(doc, settings.index.text_fields) for doc in docs]
         _check_lengths(texts, settings.max_text_chars)
         try:
-            live = doc_index.live_index()
-            if live is None:
-                raise ApiError(
-                    409,
-                    f"alias {doc_index.alias!r} does not exist; run `clicktune index` first",
-                    "conflict",
-                )
-            dimension = index_dimension(doc_index, live)
-            if dimension is not None and dimension != encoder.dimension:
-                raise ApiError(
-                    409,
-                    f"live index {live!r} holds {dimension}-dimensional vectors but model "
-                    f"{encoder.version!r} makes {encoder.dimension}; reindex first",
-                    "conflict",
-                )
-            written = doc_index.bulk_index(live, docs, encoder.encode(texts))
-            if body.refresh:
-                doc_index.refresh(live)
+            live, targets = _targets(doc_index)
+            vectors: dict[str, Any] = {}  # model version -> vectors, each model runs once
+            written = 0
+            for target in targets:
+                model = _encoder_of(doc_index, target, encoder, encoder_for)
+                if model.version not in vectors:
+                    vectors[model.version] = model.encode(texts)
+                count = doc_index.bulk_index(target, docs, vectors[model.version])
+                written = count if target == live else written
+                if body.refresh:
+                    doc_index.refresh(target)
         except BulkIndexError as exc:
             raise ApiError(422, str(exc), "invalid_request_error") from exc
         except DocumentIndexError as exc:
-            raise ApiError(
-                503, f"document index unavailable: {exc}", "service_unavailable"
-            ) from exc
+            raise _unavailable(exc) from exc
         return {
             "index": live,
+            "indexes": targets,
             "model_version": encoder.version,
             "indexed": written,
             "ids": [doc["_id"] for doc in docs],
         }
 
+    @router.delete("/v1/documents/{doc_id}")
+    def delete_document(doc_id: str, refresh: bool = False) -> dict[str, Any]:
+        try:
+            live, targets = _targets(doc_index)
+            deleted = [t for t in targets if _delete(doc_index, t, doc_id, refresh)]
+        except DocumentIndexError as exc:
+            raise _unavailable(exc) from exc
+        if live not in deleted:
+            raise ApiError(404, f"document {doc_id!r} is not in index {live!r}", "not_found")
+        return {"id": doc_id, "deleted_from": deleted}
+
     return router
+
+
+def _targets(doc_index: DocumentIndex) -> tuple[str, list[str]]:
+    targets = write_targets(doc_index)
+    live = doc_index.live_index()
+    if live is None:
+        raise ApiError(
+            409,
+            f"alias {doc_index.alias!r} does not exist; run `clicktune index` first",
+            "conflict",
+        )
+    return live, targets
+
+
+def _encoder_of(
+    doc_index: DocumentIndex, index: str, serving: Encoder, encoder_for: EncoderFor | None
+) -> Encoder:
+    """The model that embeds documents for `index`: its own version's, else the served one."""
+    version = index_version(doc_index, index)
+    if encoder_for is not None and version is not None and version != serving.version:
+        try:
+            return encoder_for(version)
+        except Exception as exc:  # a missing or broken model: refuse rather than write garbage
+            raise ApiError(
+                503,
+                f"cannot load model {version!r} for index {index!r}: {exc}",
+                "service_unavailable",
+            ) from exc
+    dimension = index_dimension(doc_index, index)
+    if dimension is not None and dimension != serving.dimension:
+        raise ApiError(
+            409,
+            f"index {index!r} holds {dimension}-dimensional vectors but model "
+            f"{serving.version!r} makes {serving.dimension}; reindex first",
+            "conflict",
+        )
+    return serving
+
+
+def _delete(doc_index: DocumentIndex, index: str, doc_id: str, refresh: bool) -> bool:
+    params = {"refresh": "true"} if refresh else {}
+    try:
+        answer = doc_index.client.delete(index=index, id=doc_id, params=params, ignore=404)
+    except OpenSearchException as exc:
+        raise DocumentIndexError(f"cannot delete {doc_id!r} from {index!r}: {exc}") from exc
+    return answer.get("result") == "deleted"
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    return ApiError(503, f"document index unavailable: {exc}", "service_unavailable")
 
 
 def _with_ids(documents: list[dict[str, Any]], settings: ServingSettings) -> list[dict[str, Any]]:

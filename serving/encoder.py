@@ -1,13 +1,15 @@
 """Text encoders: the ONNX one the product serves, and a hashing fake for tests.
 
 `OnnxTextEncoder` runs a model directory (see `serving.model_dir`) on onnxruntime + tokenizers,
-without torch. Texts are sorted by token length and padded per batch, so a batch of short
-queries never pays for one long document.
+without torch; `EncoderSettings.variant == "int8"` picks `model.int8.onnx` (written by
+`tuner.quantize`) when the directory has one. Texts are sorted by token length and padded per
+batch, so a batch of short queries never pays for one long document.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -20,9 +22,19 @@ from serving.config import EncoderSettings
 from serving.errors import ModelLoadError
 from serving.model_dir import read_model_meta
 
-__all__ = ["Encoder", "HashingEncoder", "OnnxTextEncoder", "ServableEncoder"]
+__all__ = [
+    "INT8_FILE",
+    "Encoder",
+    "HashingEncoder",
+    "OnnxTextEncoder",
+    "ServableEncoder",
+    "model_file",
+]
+
+log = logging.getLogger(__name__)
 
 OUTPUT = "sentence_embedding"
+INT8_FILE = "model.int8.onnx"
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
 
 
@@ -83,13 +95,12 @@ class OnnxTextEncoder:
         tokenizer.enable_truncation(max_length=min(settings.max_length, meta["max_length"]))
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.intra_op_threads
-        options.inter_op_num_threads = 1
+        options.inter_op_num_threads = settings.inter_op_threads
+        graph = model_file(Path(path), settings.variant)
         try:
-            session = ort.InferenceSession(
-                str(Path(path) / "model.onnx"), options, providers=_providers()
-            )
+            session = ort.InferenceSession(str(graph), options, providers=_providers())
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"{path}/model.onnx cannot be loaded: {exc}") from exc
+            raise ModelLoadError(f"{graph} cannot be loaded: {exc}") from exc
         return cls(
             session,
             tokenizer,
@@ -142,6 +153,16 @@ class OnnxTextEncoder:
                 f"but clicktune.json says {self._dimension}"
             )
         return vectors.astype(np.float32, copy=False)
+
+
+def model_file(path: Path, variant: str) -> Path:
+    """The graph to load for `variant`: `model.int8.onnx` when asked for and present, else fp32."""
+    if variant == "int8":
+        int8 = path / INT8_FILE
+        if int8.is_file():
+            return int8
+        log.info("%s has no %s; serving the fp32 model.onnx", path, INT8_FILE)
+    return path / "model.onnx"
 
 
 def _providers() -> list[str]:

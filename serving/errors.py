@@ -5,7 +5,9 @@
      ├── ModelLoadError         a model directory that cannot be served (files, graph, metadata)
      ├── CorpusError            a corpus file or line that is not a valid document
      ├── DocumentIndexError     OpenSearch refused or could not be reached
-     │    └── BulkIndexError    some documents of a bulk write failed (`.errors` holds them)
+     │    ├── BulkIndexError    some documents of a bulk write failed (`.errors` holds them)
+     │    └── ReindexError      a reindex cannot start, resume or finish (`ReindexPendingError`)
+     ├── ExperimentError        an A/B experiment cannot start, be read or be stopped
      ├── QueryLogError          the UBI query record could not be published
      ├── SwapRefusedError       a model failed its hot-swap checks; the old one keeps serving
      └── MlCommonsError         OpenSearch ml-commons refused a connector, model or pipeline
@@ -22,8 +24,11 @@ __all__ = [
     "BulkIndexError",
     "CorpusError",
     "DocumentIndexError",
+    "ExperimentError",
     "ModelLoadError",
     "QueryLogError",
+    "ReindexError",
+    "ReindexPendingError",
     "RegistryError",
     "MlCommonsError",
     "ServingError",
@@ -57,6 +62,18 @@ class BulkIndexError(DocumentIndexError):
     def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+class ReindexError(DocumentIndexError):
+    """A reindex cannot start, resume or finish; the alias stays where it was."""
+
+
+class ReindexPendingError(ReindexError):
+    """An unfinished reindex exists: resume it (`--resume`) or abandon it first."""
+
+
+class ExperimentError(ServingError):
+    """An A/B experiment cannot be started, read or stopped as asked."""
 
 
 class QueryLogError(ServingError):

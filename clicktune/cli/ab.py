@@ -2,29 +2,145 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
-from clicktune.cli.common import planned
+from clicktune.cli.common import fail, print_json, settings_of
 
 app = typer.Typer(help="Start, watch and stop A/B experiments.", no_args_is_help=True)
 
 
 @app.command()
 def start(
-    candidate: str = typer.Option(..., help="candidate model version"),
-    traffic: float = typer.Option(0.1, min=0.0, max=1.0, help="fraction of clients"),
+    ctx: typer.Context,
+    candidate: Annotated[str, typer.Option(help="candidate model version")],
+    traffic: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of clients")] = 0.1,
+    mode: Annotated[str, typer.Option(help="split (arms) or interleave (team draft)")] = "split",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Route a fraction of clients to the candidate model and its index."""
-    planned("ab start", 7)
+    """Route a fraction of clients to the candidate model and its index (reindexed if none)."""
+    from serving.errors import ServingError
+
+    settings = settings_of(ctx)
+    try:
+        experiment = start_experiment(settings, candidate, traffic, mode, progress=not as_json)
+    except ServingError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(experiment.as_dict())
+        return
+    c, b = experiment.control, experiment.candidate
+    typer.echo(
+        f"experiment {experiment.id} ({experiment.mode}): {experiment.traffic:.0%} of clients "
+        f"-> {b.model_version} on {b.index_alias}; the rest -> {c.model_version} on "
+        f"{c.index_alias}"
+    )
+
+
+def start_experiment(settings: Any, candidate: str, traffic: float, mode: str, progress: bool):  # type: ignore[no-untyped-def]
+    """Make sure the candidate has an index behind `docs_candidate`, then record the experiment."""
+    from clicktune.cli.index import _doc_index, run_reindex
+    from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+    from serving.errors import ExperimentError
+    from serving.index_versions import alias_holders, latest_index_of, move_aliases
+    from serving.registry import LocalRegistry
+
+    store = ExperimentStore(settings.home / "models")
+    if store.load() is not None:
+        raise ExperimentError("an experiment is already running; `clicktune ab stop` it first")
+    registry = LocalRegistry(settings.home / "models")
+    control = registry.get(settings.serving.model_version).version
+    chosen = registry.get(candidate).version
+    if chosen == control:
+        raise ExperimentError(f"candidate {chosen!r} is already the production model")
+    doc_index = _doc_index(settings)
+    index_settings = settings.serving.index
+    live = doc_index.live_index()
+    kept = latest_index_of(doc_index, chosen)
+    if kept is not None and live is not None and doc_index.refresh(kept) == doc_index.refresh(live):
+        old = alias_holders(doc_index, index_settings.candidate_alias)
+        actions = [{"remove": {"index": i, "alias": index_settings.candidate_alias}} for i in old]
+        move_aliases(
+            doc_index, [*actions, {"add": {"index": kept, "alias": index_settings.candidate_alias}}]
+        )
+    else:
+        run_reindex(settings, chosen, progress=progress, alias=index_settings.candidate_alias)
+    experiment = new_experiment(
+        Arm(CONTROL, control, index_settings.alias),
+        Arm(CANDIDATE, chosen, index_settings.candidate_alias),
+        traffic,
+        mode,  # type: ignore[arg-type]
+    )
+    store.save(experiment)
+    return experiment
 
 
 @app.command()
-def status() -> None:
-    """Per-arm metrics with confidence intervals."""
-    planned("ab status", 7)
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Per-arm metrics with confidence intervals, the sequential test and its decision."""
+    from clicktune.cli.index import _doc_index
+    from serving.ab import ExperimentStore
+    from serving.ab_stats import decide, metrics_of
+    from serving.errors import ServingError
+
+    settings = settings_of(ctx)
+    try:
+        experiment = ExperimentStore(settings.home / "models").load()
+        if experiment is None:
+            fail("no experiment is running; start one with `clicktune ab start`")
+        ingest = settings.ingest
+        metrics = metrics_of(
+            _doc_index(settings).client, experiment, ingest.queries_index, ingest.events_index
+        )
+    except ServingError as exc:
+        fail(str(exc))
+    decision = decide(experiment, metrics, settings.serving.ab)
+    if as_json:
+        print_json(
+            {"experiment": experiment.as_dict(), **metrics.as_dict(), "decision": vars(decision)}
+        )
+        return
+    typer.echo(f"experiment {experiment.id} ({experiment.mode}, traffic {experiment.traffic})")
+    for name, arm in metrics.as_dict()["arms"].items():
+        typer.echo(f"  {name:<10} {_row(arm)}")
+    if experiment.mode == "interleave":
+        typer.echo(f"  interleave {vars(metrics.interleave)}")
+    typer.echo(f"decision: {decision.action} ({decision.reason})")
+
+
+def _row(arm: dict[str, Any]) -> str:
+    def show(metric: dict[str, Any]) -> str:
+        low, high = metric["ci95"]
+        return f"{metric['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+    return (
+        f"queries {arm['queries']:>6}  ctr {show(arm['ctr'])}  mrr {show(arm['mrr'])}  "
+        f"cart {show(arm['add_to_cart_rate'])}  purchase {show(arm['purchase_rate'])}"
+    )
 
 
 @app.command()
-def stop() -> None:
-    """End the experiment; all traffic returns to production."""
-    planned("ab stop", 7)
+def stop(ctx: typer.Context) -> None:
+    """End the experiment; all traffic returns to production (the candidate index is kept)."""
+    from clicktune.cli.index import _doc_index
+    from serving.ab import ExperimentStore
+    from serving.errors import ServingError
+    from serving.index_versions import alias_holders, move_aliases
+
+    settings = settings_of(ctx)
+    try:
+        experiment = ExperimentStore(settings.home / "models").stop()
+        doc_index = _doc_index(settings)
+        alias = settings.serving.index.candidate_alias
+        held = alias_holders(doc_index, alias)
+        if held:
+            move_aliases(doc_index, [{"remove": {"index": i, "alias": alias}} for i in held])
+    except ServingError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"experiment {experiment.id} stopped; all traffic on {experiment.control.model_version}"
+    )

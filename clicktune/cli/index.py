@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clicktune.cli.common import fail, planned, print_json, settings_of
+from clicktune.cli.common import fail, print_json, settings_of
 
 if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only when used
     from clicktune.config import Settings
     from serving.encoder import OnnxTextEncoder
+    from serving.indexer import IndexReport
+    from serving.vector_index import DocumentIndex
 
 
 def load_encoder(settings: Settings, ref: str | None) -> OnnxTextEncoder:
@@ -73,6 +75,66 @@ def _count_lines(file: Path) -> int:
         return sum(1 for line in lines if line.strip())
 
 
-def reindex() -> None:
+def reindex(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="model version (or alias) to embed with")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="finish an interrupted reindex from its checkpoint")
+    ] = False,
+    abandon: Annotated[
+        bool, typer.Option("--abandon", help="drop an interrupted reindex and its partial index")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
     """Re-embed the live index with another model version and swap the alias atomically."""
-    planned("reindex", 7)
+    from serving.errors import ServingError
+
+    settings = settings_of(ctx)
+    try:
+        if abandon:
+            from serving.reindex import abandon as abandon_reindex
+
+            dropped = abandon_reindex(_doc_index(settings), settings.home / "reindex")
+            typer.echo(f"abandoned the interrupted reindex; deleted {dropped}")
+            return
+        report = run_reindex(settings, model, resume=resume, progress=not as_json)
+    except ServingError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report.as_dict())
+        return
+    kept = f" (was {report.previous}, kept for rollback)" if report.previous else ""
+    typer.echo(
+        f"reindexed {report.docs} documents into {report.index} in {report.seconds:.1f} s "
+        f"({report.docs / max(report.seconds, 1e-9):.0f} docs/s); alias {report.alias!r} now "
+        f"points at it{kept}"
+    )
+
+
+def run_reindex(
+    settings: Settings,
+    model: str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    alias: str | None = None,
+) -> IndexReport:
+    """Reindex with registry model `model` onto `alias` (default: the live alias)."""
+    from serving.reindex import Reindexer
+
+    reindexer = Reindexer(
+        _doc_index(settings),
+        load_encoder(settings, model),
+        settings.home / "reindex",
+        batch_size=settings.serving.index.bulk_batch_size,
+        progress=progress,
+        alias=alias,
+    )
+    return reindexer.run(resume=resume)
+
+
+def _doc_index(settings: Settings) -> DocumentIndex:
+    from clicktune.clients import opensearch_client
+    from serving.vector_index import DocumentIndex
+
+    return DocumentIndex(opensearch_client(settings.opensearch), settings.serving.index)

@@ -10,6 +10,7 @@ from clicktune.cli.common import fail, settings_of
 
 if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when serving
     from clicktune.config import Settings
+    from serving.config import EncoderSettings
     from serving.slot import ModelSlot
     from serving.vector_index import DocumentIndex
 
@@ -60,10 +61,13 @@ def serve(
             events_topic=settings.ingest.events_topic,
             max_record_bytes=settings.ingest.max_record_bytes,
         )
-    slot = ModelSlot(encoder, name=ref)
+    slot = ModelSlot(_batched(encoder, serving.encoder), name=ref)
     routers, followers = _replica(settings, slot, doc_index, producer, ref)
     hybrid = HybridSearch(client, serving.index, serving.hybrid)
-    app = create_app(slot, doc_index, query_log, serving, collector, routers=routers, hybrid=hybrid)
+    arms = _arm_router(settings, doc_index)
+    app = create_app(
+        slot, doc_index, query_log, serving, collector, routers=routers, hybrid=hybrid, arms=arms
+    )
     typer.echo(
         f"serving model {encoder.version!r} (dimension {encoder.dimension}) "
         f"on http://{host or serving.host}:{port or serving.port}",
@@ -98,7 +102,7 @@ def _replica(
     swapper = HotSwapper(
         slot,
         registry,
-        lambda path: OnnxTextEncoder.from_dir(path, serving.encoder),
+        lambda path: _batched(OnnxTextEncoder.from_dir(path, serving.encoder), serving.encoder),
         serving.hot_swap.probe_texts,
         expected_dimension=lambda: index_dimension(doc_index),
     )
@@ -107,7 +111,7 @@ def _replica(
     token = settings.admin.token.get_secret_value() if settings.admin.token else None
     routers = [
         admin_router(swapper, token, alias=alias, publisher=publisher),
-        documents_router(slot, doc_index, serving),
+        documents_router(slot, doc_index, serving, encoder_for=_registry_encoders(settings)),
     ]
     followers: list[Any] = []
     if ref != alias:  # pinned to a version: it never changes under us
@@ -123,3 +127,40 @@ def _replica(
         )
         followers.append(ControlListener(consumer, swapper, alias))
     return routers, followers
+
+
+def _batched(encoder: Any, settings: EncoderSettings) -> Any:
+    """`encoder` behind its own micro-batcher (serving/batcher.py); as is when the window is 0."""
+    from serving.batcher import MicroBatcher
+
+    if settings.batch_window_ms <= 0:
+        return encoder
+    return MicroBatcher(encoder, window_ms=settings.batch_window_ms, max_batch=settings.max_batch)
+
+
+def _arm_router(settings: Settings, doc_index: DocumentIndex) -> Any:
+    """Routes searches to A/B arms while an experiment runs (`clicktune ab start`)."""
+    from serving.ab import ArmRouter, ExperimentStore
+
+    store = ExperimentStore(settings.home / "models")
+    return ArmRouter(store, _registry_encoders(settings), doc_index)
+
+
+_ENCODERS: dict[str, Any] = {}
+
+
+def _registry_encoders(settings: Settings) -> Any:
+    """Encoders of registry versions by name, loaded once per process (dual writes embed per
+    index, A/B arms search with their own model)."""
+    from functools import lru_cache
+
+    from serving.encoder import OnnxTextEncoder
+    from serving.registry import LocalRegistry
+
+    registry = LocalRegistry(settings.home / "models")
+
+    @lru_cache(maxsize=4)
+    def encoder_for(version: str) -> Any:
+        return OnnxTextEncoder.from_dir(registry.get(version).path, settings.serving.encoder)
+
+    return _ENCODERS.setdefault(str(settings.home), encoder_for)

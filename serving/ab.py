@@ -1,0 +1,265 @@
+"""A/B experiments: arms, sticky assignment, and routing `/v1/search` to the caller's arm.
+
+The experiment lives in `<registry root>/experiment.json` (the folder every replica already
+reads for model aliases), replaced atomically; a stopped one is archived under `experiments/`.
+Each arm is a (model version, index alias) pair. A client goes to the candidate when
+`sha256(salt:client_id)` read as a fraction of 2**64 is below `traffic`: the same answer on every
+replica and after restarts, and a new salt per experiment reshuffles who is in which arm.
+In `interleave` mode every caller sees a team-draft merge of both arms (see `interleave`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from serving.encoder import Encoder
+from serving.errors import ExperimentError
+from serving.interleave import team_draft
+from serving.vector_index import Hit, SearchIndex
+
+__all__ = [
+    "Arm",
+    "ArmHealth",
+    "ArmRouter",
+    "Experiment",
+    "ExperimentStore",
+    "RoutedSearch",
+    "assign",
+    "new_experiment",
+]
+
+CONTROL, CANDIDATE = "control", "candidate"
+Mode = Literal["split", "interleave"]
+LATENCIES_KEPT = 2000
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its name, the model version it embeds with, the index alias it searches."""
+
+    name: str
+    model_version: str
+    index_alias: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A running experiment: control vs candidate, the candidate's share, the hashing salt."""
+
+    id: str
+    salt: str
+    mode: Mode
+    traffic: float
+    control: Arm
+    candidate: Arm
+    started_at: str
+
+    def arm(self, name: str) -> Arm:
+        if name not in (CONTROL, CANDIDATE):
+            raise ExperimentError(f"unknown arm {name!r}: use {CONTROL!r} or {CANDIDATE!r}")
+        return self.control if name == CONTROL else self.candidate
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        arms = {k: Arm(**data[k]) for k in (CONTROL, CANDIDATE)}
+        return cls(**{**data, **arms})
+
+
+def new_experiment(control: Arm, candidate: Arm, traffic: float, mode: Mode) -> Experiment:
+    """A fresh experiment with a random id and salt."""
+    if not 0.0 < traffic < 1.0:
+        raise ExperimentError(f"traffic={traffic} must be strictly between 0 and 1")
+    if mode not in ("split", "interleave"):
+        raise ExperimentError(f"mode={mode!r} is not known: use 'split' or 'interleave'")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return Experiment(
+        uuid.uuid4().hex[:12], uuid.uuid4().hex, mode, traffic, control, candidate, now
+    )
+
+
+def assign(experiment: Experiment, client_id: str | None) -> Arm:
+    """The caller's arm: sticky by a hash of (salt, client id); no client id -> control."""
+    if not client_id:
+        return experiment.control
+    digest = hashlib.sha256(f"{experiment.salt}:{client_id}".encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return experiment.candidate if fraction < experiment.traffic else experiment.control
+
+
+class ExperimentStore:
+    """The running experiment in `root/experiment.json`; re-read when the file changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / "experiment.json"
+        self._cached: tuple[float, Experiment | None] | None = None
+
+    def load(self) -> Experiment | None:
+        try:
+            stamp = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if self._cached is not None and self._cached[0] == stamp:
+            return self._cached[1]
+        try:
+            experiment = Experiment.from_dict(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ExperimentError(f"{self.path} is not a valid experiment: {exc}") from exc
+        self._cached = (stamp, experiment)
+        return experiment
+
+    def save(self, experiment: Experiment) -> None:
+        if self.load() is not None:
+            raise ExperimentError(f"an experiment is already running ({self.path}); stop it first")
+        self._write(self.path, experiment.as_dict())
+
+    def stop(self) -> Experiment:
+        """End the running experiment; keep its record under `experiments/<id>.json`."""
+        experiment = self.load()
+        if experiment is None:
+            raise ExperimentError(f"no experiment is running ({self.path} does not exist)")
+        stopped = {**experiment.as_dict(), "stopped_at": datetime.now(UTC).isoformat()}
+        self._write(self.root / "experiments" / f"{experiment.id}.json", stopped)
+        self.path.unlink(missing_ok=True)
+        return experiment
+
+    @staticmethod
+    def _write(target: Path, data: dict[str, Any]) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".experiment.", dir=target.parent)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=2)
+        os.replace(tmp, target)
+
+
+@dataclass
+class ArmHealth:
+    """Requests, errors and recent latencies of one arm on this replica (for the guards)."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return float(np.percentile(list(self.latencies_ms), 99)) if self.latencies_ms else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.error_rate, 4),
+            "p99_ms": round(self.p99_ms, 2),
+        }
+
+
+@dataclass(frozen=True)
+class RoutedSearch:
+    """The hits one caller gets, and what the UBI query record says about where they came from."""
+
+    hits: list[Hit]
+    arm: str
+    model_version: str
+    index: str
+    attributes: dict[str, Any]
+
+
+class ArmRouter:
+    """Routes each search to the caller's arm: that arm's model and index (or an interleave)."""
+
+    def __init__(
+        self,
+        store: ExperimentStore,
+        encoder_for: Callable[[str], Encoder],
+        index: SearchIndex,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.encoder_for = encoder_for
+        self.index = index
+        self.health: dict[str, ArmHealth] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    def experiment(self) -> Experiment | None:
+        return self.store.load()
+
+    def search(
+        self, experiment: Experiment, client_id: str | None, query: str, k: int, served: Encoder
+    ) -> RoutedSearch:
+        """Search for `query` as `client_id`'s arm of `experiment`; `served` is the live model."""
+        arm = CONTROL if experiment.mode == "interleave" else assign(experiment, client_id).name
+        started = time.perf_counter()
+        try:
+            if experiment.mode == "interleave":
+                result = self._interleave(experiment, query, k, served)
+            else:
+                result = self._one_arm(experiment, experiment.arm(arm), query, k, served)
+        except Exception:
+            self._record(arm, started, failed=True)
+            raise
+        self._record(result.arm, started, failed=False)
+        return result
+
+    def _one_arm(
+        self, experiment: Experiment, arm: Arm, query: str, k: int, served: Encoder
+    ) -> RoutedSearch:
+        encoder = (
+            served if arm.model_version == served.version else self.encoder_for(arm.model_version)
+        )
+        vector = encoder.encode([query])[0]
+        hits = self.index.search_knn(vector, k, index=arm.index_alias)
+        index = hits[0].index if hits else arm.index_alias
+        attributes = {"experiment": experiment.id, "arm": arm.name, "index": index}
+        return RoutedSearch(hits, arm.name, encoder.version, index, attributes)
+
+    def _interleave(
+        self, experiment: Experiment, query: str, k: int, served: Encoder
+    ) -> RoutedSearch:
+        a = self._one_arm(experiment, experiment.control, query, k, served)
+        b = self._one_arm(experiment, experiment.candidate, query, k, served)
+        with self._lock:
+            ids, teams = team_draft([h.id for h in a.hits], [h.id for h in b.hits], k, self._rng)
+        by_id = {h.id: h for h in b.hits} | {h.id: h for h in a.hits}
+        attributes = {
+            "experiment": experiment.id,
+            "arm": "interleave",
+            "index": f"{a.index},{b.index}",
+            "interleave_teams": teams,
+            "model_versions": [a.model_version, b.model_version],
+        }
+        version = f"{a.model_version}+{b.model_version}"
+        return RoutedSearch(
+            [by_id[i] for i in ids], "interleave", version, attributes["index"], attributes
+        )
+
+    def _record(self, arm: str, started: float, failed: bool) -> None:
+        with self._lock:
+            health = self.health.setdefault(arm, ArmHealth())
+            health.requests += 1
+            health.errors += int(failed)
+            health.latencies_ms.append(1000 * (time.perf_counter() - started))

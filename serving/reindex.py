@@ -1,0 +1,348 @@
+"""Resumable reindex: re-embed the live index with another model, then one atomic alias swap.
+
+    1. create `<prefix>__<version>__<n>`, write the checkpoint, point `docs_next` at it (from
+       then on every replica dual-writes documents and deletes to it, see `index_versions`)
+    2. read the source with point-in-time + search_after sorted by `_id` (vectors excluded),
+       encode each page on this thread while a writer thread bulk-writes the previous one
+       (bounded queue); the writer saves the checkpoint (last sort value, counts) per batch
+    3. reconcile ids (a write that raced step 1 or a delete that raced a page), check counts
+    4. one `_aliases` call: `docs` -> new index, `docs_next` removed; prune retired indexes
+
+Writes use `op_type=create`, so a page re-read after a crash or a document already dual-written
+is never written twice or overwritten with older text. The sort on `_id` (not `_shard_doc`)
+makes the checkpoint valid for a fresh point-in-time after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from opensearchpy.exceptions import OpenSearchException
+from opensearchpy.helpers import streaming_bulk
+from tqdm import tqdm
+
+from serving.corpus import document_text
+from serving.encoder import Encoder
+from serving.errors import DocumentIndexError, ReindexError, ReindexPendingError
+from serving.index_versions import alias_holders, move_aliases, prune_indexes
+from serving.indexer import IndexReport
+from serving.vector_index import DocumentIndex
+
+__all__ = ["Checkpoint", "CheckpointStore", "Reindexer"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 2
+PIT_KEEP_ALIVE = "10m"
+ID_PAGE = 5000
+
+
+@dataclass
+class Checkpoint:
+    """Where a reindex stands; saved after every written batch."""
+
+    source: str
+    target: str
+    model_version: str
+    alias: str
+    total: int
+    written: int = 0
+    search_after: list[Any] | None = None
+    started_at: float = 0.0
+
+
+class CheckpointStore:
+    """One JSON checkpoint per destination alias in `root`, replaced atomically."""
+
+    def __init__(self, root: Path, alias: str) -> None:
+        self.path = Path(root) / f"{alias}.json"
+
+    def load(self) -> Checkpoint | None:
+        try:
+            return Checkpoint(**json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise ReindexError(f"checkpoint {self.path} is unreadable: {exc}") from exc
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.path.parent)
+        with os.fdopen(fd, "w") as out:
+            json.dump(asdict(checkpoint), out)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Reindexer:
+    """Rebuilds the index behind `alias` (default: the live alias) with `encoder`'s model."""
+
+    def __init__(
+        self,
+        doc_index: DocumentIndex,
+        encoder: Encoder,
+        checkpoints_root: Path,
+        *,
+        batch_size: int = 256,
+        progress: bool = True,
+        alias: str | None = None,
+    ) -> None:
+        self.doc_index = doc_index
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.progress = progress
+        self.alias = alias or doc_index.alias
+        self.store = CheckpointStore(checkpoints_root, self.alias)
+        self._client = doc_index.client
+        self._fields = doc_index.settings.text_fields
+
+    def pending(self) -> Checkpoint | None:
+        """The unfinished reindex to `alias`, if one was interrupted."""
+        return self.store.load()
+
+    def run(self, resume: bool = False) -> IndexReport:
+        """Reindex (or resume the interrupted one) and swap `alias` onto the new index."""
+        started = time.perf_counter()
+        checkpoint = self._start_or_resume(resume)
+        if self.alias in self._aliases_of(checkpoint.target):  # killed right after the swap
+            self.store.clear()
+            return self._report(checkpoint, started, previous=None)
+        self._copy(checkpoint)
+        self._reconcile(checkpoint)
+        previous = self._swap(checkpoint)
+        self.store.clear()
+        removed = prune_indexes(self.doc_index, self.doc_index.settings.retention)
+        if removed:
+            log.info("retention removed %s", removed)
+        return self._report(checkpoint, started, previous)
+
+    def _start_or_resume(self, resume: bool) -> Checkpoint:
+        checkpoint = self.store.load()
+        if checkpoint is not None and not resume:
+            raise ReindexPendingError(
+                f"an unfinished reindex of {checkpoint.source!r} into {checkpoint.target!r} "
+                f"(model {checkpoint.model_version!r}, {checkpoint.written}/{checkpoint.total} "
+                f"documents) exists; run again with --resume to finish it"
+            )
+        if checkpoint is None:
+            if resume:
+                log.info("no interrupted reindex to %r: starting a new one", self.alias)
+            return self._start()
+        if checkpoint.model_version != self.encoder.version:
+            raise ReindexError(
+                f"the interrupted reindex is for model {checkpoint.model_version!r}, not "
+                f"{self.encoder.version!r}; resume it with --model {checkpoint.model_version}"
+            )
+        return checkpoint
+
+    def _start(self) -> Checkpoint:
+        source = self.doc_index.live_index()
+        if source is None:
+            raise ReindexError(
+                f"alias {self.doc_index.alias!r} does not exist: nothing to reindex; "
+                "run `clicktune index` first"
+            )
+        target = self.doc_index.create_version(self.encoder.version, self.encoder.dimension)
+        checkpoint = Checkpoint(
+            source=source,
+            target=target,
+            model_version=self.encoder.version,
+            alias=self.alias,
+            total=self.doc_index.refresh(source),
+            started_at=time.time(),
+        )
+        self.store.save(checkpoint)
+        next_alias = self.doc_index.settings.next_alias
+        move_aliases(self.doc_index, [{"add": {"index": target, "alias": next_alias}}])
+        return checkpoint
+
+    def _copy(self, checkpoint: Checkpoint) -> None:
+        work: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        failure: list[BaseException] = []
+        bar = tqdm(
+            total=checkpoint.total,
+            initial=checkpoint.written,
+            unit="docs",
+            desc=checkpoint.target,
+            disable=not self.progress,
+        )
+        writer = threading.Thread(
+            target=self._write_loop, args=(work, checkpoint, bar, failure), daemon=True
+        )
+        writer.start()
+        try:
+            for docs, last_sort in self._pages(checkpoint.source, checkpoint.search_after):
+                vectors = self.encoder.encode([document_text(d, self._fields) for d in docs])
+                self._put(work, (docs, vectors, last_sort), failure)
+        finally:
+            self._put(work, None, failure)
+            writer.join()
+            bar.close()
+        if failure:
+            raise ReindexError(f"writing to {checkpoint.target!r} failed: {failure[0]}")
+
+    @staticmethod
+    def _put(work: queue.Queue, item: Any, failure: list[BaseException]) -> None:
+        while not failure:
+            try:
+                work.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _write_loop(
+        self, work: queue.Queue, checkpoint: Checkpoint, bar: tqdm, failure: list
+    ) -> None:
+        try:
+            while (item := work.get()) is not None:
+                docs, vectors, last_sort = item
+                self._create_all(checkpoint.target, docs, vectors)
+                checkpoint.written += len(docs)
+                checkpoint.search_after = last_sort
+                self.store.save(checkpoint)
+                bar.update(len(docs))
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            failure.append(exc)
+
+    def _create_all(self, index: str, docs: list[dict], vectors: Any) -> None:
+        field = self.doc_index.settings.vector_field
+        actions = (
+            {
+                "_op_type": "create",
+                "_index": index,
+                "_id": doc["_id"],
+                "_source": {**{k: v for k, v in doc.items() if k != "_id"}, field: vec.tolist()},
+            }
+            for doc, vec in zip(docs, vectors, strict=True)
+        )
+        for ok, item in streaming_bulk(
+            self._client, actions, chunk_size=len(docs) or 1, raise_on_error=False, max_retries=3
+        ):
+            status = item.get("create", {}).get("status")
+            if not ok and status != 409:  # 409: already there (dual write or earlier run)
+                raise DocumentIndexError(f"document refused by {index!r}: {item}")
+
+    def _pages(self, source: str, after: list[Any] | None) -> Iterator[tuple[list[dict], list]]:
+        """Pages of `source` documents (vector excluded) in `_id` order after `after`."""
+        try:
+            pit = self._client.create_pit(index=source, params={"keep_alive": PIT_KEEP_ALIVE})
+        except OpenSearchException as exc:
+            raise ReindexError(f"cannot open a point in time on {source!r}: {exc}") from exc
+        pit_id = pit["pit_id"]
+        try:
+            while True:
+                body: dict[str, Any] = {
+                    "size": self.batch_size,
+                    "pit": {"id": pit_id, "keep_alive": PIT_KEEP_ALIVE},
+                    "sort": [{"_id": "asc"}],
+                    "_source": {"excludes": [self.doc_index.settings.vector_field]},
+                }
+                if after is not None:
+                    body["search_after"] = after
+                hits = self._client.search(body=body)["hits"]["hits"]
+                if not hits:
+                    return
+                after = hits[-1]["sort"]
+                yield [{"_id": h["_id"], **h["_source"]} for h in hits], after
+        except OpenSearchException as exc:
+            raise ReindexError(f"reading {source!r} failed: {exc}") from exc
+        finally:
+            try:
+                self._client.delete_pit(body={"pit_id": [pit_id]})
+            except OpenSearchException:
+                log.warning("could not delete point in time on %s", source)
+
+    def _reconcile(self, checkpoint: Checkpoint) -> None:
+        """Copy ids the source has and the target lacks; delete ids only the target has."""
+        self.doc_index.refresh(checkpoint.source)
+        self.doc_index.refresh(checkpoint.target)
+        source_ids = set(self._ids(checkpoint.source))
+        target_ids = set(self._ids(checkpoint.target))
+        missing = sorted(source_ids - target_ids)
+        extra = sorted(target_ids - source_ids)
+        if missing:
+            found = self.doc_index.get_documents(missing, index=checkpoint.source)
+            docs = [{"_id": i, **found[i]} for i in missing if i in found]
+            vectors = self.encoder.encode([document_text(d, self._fields) for d in docs])
+            self._create_all(checkpoint.target, docs, vectors)
+        for doc_id in extra:
+            self._client.delete(index=checkpoint.target, id=doc_id, params={"ignore": 404})
+        if missing or extra:
+            log.info("reconciled %d missing and %d extra ids", len(missing), len(extra))
+
+    def _ids(self, index: str) -> Iterator[str]:
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {"size": ID_PAGE, "sort": [{"_id": "asc"}], "_source": False}
+            if after is not None:
+                body["search_after"] = after
+            hits = self._client.search(index=index, body=body)["hits"]["hits"]
+            if not hits:
+                return
+            after = hits[-1]["sort"]
+            yield from (h["_id"] for h in hits)
+
+    def _swap(self, checkpoint: Checkpoint) -> str | None:
+        source_count = self.doc_index.refresh(checkpoint.source)
+        count = self.doc_index.refresh(checkpoint.target)
+        if count != source_count:
+            raise ReindexError(
+                f"index {checkpoint.target!r} holds {count} documents but the source "
+                f"{checkpoint.source!r} holds {source_count}; the alias was not moved "
+                "(run again with --resume to reconcile)"
+            )
+        previous = alias_holders(self.doc_index, self.alias)
+        actions: list[dict[str, Any]] = [
+            {"remove": {"index": old, "alias": self.alias}}
+            for old in previous
+            if old != checkpoint.target
+        ]
+        actions += [
+            {"add": {"index": checkpoint.target, "alias": self.alias}},
+            {"remove": {"index": checkpoint.target, "alias": self.doc_index.settings.next_alias}},
+        ]
+        move_aliases(self.doc_index, actions)
+        checkpoint.written = count
+        return previous[0] if previous else None
+
+    def _aliases_of(self, index: str) -> set[str]:
+        try:
+            found = self._client.indices.get_alias(index=index)
+        except OpenSearchException as exc:
+            raise ReindexError(f"cannot read the aliases of {index!r}: {exc}") from exc
+        return {a for body in found.values() for a in body.get("aliases", {})}
+
+    def _report(self, checkpoint: Checkpoint, started: float, previous: str | None) -> IndexReport:
+        return IndexReport(
+            index=checkpoint.target,
+            docs=self.doc_index.refresh(checkpoint.target),
+            seconds=round(time.perf_counter() - started, 3),
+            alias=self.alias,
+            previous=previous,
+        )
+
+
+def abandon(doc_index: DocumentIndex, checkpoints_root: Path, alias: str | None = None) -> str:
+    """Drop an interrupted reindex: its checkpoint, `docs_next` and the partial index."""
+    store = CheckpointStore(checkpoints_root, alias or doc_index.alias)
+    checkpoint = store.load()
+    if checkpoint is None:
+        raise ReindexError(f"no interrupted reindex to abandon in {store.path.parent}")
+    next_alias = doc_index.settings.next_alias
+    if checkpoint.target in alias_holders(doc_index, next_alias):
+        move_aliases(doc_index, [{"remove": {"index": checkpoint.target, "alias": next_alias}}])
+    doc_index.delete(checkpoint.target)
+    store.clear()
+    return checkpoint.target

@@ -1,0 +1,65 @@
+"""Helpers of the rollout tests: slow and versioned fake encoders, and a reindex process to kill.
+
+Run as a script (`python rollout_support.py URL PREFIX HOME VERSION DIM DELAY`) it resumes or
+starts a reindex of the index behind alias PREFIX with a hashing encoder, DELAY s per batch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from serving.encoder import HashingEncoder
+
+DIMENSIONS = {"v1": 32, "v2": 48, "v3": 40}
+
+
+class SlowEncoder:
+    """A hashing encoder that sleeps `delay_s` per call, so a reindex takes a while."""
+
+    def __init__(self, version: str, delay_s: float) -> None:
+        self.inner = HashingEncoder(DIMENSIONS[version], version)
+        self.delay_s = delay_s
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return self.inner.count_tokens(texts)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.encode(texts)
+
+
+def encoder_for(version: str) -> HashingEncoder:
+    return HashingEncoder(DIMENSIONS[version], version)
+
+
+def main(argv: list[str]) -> int:
+    from opensearchpy import OpenSearch
+
+    from serving.config import IndexSettings
+    from serving.reindex import Reindexer
+    from serving.vector_index import DocumentIndex
+
+    url, prefix, home, version, delay = argv
+    settings = IndexSettings(alias=prefix, prefix=prefix, bulk_batch_size=50)
+    doc_index = DocumentIndex(OpenSearch(hosts=[url], timeout=30), settings)
+    encoder = SlowEncoder(version, float(delay))
+    reindexer = Reindexer(doc_index, encoder, Path(home), batch_size=50, progress=False)
+    report = reindexer.run(resume=True)
+    print(report.index, report.docs, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

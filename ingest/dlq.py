@@ -13,7 +13,14 @@ from kafka.errors import KafkaError
 
 from ingest.errors import BrokerUnavailable
 
-__all__ = ["DEFAULT_SUFFIX", "DeadLetterQueue", "Producer", "SourceRecord", "dlq_topic"]
+__all__ = [
+    "DEFAULT_SUFFIX",
+    "DeadLetterQueue",
+    "KafkaRecord",
+    "Producer",
+    "SourceRecord",
+    "dlq_topic",
+]
 
 DEFAULT_SUFFIX = ".dlq"
 MAX_REASON_CHARS = 2000
@@ -25,6 +32,25 @@ class Producer(Protocol):
     def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None) -> Any: ...
 
     def flush(self, timeout: float | None = None) -> None: ...
+
+
+class KafkaRecord(Protocol):
+    """What a dead letter needs of its record: a `SourceRecord` or a kafka `ConsumerRecord`."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +78,7 @@ class DeadLetterQueue:
         self._suffix = suffix
         self._timeout_s = timeout_s
 
-    def publish(self, letters: list[tuple[SourceRecord, str]]) -> None:
+    def publish(self, letters: list[tuple[KafkaRecord, str]]) -> None:
         """Send each (record, reason) and wait for every ack; BrokerUnavailable if any failed."""
         if not letters:
             return
@@ -66,7 +92,7 @@ class DeadLetterQueue:
                 f"Kafka did not acknowledge {len(letters)} dead letters: {exc!r}"
             ) from exc
 
-    def _send(self, record: SourceRecord, reason: str) -> Any:
+    def _send(self, record: KafkaRecord, reason: str) -> Any:
         headers = [
             ("reason", reason[:MAX_REASON_CHARS].encode("utf-8", "replace")),
             ("source_topic", record.topic.encode()),

@@ -1,14 +1,17 @@
-"""Bytes from Kafka -> a UBI record, or a `Rejection` whose reason names the field and the rule.
+"""Bytes from Kafka -> a record to store, or a `Rejection` naming the field and the rule.
 
 Validation never raises on bad input: whatever arrives, the caller gets a record to store or a
-reason to put on the dead-letter topic.
+reason to put on the dead-letter topic. The pydantic models of `ingest.schema` define what is
+valid (`validate_with_models`); `validate_record` gets the same outcome, but checks the common,
+well-formed record by hand first (`ingest.fastpath`, ~10x cheaper) and leaves every other record,
+and so every rejection reason, to the models.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -16,14 +19,24 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from ingest.fastpath import Accepted, accept_event, accept_query
 from ingest.ids import canonical_json
 from ingest.schema import UbiEvent, UbiQuery
 
-__all__ = ["RecordKind", "Rejection", "UbiRecord", "describe_errors", "validate_record"]
+__all__ = [
+    "RecordKind",
+    "Rejection",
+    "UbiRecord",
+    "ValidRecord",
+    "describe_errors",
+    "validate_record",
+    "validate_with_models",
+]
 
 UbiRecord = UbiQuery | UbiEvent
 MAX_REASONS = 3
-_LONG_NUMBER = re.compile(rb"\d{19}")
+LONG_NUMBER_DIGITS = 19  # orjson reads integers beyond 64 bits (19+ digits) as floats
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 
 
 class RecordKind(StrEnum):
@@ -38,16 +51,54 @@ class Rejection:
     reason: str
 
 
+@dataclass(slots=True)
+class ValidRecord:
+    """A record to store: `record_id` is its OpenSearch `_id`, `source` its document (read-only)."""
+
+    record_id: str
+    source: dict[str, Any]
+
+    def document(self) -> dict[str, Any]:
+        return self.source
+
+
 _MODELS: dict[RecordKind, type[UbiQuery] | type[UbiEvent]] = {
     RecordKind.QUERY: UbiQuery,
     RecordKind.EVENT: UbiEvent,
+}
+_FAST: dict[RecordKind, Callable[[dict[str, Any]], Accepted | None]] = {
+    RecordKind.QUERY: accept_query,
+    RecordKind.EVENT: accept_event,
 }
 
 
 def validate_record(
     raw: bytes | None, kind: RecordKind, max_record_bytes: int
-) -> UbiRecord | Rejection:
+) -> ValidRecord | Rejection:
     """Parse and check one Kafka record value of `kind`."""
+    data = _json_object(raw, max_record_bytes)
+    if isinstance(data, Rejection):
+        return data
+    accepted = _FAST[kind](data)
+    if accepted is not None:
+        return ValidRecord(*accepted)
+    record = _model_record(data, kind)
+    if isinstance(record, Rejection):
+        return record
+    return ValidRecord(record.record_id, record.document())
+
+
+def validate_with_models(
+    raw: bytes | None, kind: RecordKind, max_record_bytes: int
+) -> UbiRecord | Rejection:
+    """The reference: the same checks as `validate_record`, every record through the models."""
+    data = _json_object(raw, max_record_bytes)
+    if isinstance(data, Rejection):
+        return data
+    return _model_record(data, kind)
+
+
+def _json_object(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | Rejection:
     if raw is None or len(raw) == 0:
         return Rejection("empty record (no value)")
     if len(raw) > max_record_bytes:
@@ -57,16 +108,20 @@ def validate_record(
         return data
     if not isinstance(data, dict):
         return Rejection(f"not a JSON object: got a JSON {type(data).__name__}")
+    return data
+
+
+def _model_record(data: dict[str, Any], kind: RecordKind) -> UbiRecord | Rejection:
     try:
-        record = _MODELS[kind].model_validate(data)
+        return _MODELS[kind].model_validate(data)
     except ValidationError as exc:
         return Rejection(describe_errors(exc))
-    return record
 
 
 def _parse_json(raw: bytes) -> Any:
     """orjson when it surely agrees with the stdlib (most records), else the stdlib's parse."""
-    if not _LONG_NUMBER.search(raw):  # orjson turns integers over 64 bits into floats
+    # A run of 19 digits, found by mapping every digit to "0" (~20x cheaper than a regex).
+    if b"0" * LONG_NUMBER_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(raw)  # refuses NaN, Infinity, lone surrogates, bad UTF-8
         except orjson.JSONDecodeError:

@@ -1,7 +1,9 @@
 """The ingest worker: UBI records from Kafka into OpenSearch, at least once, exactly-once effect.
 
-One loop, batch after batch; the store step of batch N runs in a second thread while batch
-N+1 is polled and validated, and N is committed (by the polling thread) once N is stored:
+One loop, batch after batch; the store steps run in a second thread, one batch after the other,
+while the next batches are polled and validated (up to IN_FLIGHT batches wait to be stored, so
+that OpenSearch is never left idle between two batches); each batch is committed (by the
+polling thread, in order) once it is stored:
 
     poll -> validate -> dead-letter the bad (wait for acks) -> bulk write the good
          -> dead-letter what OpenSearch refuses for good -> commit offsets
@@ -19,6 +21,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,18 +32,20 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ingest.config import IngestSettings
-from ingest.dlq import DeadLetterQueue, Producer, SourceRecord, dlq_topic
+from ingest.dlq import DeadLetterQueue, KafkaRecord, Producer, dlq_topic
 from ingest.errors import BrokerUnavailable, RetryableError
 from ingest.metrics import IngestMetrics
+from ingest.runtime import fewer_gc_pauses
 from ingest.templates import install_templates
 from ingest.topics import Admin, ensure_topics
 from ingest.validate import RecordKind, Rejection, validate_record
-from ingest.writer import BulkClient, BulkWriter, Document, WriteResult, backoff_s
+from ingest.writer import BulkClient, BulkLine, BulkWriter, Document, WriteResult, backoff_s
 
 __all__ = ["Consumer", "IngestStats", "IngestWorker", "handle_signals"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+IN_FLIGHT = 2  # batches validated and queued for the store thread, not yet committed
 
 
 class Consumer(Protocol):
@@ -85,7 +90,8 @@ class _Batch:
 
     messages: list[Any]
     documents: list[Document]
-    rejected: list[tuple[SourceRecord, str]]
+    lines: list[BulkLine]
+    rejected: list[tuple[KafkaRecord, str]]
     started: float
 
 
@@ -133,7 +139,7 @@ class IngestWorker:
         self._started = clock()
         self._last_report = (self._started, 0)
         self._active: tuple[float, float] | None = None  # first batch start, last commit
-        self._pending: tuple[_Batch, Future[WriteResult]] | None = None
+        self._pending: deque[tuple[_Batch, Future[WriteResult]]] = deque()
 
     def stop(self) -> None:
         """Finish the current batch, commit it, and return from `run` (safe from a signal)."""
@@ -177,14 +183,19 @@ class IngestWorker:
         try:
             self.setup()
             self._consumer.subscribe(list(self._routes))
-            self._loop(max_idle_s, max_records)
+            with fewer_gc_pauses(self._settings.gc_threshold):
+                self._loop(max_idle_s, max_records)
         except _Abandoned:
             log.warning("stopping with the current batch uncommitted; it will be read again")
         self._report(force=True)
         return self.stats()
 
     def _loop(self, max_idle_s: float | None, max_records: int | None) -> None:
-        """Poll and validate batch N+1 while batch N is written; commit N once it is stored."""
+        """Poll and validate while earlier batches are written; commit each once it is stored.
+
+        Up to IN_FLIGHT batches wait for the store thread, which writes them one after the
+        other (so a record id written twice keeps offset order); they are committed in order.
+        """
         idle_since = self._clock()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as store:
             try:
@@ -195,20 +206,23 @@ class IngestWorker:
                         if limit <= 0:
                             break
                     messages = self._retrying("poll", lambda: self._poll(limit))  # noqa: B023
-                    batch = self._prepare(messages) if messages else None
-                    self._settle()  # the previous batch: wait until stored, then commit it
-                    if batch is not None:
-                        self._pending = (batch, store.submit(self._store, batch))
+                    if messages:
+                        batch = self._prepare(messages)
+                        self._pending.append((batch, store.submit(self._store, batch)))
                         idle_since = self._clock()
                     elif not self._consumer.assignment():
                         idle_since = self._clock()  # still joining the group: not idle yet
                     elif max_idle_s is not None and self._clock() - idle_since >= max_idle_s:
                         log.info("nothing to read for %.1f s; exiting", max_idle_s)
                         break
+                    # the oldest batches: wait until stored, then commit them
+                    self._settle(IN_FLIGHT if messages else 0)
                     self._report()
-                self._settle()
+                self._settle(0)
             except BaseException:
                 self._stop.set()  # a write still retrying in the store thread gives up
+                for _, future in self._pending:
+                    future.cancel()  # batches not started stay unwritten and uncommitted
                 raise
 
     def _poll(self, limit: int) -> list[Any]:
@@ -224,22 +238,25 @@ class IngestWorker:
         started = self._clock()
         documents, rejected = self._validate(messages)
         self._counts["read"] += len(messages)
-        return _Batch(messages, documents, rejected, started)
+        lines = self._writer.encode(documents)  # here, so that the store thread only sends
+        return _Batch(messages, documents, lines, rejected, started)
 
     def _store(self, batch: _Batch) -> WriteResult:
         """Dead letters and bulk write of one batch (in the store thread); no commit here."""
         self._retrying("dead letters", lambda: self._dlq.publish(batch.rejected))
-        result = self._retrying("bulk write", lambda: self._writer.write(batch.documents))
+        result = self._retrying("bulk write", lambda: self._writer.write_lines(batch.lines))
         refused = [(letter.document.origin, letter.reason) for letter in result.dead_letters]
         self._retrying("dead letters", lambda: self._dlq.publish(refused))
         return result
 
-    def _settle(self) -> None:
-        """Wait for the batch in flight to be stored, then commit its offsets (this thread)."""
-        if self._pending is None:
-            return
-        batch, future = self._pending
-        self._pending = None
+    def _settle(self, keep: int) -> None:
+        """Commit stored batches, oldest first, until at most `keep` are in flight."""
+        while len(self._pending) > keep:
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        """Wait for the oldest batch in flight to be stored, then commit its offsets."""
+        batch, future = self._pending.popleft()
         result = future.result()  # re-raises _Abandoned: the batch stays uncommitted
         refused = [(letter.document.origin, letter.reason) for letter in result.dead_letters]
         offsets = self._retrying("offset commit", lambda: self._commit(batch.messages))
@@ -254,26 +271,25 @@ class IngestWorker:
 
     def _validate(
         self, messages: list[Any]
-    ) -> tuple[list[Document], list[tuple[SourceRecord, str]]]:
+    ) -> tuple[list[Document], list[tuple[KafkaRecord, str]]]:
+        """Documents to store and (record, reason) to dead-letter; the message is the origin."""
         documents: list[Document] = []
-        rejected: list[tuple[SourceRecord, str]] = []
+        rejected: list[tuple[KafkaRecord, str]] = []
+        routes, max_bytes = self._routes, self._settings.max_record_bytes
         for message in messages:
-            kind, index = self._routes[message.topic]
-            origin = SourceRecord(
-                message.topic, message.partition, message.offset, message.key, message.value
-            )
-            record = validate_record(message.value, kind, self._settings.max_record_bytes)
+            kind, index = routes[message.topic]
+            record = validate_record(message.value, kind, max_bytes)
             if isinstance(record, Rejection):
-                rejected.append((origin, record.reason))
+                rejected.append((message, record.reason))
             else:
-                documents.append(Document(index, record.record_id, record.document(), origin))
+                documents.append(Document(index, record.record_id, record.source, message))
         return documents, rejected
 
     def _observe(
         self,
         messages: list[Any],
         documents: list[Document],
-        letters: list[tuple[SourceRecord, str]],
+        letters: list[tuple[KafkaRecord, str]],
         offsets: dict[TopicPartition, OffsetAndMetadata],
         seconds: float,
     ) -> None:
@@ -291,12 +307,15 @@ class IngestWorker:
                 )
 
     def _commit(self, messages: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        last: dict[tuple[str, int], int] = {}
         for message in messages:
-            partition = TopicPartition(message.topic, message.partition)
-            next_offset = message.offset + 1
-            if partition not in offsets or offsets[partition].offset < next_offset:
-                offsets[partition] = OffsetAndMetadata(next_offset, "", -1)
+            where = (message.topic, message.partition)
+            if last.get(where, -1) < message.offset:
+                last[where] = message.offset
+        offsets = {
+            TopicPartition(*where): OffsetAndMetadata(offset + 1, "", -1)
+            for where, offset in last.items()
+        }
         try:
             self._consumer.commit(offsets=offsets)
         except CommitFailedError as exc:

@@ -48,7 +48,7 @@ def build_worker(
         stack.callback(admin.close)
         # one pooled connection per concurrent bulk request, plus one for everything else
         client = opensearch_client(
-            settings.opensearch, maxsize=settings.ingest.bulk_concurrency + 1
+            settings.opensearch, pool_maxsize=settings.ingest.bulk_concurrency + 1
         )
         stack.callback(client.close)
         yield IngestWorker(

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.ids import content_id
-from ingest.schema import UbiEvent, UbiQuery
-from ingest.validate import RecordKind, Rejection, validate_record
+from ingest.validate import RecordKind, Rejection, ValidRecord, validate_record
 
 MAX = 64 * 1024
 
@@ -57,7 +56,7 @@ def test_valid_event_is_stored_as_sent_with_extra_fields_kept() -> None:
     record = event(browser="firefox")
     record["event_attributes"]["dwell_time"] = 3.5
     result = check(record)
-    assert isinstance(result, UbiEvent)
+    assert isinstance(result, ValidRecord)
     assert result.record_id == "e1"
     document = result.document()
     assert document["browser"] == "firefox"
@@ -68,7 +67,7 @@ def test_valid_event_is_stored_as_sent_with_extra_fields_kept() -> None:
 
 def test_valid_query_keeps_hits_in_order_and_attributes() -> None:
     result = check(query(), RecordKind.QUERY)
-    assert isinstance(result, UbiQuery)
+    assert isinstance(result, ValidRecord)
     assert result.record_id == "q1"
     assert result.document()["query_response_hit_ids"] == ["d1", "d2"]
     assert result.document()["query_attributes"]["arm"] == "a"

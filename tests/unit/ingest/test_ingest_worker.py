@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from typing import Any
@@ -14,6 +15,7 @@ import ingest.errors
 import ingest.worker
 from ingest.config import IngestSettings
 from ingest.dlq import DeadLetterQueue, SourceRecord
+from ingest.runtime import fewer_gc_pauses
 from ingest.worker import IngestWorker
 
 SETTINGS = IngestSettings(initial_backoff_s=0.001, max_backoff_s=0.002)
@@ -118,3 +120,14 @@ def test_metrics_count_by_topic_and_show_the_lag_after_commit() -> None:
     assert snapshot.written == {"ubi.events": 2}
     assert snapshot.dead_lettered == {"ubi.events": 1}
     assert snapshot.lag == {"ubi.events[0]": 7}  # end offset 10, committed 3
+
+
+def test_gc_runs_less_often_while_inside_and_as_before_after() -> None:
+    before = gc.get_threshold()
+    with fewer_gc_pauses(20_000):
+        assert gc.get_threshold()[0] == 20_000
+        assert gc.get_freeze_count() > 0  # start-up objects are left out of collections
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+    with fewer_gc_pauses(0):
+        assert gc.get_threshold() == before

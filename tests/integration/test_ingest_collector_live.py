@@ -12,10 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import ingest_support
 import pytest
 import uvicorn
-from ingest_support import event, stored_count
 from kafka import KafkaProducer
 
 from clicktune.cli.ingest import build_worker
@@ -26,6 +24,8 @@ from serving.collector import KafkaRecordSink, collector_router
 from serving.encoder import HashingEncoder
 from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from tests.integration import ingest_support
+from tests.integration.ingest_support import event, stored_count
 
 pytestmark = pytest.mark.integration
 ingest_settings = ingest_support.ingest_settings  # the fixture

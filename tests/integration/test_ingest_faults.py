@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import ingest_support
 import pytest
-from ingest_support import (
+from opensearchpy import helpers
+
+from clicktune.cli.ingest import build_worker, read_status
+from clicktune.config import Settings
+from tests.integration import ingest_support
+from tests.integration.ingest_support import (
     TcpProxy,
     assert_sample_stored,
     event_bytes,
@@ -26,10 +30,6 @@ from ingest_support import (
     wait_until,
     worker_env,
 )
-from opensearchpy import helpers
-
-from clicktune.cli.ingest import build_worker, read_status
-from clicktune.config import Settings
 
 pytestmark = pytest.mark.integration
 ingest_settings = ingest_support.ingest_settings  # the fixture

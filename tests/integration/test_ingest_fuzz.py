@@ -11,17 +11,25 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import ingest_support
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingest_support import event, kill, produce, start_worker, stored_count, wait_until, worker_env
 from kafka import KafkaConsumer
 
 from clicktune.cli.ingest import build_worker
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
 from ingest.dlq import dlq_topic
+from tests.integration import ingest_support
+from tests.integration.ingest_support import (
+    event,
+    kill,
+    produce,
+    start_worker,
+    stored_count,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ingest_settings = ingest_support.ingest_settings  # the fixture

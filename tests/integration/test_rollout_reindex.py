@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rollout_support
 from fastapi.testclient import TestClient
-from rollout_support import SlowEncoder, encoder_for
 
 from serving.app import create_app
 from serving.config import IndexSettings, ServingSettings
@@ -28,6 +26,8 @@ from serving.query_log import InMemoryQueryLog
 from serving.reindex import Reindexer
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
+from tests.integration import rollout_support
+from tests.integration.rollout_support import SlowEncoder, encoder_for
 
 pytestmark = pytest.mark.integration
 N_DOCS = 600

@@ -22,11 +22,10 @@ import pytest
 pytestmark = pytest.mark.integration
 pytest.importorskip("onnx")
 
-from unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402
-
 from serving.config import IndexSettings  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
+from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402
 
 TOKEN = "t-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

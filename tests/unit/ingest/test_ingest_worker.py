@@ -7,7 +7,6 @@ import json
 import threading
 from typing import Any
 
-from ingest_fakes import FakeBulkClient, FakeConsumer, FakeProducer, Message
 from kafka.errors import KafkaTimeoutError
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 
@@ -17,6 +16,7 @@ from ingest.config import IngestSettings
 from ingest.dlq import DeadLetterQueue, SourceRecord
 from ingest.runtime import fewer_gc_pauses
 from ingest.worker import IngestWorker
+from tests.unit.ingest.ingest_fakes import FakeBulkClient, FakeConsumer, FakeProducer, Message
 
 SETTINGS = IngestSettings(initial_backoff_s=0.001, max_backoff_s=0.002)
 EVENT = {

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from ingest_fakes import FakeBulkClient
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
 from ingest.errors import SetupError, StoreUnavailable
 from ingest.writer import BulkWriter, Document, backoff_s
+from tests.unit.ingest.ingest_fakes import FakeBulkClient
 
 
 def docs(n: int) -> list[Document]:

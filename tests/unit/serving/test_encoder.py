@@ -11,7 +11,7 @@ from serving.encoder import Encoder, HashingEncoder, OnnxTextEncoder
 from serving.errors import ModelLoadError
 
 pytest.importorskip("onnx")
-from tiny_model import build_tiny_model, expected_vector  # noqa: E402
+from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402
 
 TEXTS = ["wing", "boundary layer flow heat shock", "lift drag", "shock", "heat flow wing lift"]
 

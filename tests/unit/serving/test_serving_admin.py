@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_app import MemoryIndex
-from test_serving_hotswap import _loader, _version_dir
 
 from serving.admin import DISABLED, admin_router
 from serving.app import create_app
@@ -19,6 +17,8 @@ from serving.hotswap import HotSwapper
 from serving.query_log import InMemoryQueryLog
 from serving.registry import LocalRegistry
 from serving.slot import ModelSlot
+from tests.unit.serving.test_app import MemoryIndex
+from tests.unit.serving.test_serving_hotswap import _loader, _version_dir
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

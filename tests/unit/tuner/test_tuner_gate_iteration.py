@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import torch
-from test_tuner_batches import FakeSessions
-from tuner_fakes import FakeDocuments
 from typer.testing import CliRunner
 
 from serving.registry import LocalRegistry
+from tests.unit.tuner.test_tuner_batches import FakeSessions
+from tests.unit.tuner.tuner_fakes import FakeDocuments
 from tuner.batches import BatchStore, release_batch
 from tuner.config import BatchSettings, GateSettings, TrainOverrides, TrainSettings, TunerSettings
 from tuner.iteration import IterationContext, run_training_iteration

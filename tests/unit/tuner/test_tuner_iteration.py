@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tuner_fakes import FakeDocuments, session, write_model_dir
 
 from serving.registry import LocalRegistry
+from tests.unit.tuner.tuner_fakes import FakeDocuments, session, write_model_dir
 from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError
 from tuner.iteration import collect_pairs, doc_texts_for, start_model

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from tuner_fakes import session
 
+from tests.unit.tuner.tuner_fakes import session
 from tuner.pairs import PairStats, TrainingPair, build_pairs
 from tuner.propensity import PowerLawPropensity
 

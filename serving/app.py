@@ -140,16 +140,7 @@ def create_app(
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
         record = _query_record(body, hits, encoder.version, served_from)
-        try:
-            query_log.publish(record)
-        except QueryLogError as exc:
-            raise _unavailable(f"query not logged, search refused: {exc}") from exc
-        return {
-            "query_id": record["query_id"],
-            "model_version": encoder.version,
-            "arm": ARM,
-            "hits": [_hit(h) for h in hits],
-        }
+        return _logged_answer(record, encoder.version, ARM, hits)
 
     def _routed(
         router: ArmRouter, experiment: Any, body: SearchRequest, k: int, encoder: Any
@@ -160,15 +151,21 @@ def create_app(
             raise _unavailable(f"document index unavailable: {exc}") from exc
         record = _query_record(body, routed.hits, routed.model_version, routed.index)
         record["query_attributes"].update(routed.attributes)
+        return _logged_answer(record, routed.model_version, routed.arm, routed.hits)
+
+    def _logged_answer(
+        record: dict[str, Any], model_version: str, arm: str, hits: list[Any]
+    ) -> dict[str, Any]:
+        """Publish the UBI query record, then answer; no logged query, no answer."""
         try:
             query_log.publish(record)
         except QueryLogError as exc:
             raise _unavailable(f"query not logged, search refused: {exc}") from exc
         return {
             "query_id": record["query_id"],
-            "model_version": routed.model_version,
-            "arm": routed.arm,
-            "hits": [_hit(h) for h in routed.hits],
+            "model_version": model_version,
+            "arm": arm,
+            "hits": [_hit(h) for h in hits],
         }
 
     @app.get("/v1/models")

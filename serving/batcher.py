@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.encoder import ServableEncoder
+from serving.encoder import DelegatingEncoder, ServableEncoder
 
 __all__ = ["MicroBatcher"]
 
@@ -36,7 +36,7 @@ class _Request:
     error: BaseException | None = None
 
 
-class MicroBatcher:
+class MicroBatcher(DelegatingEncoder):
     """An encoder that gathers concurrent `encode` calls into shared batches."""
 
     def __init__(
@@ -51,24 +51,13 @@ class MicroBatcher:
             raise ValueError(
                 f"window_ms={window_ms} must be >= 0 and max_batch={max_batch} must be >= 1"
             )
-        self.inner = inner
+        super().__init__(inner)
         self._window_s = window_ms / 1000
         self._max_batch = max_batch
         self._idle_exit_s = idle_exit_s
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def version(self) -> str:
-        return self.inner.version
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return self.inner.count_tokens(texts)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` (in order), sharing one model run with concurrent callers."""

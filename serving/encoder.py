@@ -58,6 +58,27 @@ class ServableEncoder(Encoder, Protocol):
     def count_tokens(self, texts: list[str]) -> int: ...
 
 
+class DelegatingEncoder:
+    """An encoder wrapping another (metering, batching, ...): forwards what it does not override."""
+
+    def __init__(self, inner: ServableEncoder) -> None:
+        self.inner = inner
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return self.inner.count_tokens(texts)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.inner.encode(texts)
+
+
 class OnnxTextEncoder:
     """A sentence embedding model exported to ONNX, run with length-bucketed batches."""
 

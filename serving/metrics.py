@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from serving.encoder import ServableEncoder
+from serving.encoder import DelegatingEncoder, ServableEncoder
 from serving.slot import ModelSlot
 
 __all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
@@ -67,23 +67,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class MeteredEncoder:
+class MeteredEncoder(DelegatingEncoder):
     """An encoder that reports how many texts each `encode` call carries."""
 
     def __init__(self, inner: ServableEncoder, observe: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._observe = observe
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def version(self) -> str:
-        return self.inner.version
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return self.inner.count_tokens(texts)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         self._observe(len(texts))

@@ -12,28 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.encoder import HashingEncoder
+from serving.encoder import DelegatingEncoder, HashingEncoder
 
 DIMENSIONS = {"v1": 32, "v2": 48, "v3": 40}
 
 
-class SlowEncoder:
+class SlowEncoder(DelegatingEncoder):
     """A hashing encoder that sleeps `delay_s` per call, so a reindex takes a while."""
 
     def __init__(self, version: str, delay_s: float) -> None:
-        self.inner = HashingEncoder(DIMENSIONS[version], version)
+        super().__init__(HashingEncoder(DIMENSIONS[version], version))
         self.delay_s = delay_s
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def version(self) -> str:
-        return self.inner.version
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return self.inner.count_tokens(texts)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         time.sleep(self.delay_s)

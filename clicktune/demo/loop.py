@@ -121,7 +121,8 @@ class ClosedLoop:
         timings["train"] = _since(started) - timings["traffic"] - timings["ingest"]
         if trained.get("status") != "done":
             self.echo(
-                f"round {number}: candidate {trained.get('status')}; "
+                f"round {number}: candidate {trained.get('status')} "
+                f"({trained.get('reason', 'no reason given')}); "
                 f"{previous.model_version} stays live"
             )
             result = RoundResult(

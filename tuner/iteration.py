@@ -200,7 +200,9 @@ def _prepare(
     propensity = from_settings(settings, [*train_sessions, *splits.validation])
     curve = tuple(round(propensity(k), 4) for k in range(settings.propensity_max_rank))
     pairs, stats = collect_pairs(train_sessions, settings, propensity)
-    judgments = session_judgments(splits.validation, settings.outcome_weights)
+    judgments = session_judgments(
+        splits.validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
+    )
     doc_texts = doc_texts_for(context.documents, pairs, context.text_fields, judgments.doc_ids)
     notify(
         f"{released.batch.batch_id}: {len(released.sessions)} sessions (+{len(replayed)} "

@@ -2,9 +2,12 @@
 
 On sessions, each query's candidate set is the union of the hits shown for it; the graded gain
 of a document is the largest outcome weight any session gave it (click 1, add_to_cart 3,
-purchase 5). A model re-ranks the candidate set by cosine similarity, and nDCG@10, MRR@10 and
-Recall@10/100 come from `tuner.metrics`. On a judged collection the model ranks the whole corpus
-(exhaustively, in memory), which suits the small general query set of the gate.
+purchase 5), times the clipped inverse examination propensity of the rank it was shown at when a
+propensity is given. Without that correction the logged clicks sit where the live model put
+them, and a re-ranking by the live model scores best on its own log by construction. A model
+re-ranks the candidate set by cosine similarity, and nDCG@10, MRR@10 and Recall@10/100 come
+from `tuner.metrics`. On a judged collection the model ranks the whole corpus (exhaustively, in
+memory), which suits the small general query set of the gate.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from serving.corpus import document_text
 from tuner.judged import JudgedCollection
 from tuner.metrics import DEPTH_100, rank_metrics
 from tuner.pairs import query_key
+from tuner.propensity import Propensity, clipped_inverse_propensity
 from tuner.sessions import Session
 
 __all__ = [
@@ -48,7 +52,10 @@ class SessionJudgments:
 
 
 def session_judgments(
-    sessions: Sequence[Session], outcome_weights: Mapping[str, float]
+    sessions: Sequence[Session],
+    outcome_weights: Mapping[str, float],
+    propensity: Propensity | None = None,
+    max_ipw: float = 10.0,
 ) -> SessionJudgments:
     """Judgments from the outcomes of `sessions`; queries with no outcome are left out."""
     queries: dict[str, str] = {}
@@ -62,6 +69,8 @@ def session_judgments(
         for action in session.actions:
             weight = outcome_weights.get(action.action_name, 0.0)
             if weight > 0 and action.object_id in candidates[key]:
+                if propensity is not None and action.ordinal is not None:
+                    weight *= clipped_inverse_propensity(propensity, action.ordinal, max_ipw)
                 gain = max(1, round(weight))
                 gains[action.object_id] = max(gains.get(action.object_id, 0), gain)
     judged = {k for k, gains in qrels.items() if gains}

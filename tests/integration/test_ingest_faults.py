@@ -134,7 +134,9 @@ def test_two_workers_share_two_partitions_and_the_survivor_takes_over(
     env = worker_env(ingest_settings)
     _setup_topics(ingest_settings)
     doomed = start_worker(env, tmp_path / "a.log", "--metrics-port", "19871")
-    survivor = start_worker(env, tmp_path / "b.log", "--idle-exit", "12")
+    # Idle long enough to outlast A's session timeout (10 s) and the rebalance on a loaded
+    # machine: with 12 s, B sometimes left before A's partition reached it.
+    survivor = start_worker(env, tmp_path / "b.log", "--idle-exit", "45")
     producer = _produce_in_background(ingest_settings, [event_bytes(i) for i in range(n)], 6, 1)
 
     def doomed_has_read() -> bool:

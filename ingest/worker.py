@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import IllegalStateError as KafkaIllegalStateError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ingest.config import IngestSettings
@@ -299,8 +300,14 @@ class IngestWorker:
         m.count(m.dead_lettered, (origin.topic for origin, _ in letters))
         refused = {id(origin) for origin, _ in letters}
         m.count(m.written, (d.origin.topic for d in documents if id(d.origin) not in refused))
+        assigned = self._consumer.assignment()
         for partition, committed in offsets.items():
-            end = self._consumer.highwater(partition)
+            if partition not in assigned:
+                continue  # revoked by a rebalance since the batch was read: its lag is not ours
+            try:
+                end = self._consumer.highwater(partition)
+            except KafkaIllegalStateError:  # revoked between the two calls
+                continue
             if end is not None:
                 m.lag.labels(partition.topic, str(partition.partition)).set(
                     max(0, end - committed.offset)

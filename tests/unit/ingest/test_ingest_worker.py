@@ -131,3 +131,20 @@ def test_gc_runs_less_often_while_inside_and_as_before_after() -> None:
     assert gc.get_freeze_count() == 0
     with fewer_gc_pauses(0):
         assert gc.get_threshold() == before
+
+
+class RevokingConsumer(FakeConsumer):
+    """A rebalance took the partition away between reading a batch and measuring its lag."""
+
+    def highwater(self, partition: object) -> int | None:
+        from kafka.errors import IllegalStateError
+
+        raise IllegalStateError("Partition is not assigned")
+
+
+def test_a_partition_revoked_mid_batch_does_not_crash_the_worker() -> None:
+    consumer = RevokingConsumer([[good(0), good(1)]])
+    producer, store = FakeProducer(), FakeOpenSearch()
+    stats = IngestWorker(consumer, producer, store, SETTINGS).run(max_idle_s=0.01)
+    assert set(store.stored) == {("ubi_events", "e0"), ("ubi_events", "e1")}
+    assert stats.written == 2 and len(consumer.commits) == 1

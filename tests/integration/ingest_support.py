@@ -47,7 +47,13 @@ def ingest_settings(services: Settings, unique: str, opensearch: Any) -> Iterato
     )
     settings = services.model_copy(update={"ingest": ingest})
     yield settings
-    opensearch.indices.delete(index=f"test_{unique}_*", ignore=[404])
+    drop_ingest_state(opensearch, settings, f"test_{unique}_*")
+
+
+def drop_ingest_state(opensearch: Any, settings: Settings, indexes: str) -> None:
+    """Delete a test's UBI indexes, templates, topics (with dead letters) and consumer group."""
+    ingest = settings.ingest
+    opensearch.indices.delete(index=indexes, ignore=[404])
     for index in (ingest.queries_index, ingest.events_index):
         opensearch.indices.delete_index_template(name=template_name(index), ignore=[404])
     admin = KafkaAdminClient(**kafka_options(settings.kafka))

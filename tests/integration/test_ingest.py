@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 from opensearchpy import helpers
 
 from clicktune.cli.ingest import build_worker, read_status
@@ -18,7 +18,7 @@ from clicktune.clients import kafka_options
 from clicktune.config import Settings
 from ingest.dlq import dlq_topic
 from ingest.ids import content_id
-from ingest.templates import template_name
+from tests.integration.ingest_support import drop_ingest_state
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +41,7 @@ def ingest_settings(services: Settings, unique: str, opensearch: Any) -> Iterato
     )
     settings = services.model_copy(update={"ingest": ingest})
     yield settings
-    opensearch.indices.delete(index=f"test_{unique}_*", ignore=[404])
-    for index in (ingest.queries_index, ingest.events_index):
-        opensearch.indices.delete_index_template(name=template_name(index), ignore=[404])
-    admin = KafkaAdminClient(**kafka_options(settings.kafka))
-    topics = [ingest.queries_topic, ingest.events_topic]
-    admin.delete_topics([*topics, *(dlq_topic(t) for t in topics)], raise_errors=False)
-    admin.delete_groups([ingest.group_id])
-    admin.close()
+    drop_ingest_state(opensearch, settings, f"test_{unique}_*")
 
 
 def _query(i: int) -> dict[str, Any]:

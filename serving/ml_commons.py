@@ -113,14 +113,42 @@ def wait_for_task(client: OpenSearch, task_id: str, timeout_s: float) -> str:
 def _deployed_model(
     client: OpenSearch, model: dict[str, Any] | None, connector_id: str, settings: MlCommonsSettings
 ) -> str:
-    if model is not None and model.get("model_state") == "DEPLOYED":
-        return str(model["_id"])
-    if model is not None:
+    """The id of a model on `connector_id` that is DEPLOYED, deploying `model` or a new one.
+
+    A register task completes before its deployment does, so a model found DEPLOYING is waited
+    for, never deployed again (ml-commons fails a second deploy of it as a duplicate).
+    """
+    state = model.get("model_state") if model is not None else None
+    if model is not None and state in ("DEPLOYED", "DEPLOYING"):
+        model_id = str(model["_id"])
+    elif model is not None:
         task = _request(client, "POST", f"{ML}/models/{model['_id']}/_deploy")
+        model_id = wait_for_task(client, task["task_id"], settings.deploy_timeout_s)
     else:
         body = {"name": settings.name, "function_name": "remote", "connector_id": connector_id}
         task = _request(client, "POST", f"{ML}/models/_register?deploy=true", body)
-    return wait_for_task(client, task["task_id"], settings.deploy_timeout_s)
+        model_id = wait_for_task(client, task["task_id"], settings.deploy_timeout_s)
+    _wait_deployed(client, model_id, settings.deploy_timeout_s)
+    return model_id
+
+
+def _wait_deployed(client: OpenSearch, model_id: str, timeout_s: float) -> None:
+    """Poll ml-commons model `model_id` (a realtime GET) until its state is DEPLOYED."""
+    deadline = time.monotonic() + timeout_s
+    state = "unknown"
+    while time.monotonic() < deadline:
+        state = _request(client, "GET", f"{ML}/models/{model_id}").get("model_state", "unknown")
+        if state == "DEPLOYED":
+            return
+        if state == "DEPLOY_FAILED":
+            raise MlCommonsError(
+                f"ml-commons model {model_id} failed to deploy (see the cluster's ml-commons logs)"
+            )
+        time.sleep(POLL_S)
+    raise MlCommonsError(
+        f"ml-commons model {model_id} still {state} after {timeout_s:.0f} s "
+        "(raise serving.ml_commons.deploy_timeout_s, or check the cluster's ml-commons logs)"
+    )
 
 
 def _create_connector(client: OpenSearch, name: str, endpoint: str) -> str:

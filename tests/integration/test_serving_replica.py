@@ -251,6 +251,7 @@ def test_opensearch_embeds_through_clicktune(server: Server, opensearch, unique:
     index = f"{server.name}-neural-{unique}"
     try:
         again = runner.invoke(app, ["opensearch", "connect", "--url", server.url, "--json"])
+        assert again.exit_code == 0, (again.output, again.exception)
         assert json.loads(again.stdout.strip().splitlines()[-1])["model_id"] == result["model_id"]
         assert result["dimension"] == 8 and result["pipeline"] == pipeline
         opensearch.indices.create(index=index, body=_neural_index(pipeline, 8))

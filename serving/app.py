@@ -27,6 +27,7 @@ from serving.errors import DocumentIndexError, QueryLogError
 from serving.hybrid import HybridSearch
 from serving.metrics import install_metrics
 from serving.query_log import QueryLog
+from serving.randomize import ResultRandomizer
 from serving.slot import ModelSlot
 from serving.vector_index import Hit, SearchIndex
 
@@ -61,6 +62,7 @@ def create_app(
     """The FastAPI app of one serving replica, wired to the given collaborators."""
     app = FastAPI(title="clicktune", version="1")
     limits = _Limits(settings)
+    randomize = ResultRandomizer(settings.randomization)
 
     @app.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -139,7 +141,10 @@ def create_app(
             served_from = hits[0].index if hits else (index.live_index() or settings.index.alias)
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
+        hits, randomized = randomize(hits)
         record = _query_record(body, hits, encoder.version, served_from)
+        if randomized:
+            record["query_attributes"]["randomized"] = randomized
         return _logged_answer(record, encoder.version, ARM, hits)
 
     def _routed(
@@ -149,9 +154,14 @@ def create_app(
             routed = router.search(experiment, body.client_id, body.query, k, encoder)
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
-        record = _query_record(body, routed.hits, routed.model_version, routed.index)
+        hits, randomized = list(routed.hits), None
+        if routed.arm != "interleave":  # an interleaved list's order is the experiment itself
+            hits, randomized = randomize(hits)
+        record = _query_record(body, hits, routed.model_version, routed.index)
         record["query_attributes"].update(routed.attributes)
-        return _logged_answer(record, routed.model_version, routed.arm, routed.hits)
+        if randomized:
+            record["query_attributes"]["randomized"] = randomized
+        return _logged_answer(record, routed.model_version, routed.arm, hits)
 
     def _logged_answer(
         record: dict[str, Any], model_version: str, arm: str, hits: list[Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -111,6 +112,32 @@ class ABSettings(BaseModel):
     min_requests_for_guard: int = Field(default=50, ge=1)
 
 
+class RandomizationSettings(BaseModel):
+    """Shuffle the top hits of a share of searches so position bias can be estimated."""
+
+    fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="share of /v1/search calls shuffled (0: off)"
+    )
+    depth: int = Field(default=10, ge=2, le=100, description="how many top hits are shuffled")
+    seed: int | None = Field(default=None, description="fixed seed (tests); None: random")
+
+
+class DashboardSettings(BaseModel):
+    """`GET /dashboard`: the read-only status page (serving/dashboard.py)."""
+
+    enabled: bool = True
+    poll_s: float = Field(default=5.0, gt=0, le=3600, description="the page re-reads this often")
+    reports_dir: Path = Field(
+        default=Path("reports"), description="newest demo report.json under here (uplift plot)"
+    )
+    source_timeout_s: float = Field(
+        default=5.0, gt=0, description="a panel whose source takes longer shows as unavailable"
+    )
+    cache_s: float = Field(
+        default=2.0, ge=0, description="pages open at once share one reading this long"
+    )
+
+
 class ServingSettings(BaseModel):
     """The HTTP API of the embedding and search service."""
 
@@ -132,3 +159,5 @@ class ServingSettings(BaseModel):
     hybrid: HybridSettings = Field(default_factory=HybridSettings)
     ml_commons: MlCommonsSettings = Field(default_factory=MlCommonsSettings)
     ab: ABSettings = Field(default_factory=ABSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    randomization: RandomizationSettings = Field(default_factory=RandomizationSettings)

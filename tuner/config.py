@@ -8,6 +8,13 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 
+class TrainMethod(StrEnum):
+    """Which weights a fine-tune moves."""
+
+    full = "full"  # every weight (minus frozen layers)
+    lora = "lora"  # low-rank adapters only (peft), merged into the weights before export
+
+
 class TrainSettings(BaseModel):
     """One fine-tuning run."""
 
@@ -24,6 +31,18 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(default=0.01, ge=0.0)
     max_length: int = Field(default=256, ge=8, le=8192, description="tokens per text")
     seed: int = 0
+    method: TrainMethod = TrainMethod.full
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank (method: lora)")
+    lora_alpha: float = Field(default=16.0, gt=0, description="LoRA scale numerator")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] | None = Field(
+        default=None,
+        description="module names LoRA wraps; None = peft's defaults for the architecture "
+        "(c_fc, c_proj for open_clip)",
+    )
+    freeze_layers: int = Field(
+        default=0, ge=0, description="freeze the embeddings and the first N transformer layers"
+    )
 
 
 class ExportSettings(BaseModel):
@@ -89,6 +108,42 @@ class GateSettings(BaseModel):
     general_max_queries: int = Field(default=200, ge=1)
 
 
+class RolloutMode(StrEnum):
+    """What a worker task does with a registered candidate."""
+
+    promote = "promote"  # straight to production once its index is built
+    ab = "ab"  # an A/B arm first; the A/B policy promotes or rolls it back
+
+
+class WorkerSettings(BaseModel):
+    """The tuner worker (`clicktune tuner run`): trigger, tasks, lease, rollout."""
+
+    tasks_index: str = Field(
+        default="clicktune-tasks", description="OpenSearch index of the fine-tuning tasks"
+    )
+    min_new_sessions: int = Field(
+        default=200, ge=1, description="queue a task once this many sessions are unreleased"
+    )
+    min_interval_s: float = Field(
+        default=3600.0, ge=0, description="and at least this long after the last batch"
+    )
+    trigger_enabled: bool = Field(default=True, description="False: tasks come from the API only")
+    fine_tuning_method: str = Field(default="weighted-infonce", min_length=1)
+    poll_s: float = Field(default=30.0, gt=0, description="trigger check and task poll period")
+    lease_s: float = Field(
+        default=60.0, gt=0, description="a worker silent this long loses the lease to a standby"
+    )
+    rollout: RolloutMode = RolloutMode.ab
+    ab_traffic: float = Field(default=0.1, gt=0, lt=1, description="candidate arm's share")
+    ab_mode: str = Field(default="split", pattern="^(split|interleave)$")
+    ab_max_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="an undecided A/B test is rolled back after"
+    )
+    max_resumes: int = Field(
+        default=2, ge=0, description="times a stage is resumed after a worker died in it"
+    )
+
+
 class TunerSettings(BaseModel):
     """What the tuner learns from and how."""
 
@@ -99,6 +154,13 @@ class TunerSettings(BaseModel):
     propensity_max_rank: int = Field(default=10, ge=1, description="ranks the EM model fits")
     propensity_min_sessions: int = Field(
         default=200, ge=1, description="fewer sessions than this: fall back to the power law"
+    )
+    propensity_min_varied: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="share of hits shown at several ranks below which EM falls back to the "
+        "power law (EM cannot tell position from relevance on fixed rankings)",
     )
     propensity_eta: float = Field(
         default=1.0, ge=0.0, description="power-law examination propensity p(k) = (1/(k+1))^eta"
@@ -119,3 +181,4 @@ class TunerSettings(BaseModel):
     )
     mlflow_experiment: str = "clicktune"
     mlflow_enabled: bool = True
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -40,6 +40,7 @@ __all__ = [
     "clipped_inverse_propensity",
     "fit_position_based_model",
     "from_settings",
+    "varied_share",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,30 @@ def from_settings(settings: TunerSettings, sessions: Sequence[Session] = ()) -> 
             settings.propensity_eta,
         )
         return power_law
+    varied = varied_share(sessions, settings.propensity_max_rank)
+    if varied < settings.propensity_min_varied:
+        log.info(
+            "propensity: only %.1f%% of shown hits were ever shown at another rank for their "
+            "query (< propensity_min_varied %.1f%%): EM cannot separate position from relevance, "
+            "using the power law eta=%s (turn on serving.randomization to estimate it)",
+            100 * varied,
+            100 * settings.propensity_min_varied,
+            settings.propensity_eta,
+        )
+        return power_law
     fitted = fit_position_based_model(
         sessions, settings.outcome_weights, settings.propensity_max_rank
     )
     log.info("propensity: PBM fitted by EM on %d sessions: %s", len(sessions), fitted.theta)
     return fitted
+
+
+def varied_share(sessions: Sequence[Session], max_rank: int = 10) -> float:
+    """The share of top-`max_rank` observations whose (query, document) pair was shown at more
+    than one rank: the data PBM needs to tell position from relevance (0.0 when none)."""
+    ranks, pairs, _ = _observations(sessions, {}, max_rank)
+    if ranks.size == 0:
+        return 0.0
+    seen = np.unique(np.stack([pairs, ranks]), axis=1)[0]  # the distinct (pair, rank)s' pairs
+    ranks_per_pair = np.bincount(seen, minlength=int(pairs.max()) + 1)
+    return float((ranks_per_pair[pairs] > 1).mean())

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.config import ServingSettings
+from serving.config import RandomizationSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import DocumentIndexError
 from serving.query_log import InMemoryQueryLog
@@ -199,3 +199,19 @@ def test_httpx_transport_is_enough_to_call_the_app(parts) -> None:
             return (await http.get("/healthz")).status_code
 
     assert asyncio.run(call()) == 200
+
+
+def test_randomised_searches_log_the_order_they_showed(parts) -> None:  # type: ignore[no-untyped-def]
+    slot, index, query_log, settings = parts
+    shuffled = settings.model_copy(
+        update={"randomization": RandomizationSettings(fraction=1.0, depth=3, seed=3)}
+    )
+    client = TestClient(create_app(slot, index, query_log, shuffled))
+    orders = set()
+    for _ in range(12):
+        body = client.post("/v1/search", json={"query": "shock waves", "k": 3}).json()
+        record = query_log.records[-1]
+        assert record["query_response_hit_ids"] == [h["id"] for h in body["hits"]]
+        assert record["query_attributes"]["randomized"] == "shuffle_top_3"
+        orders.add(tuple(record["query_response_hit_ids"]))
+    assert len(orders) > 1 and all(sorted(o) == ["d1", "d2", "d3"] for o in orders)

@@ -12,6 +12,7 @@ from tuner.propensity import (
     PowerLawPropensity,
     fit_position_based_model,
     from_settings,
+    varied_share,
 )
 from tuner.sessions import Action, Session
 from tuner.simulator import ClickSimulator, UserModel
@@ -69,3 +70,18 @@ def test_settings_choose_em_or_power_law_and_em_needs_enough_sessions() -> None:
 def test_no_shown_hits_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no shown hits"):
         fit_position_based_model([Session("s", "q", ())], {"click": 1.0})
+
+
+def test_fixed_rankings_fall_back_to_the_power_law() -> None:
+    """One ranking per query leaves PBM unidentifiable: the configured power law is used."""
+    randomised = simulated_sessions(1.0, sessions=400)
+    fixed = [  # each query always shows its first ten documents in the same order
+        Session(
+            s.query_id, s.user_query, tuple(f"{s.user_query}d{d}" for d in range(10)), s.actions
+        )
+        for s in randomised
+    ]
+    settings = TunerSettings(propensity=PropensityKind.em, propensity_min_sessions=10)
+    assert varied_share(fixed) == 0.0 and varied_share(randomised) > 0.5
+    assert from_settings(settings, fixed) == PowerLawPropensity(eta=1.0)
+    assert isinstance(from_settings(settings, randomised), EstimatedPropensity)

@@ -30,6 +30,20 @@ def demo(
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="cap on training steps per round")
     ] = None,
+    randomize: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="share of searches whose top 10 are shuffled, so position bias can be estimated",
+        ),
+    ] = 0.2,
+    references: Annotated[
+        bool,
+        typer.Option(
+            help="also train the supervised reference and the no-IPW ablation and report them"
+        ),
+    ] = True,
 ) -> None:
     """Run the whole loop N rounds with simulated users and report the uplift per round.
 
@@ -55,13 +69,16 @@ def demo(
         report_dir=report.resolve(),
         users_per_query=users_per_query,
         max_steps=max_steps,
+        randomize=randomize,
+        references=references,
     )
     try:
         loop = ClosedLoop(options, ctx.find_root().obj.config_path, typer.echo)
         results = loop.run()
+        found = loop.references() if references else {}
     except (DatasetError, RuntimeError) as exc:
         fail(str(exc))
-    data = build_report(loop.collection.name, results, {})
+    data = build_report(loop.collection.name, results, found)
     paths = write_report(data, options.report_dir)
     typer.echo((options.report_dir / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in paths))

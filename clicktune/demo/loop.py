@@ -48,6 +48,8 @@ class DemoOptions:
     report_dir: Path
     users_per_query: int = 3
     max_steps: int | None = None
+    randomize: float = 0.2
+    references: bool = True
     user: UserModel = field(default_factory=lambda: UserModel(eta=1.0, noise=0.05))
     seed: int = 0
 
@@ -62,9 +64,11 @@ class RoundResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def namespace_env(run_id: str, home: Path) -> dict[str, str]:
-    """Environment overrides that give one demo run its own topics, indexes, alias and home."""
+def namespace_env(run_id: str, home: Path, randomize: float = 0.0) -> dict[str, str]:
+    """Environment overrides that give one demo run its own topics, indexes, alias and home,
+    and the share of searches whose top hits the serving side shuffles."""
     return {
+        "CLICKTUNE_SERVING__RANDOMIZATION__FRACTION": str(randomize),
         "CLICKTUNE_HOME": str(home),
         "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{run_id}.ubi.queries",
         "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{run_id}.ubi.events",
@@ -85,7 +89,9 @@ class ClosedLoop:
         self.collection: JudgedCollection = load_collection(options.dataset)
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.run_id = f"demo-{_slug(self.collection.name)}-{stamp}"
-        os.environ.update(namespace_env(self.run_id, options.report_dir / "home"))
+        os.environ.update(
+            namespace_env(self.run_id, options.report_dir / "home", options.randomize)
+        )
         self.settings: Settings = load_settings(config_path)
         self.registry = LocalRegistry(self.settings.home / "models")
         self.client = opensearch_client(self.settings.opensearch)
@@ -107,6 +113,42 @@ class ClosedLoop:
             serve.stop()
             ingest.stop()
         return results
+
+    def references(self) -> dict[str, dict[str, float]]:
+        """Base, supervised and no-IPW models trained and scored in this process (exact search
+        over the corpus): the yardsticks of the report. Run after `run`, on its sessions."""
+        from tuner.references import (
+            base_metrics,
+            click_pairs,
+            no_ipw_settings,
+            supervised_pairs,
+            train_reference,
+        )
+        from tuner.sessions import OpenSearchSessions
+
+        tuner = self.settings.tuner
+        if self.options.max_steps is not None:
+            train = tuner.train.model_copy(update={"max_steps": self.options.max_steps})
+            tuner = tuner.model_copy(update={"train": train})
+        found: dict[str, dict[str, float]] = {}
+        started = time.perf_counter()
+        found["base_exact"] = base_metrics(self.collection, tuner)
+        self.echo(
+            f"reference base (exact search): {_fmt(found['base_exact'])} ({_since(started)} s)"
+        )
+        sessions = OpenSearchSessions(self.client, self.settings.ingest).sessions(None, None)
+        jobs = {
+            "supervised": (supervised_pairs(self.collection), tuner),
+            "no_ipw": (click_pairs(sessions, no_ipw_settings(tuner)), no_ipw_settings(tuner)),
+        }
+        for name, (pairs, settings) in jobs.items():
+            self.echo(f"reference {name}: training on {len(pairs)} pairs")
+            ref = train_reference(self.collection, pairs, settings)
+            found[name] = ref.metrics
+            self.echo(
+                f"reference {name}: {_fmt(ref.metrics)} ({ref.steps} steps, {ref.seconds:.0f} s)"
+            )
+        return found
 
     def _round(
         self, number: int, serve: ServeProcess, ingest: ChildProcess, previous: RoundResult
@@ -244,6 +286,10 @@ def _count(client, index: str) -> int:  # type: ignore[no-untyped-def]
         return 0
     client.indices.refresh(index=index)
     return int(client.count(index=index)["count"])
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def _since(started: float) -> float:

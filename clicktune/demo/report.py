@@ -18,11 +18,12 @@ def build_report(
     references: Mapping[str, Mapping[str, float] | None],
 ) -> dict[str, Any]:
     """The report object: base metrics, the references measured beside them, every round."""
-    return {
+    report = {
         "dataset": dataset,
         "base": _pick(rounds[0].metrics),
         "supervised": _pick(references.get("supervised")),
         "no_ipw": _pick(references.get("no_ipw")),
+        "base_exact": _pick(references.get("base_exact")),
         "rounds": [
             {
                 "round": r.round,
@@ -35,6 +36,8 @@ def build_report(
             for r in rounds
         ],
     }
+    report["supervised_share"] = supervised_share(report)
+    return report
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
@@ -61,14 +64,28 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {r['round']} | {r['model_version']} | {r['status']} | {m['ndcg@10']:.4f} | "
             f"{m['mrr@10']:.4f} | {m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} |"
         )
-    for name in ("supervised", "no_ipw"):
+    for name in ("base_exact", "supervised", "no_ipw"):
         m = report.get(name)
         if m:
             lines.append(
                 f"| ref | {name} | - | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
                 f"{m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} |"
             )
+    share = supervised_share(report)
+    if share is not None:
+        lines += ["", f"Click-trained uplift = {share:.2f} of the supervised uplift (nDCG@10)."]
     return "\n".join(lines) + "\n"
+
+
+def supervised_share(report: Mapping[str, Any]) -> float | None:
+    """The live system's nDCG@10 gain over base as a share of the supervised reference's gain
+    over base measured the same way (exact search); None without a supervised reference."""
+    supervised, base_exact = report.get("supervised"), report.get("base_exact")
+    if not supervised or not base_exact:
+        return None
+    gain = supervised["ndcg@10"] - base_exact["ndcg@10"]
+    live = report["rounds"][-1]["metrics"]["ndcg@10"] - report["base"]["ndcg@10"]
+    return live / gain if gain > 0 else None
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:

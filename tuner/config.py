@@ -33,7 +33,7 @@ class TrainSettings(BaseModel):
     seed: int = 0
     method: TrainMethod = TrainMethod.full
     lora_r: int = Field(default=8, ge=1, description="LoRA rank (method: lora)")
-    lora_alpha: float = Field(default=16.0, gt=0, description="LoRA scale numerator")
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scale numerator (alpha / r)")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     lora_target_modules: list[str] | None = Field(
         default=None,

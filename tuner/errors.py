@@ -4,6 +4,7 @@ TunerError
 ├── SessionStoreError      the UBI indexes cannot be read (missing index, bad records)
 ├── NoTrainingDataError    nothing to learn from: no sessions, no pairs, no document texts
 ├── ModelLoadError         a base model or registry version cannot be loaded
+├── TrainConfigError       the training settings do not fit the model (layers, LoRA targets)
 └── ExportError            the ONNX export failed or the model cannot be exported
     └── ExportParityError  onnxruntime disagrees with torch; nothing is registered
 """
@@ -16,6 +17,7 @@ __all__ = [
     "ModelLoadError",
     "NoTrainingDataError",
     "SessionStoreError",
+    "TrainConfigError",
     "TunerError",
 ]
 
@@ -34,6 +36,10 @@ class NoTrainingDataError(TunerError):
 
 class ModelLoadError(TunerError):
     """A model name, path or registry version cannot be loaded."""
+
+
+class TrainConfigError(TunerError):
+    """The training settings ask for something the model does not have."""
 
 
 class ExportError(TunerError):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -17,8 +19,19 @@ from tuner.config import TrainSettings
 from tuner.errors import NoTrainingDataError
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair, query_key
+from tuner.trainable import trainable_text_model
 
-__all__ = ["TrainReport", "embed", "fine_tune", "usable_pairs"]
+__all__ = [
+    "TrainReport",
+    "embed",
+    "fine_tune",
+    "positives_by_query",
+    "report_of",
+    "run_steps",
+    "shuffled_batches",
+    "usable_pairs",
+    "warmup_then_linear_decay",
+]
 
 CURVE_POINTS = 20
 
@@ -36,7 +49,7 @@ class TrainReport:
     seconds: float
     pairs_per_s: float
     device: str
-    config: dict[str, float | int | str | None] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def fine_tune(
@@ -58,34 +71,39 @@ def fine_tune(
     steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
     model.max_seq_length = settings.max_length
     loss_fn = WeightedInfoNCELoss(settings.temperature)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    scheduler = _warmup_then_linear_decay(optimizer, steps, settings.warmup_ratio)
-    positives = _positives_by_query(used)
+    positives = positives_by_query(used)
     device = str(model.device)
-    losses: list[float] = []
-    model.train()
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc="fine-tune", unit="step", disable=not progress)
-    for step, batch in zip(range(steps), _batches(used, batch_size, settings.seed), strict=False):
-        loss = _train_step(model, loss_fn, batch, doc_texts, positives, device)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        elapsed = time.perf_counter() - started
-        bar.update(1)
-        rate = (step + 1) * batch_size / elapsed
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", pairs_s=f"{rate:.1f}")
-    bar.close()
+    model.train()
+    with trainable_text_model(model, settings) as params:
+        optimizer = torch.optim.AdamW(
+            params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        scheduler = warmup_then_linear_decay(optimizer, steps, settings.warmup_ratio)
+        step_fn = partial(
+            _train_step, model, loss_fn, doc_texts=doc_texts, positives=positives, device=device
+        )
+        batches = shuffled_batches(used, batch_size, settings.seed)
+        losses = run_steps(step_fn, batches, optimizer, scheduler, steps, batch_size, progress)
     model.eval()
+    return report_of(losses, len(used), len(pairs), started, batch_size, device, settings)
+
+
+def report_of(
+    losses: Sequence[float],
+    used: int,
+    given: int,
+    started: float,
+    batch_size: int,
+    device: str,
+    settings: TrainSettings,
+) -> TrainReport:
+    """The report of a run that trained on `used` of `given` pairs since `started`."""
     seconds = time.perf_counter() - started
     return TrainReport(
         steps=len(losses),
-        pairs=len(used),
-        dropped_pairs=len(pairs) - len(used),
+        pairs=used,
+        dropped_pairs=given - used,
         first_loss=losses[0],
         final_loss=_tail_mean(losses),
         loss_curve=_curve(losses),
@@ -94,6 +112,33 @@ def fine_tune(
         device=device,
         config={"batch_size": batch_size, **settings.model_dump(exclude={"base_model"})},
     )
+
+
+def run_steps(
+    step_fn: Callable[[Sequence[Any]], Tensor],
+    batches: Iterator[Sequence[Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    steps: int,
+    batch_size: int,
+    progress: bool,
+) -> list[float]:
+    """The optimisation loop shared by the text and CLIP trainers; returns the loss per step."""
+    losses: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(total=steps, desc="fine-tune", unit="step", disable=not progress)
+    for step, batch in zip(range(steps), batches, strict=False):
+        loss = step_fn(batch)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        rate = (step + 1) * batch_size / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", pairs_s=f"{rate:.1f}")
+    bar.close()
+    return losses
 
 
 def usable_pairs(pairs: Sequence[TrainingPair], doc_texts: Mapping[str, str]) -> list[TrainingPair]:
@@ -119,6 +164,7 @@ def _train_step(
     model: SentenceTransformer,
     loss_fn: WeightedInfoNCELoss,
     batch: Sequence[TrainingPair],
+    *,
     doc_texts: Mapping[str, str],
     positives: Mapping[str, set[str]],
     device: str,
@@ -137,7 +183,7 @@ def _train_step(
     return loss_fn(queries, docs[: len(batch)], weights, hard, mask)
 
 
-def _batches(
+def shuffled_batches(
     pairs: Sequence[TrainingPair], batch_size: int, seed: int
 ) -> Iterator[list[TrainingPair]]:
     """Endless shuffled batches, a fresh order each epoch; the last short batch is dropped."""
@@ -149,14 +195,14 @@ def _batches(
             yield [pairs[i] for i in order[start : start + batch_size]]
 
 
-def _positives_by_query(pairs: Sequence[TrainingPair]) -> dict[str, set[str]]:
+def positives_by_query(pairs: Sequence[TrainingPair]) -> dict[str, set[str]]:
     positives: dict[str, set[str]] = {}
     for pair in pairs:
         positives.setdefault(query_key(pair.query), set()).add(pair.positive_id)
     return positives
 
 
-def _warmup_then_linear_decay(
+def warmup_then_linear_decay(
     optimizer: torch.optim.Optimizer, steps: int, warmup_ratio: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = int(steps * warmup_ratio)

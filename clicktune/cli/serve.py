@@ -65,6 +65,10 @@ def serve(
     routers, followers = _replica(settings, slot, doc_index, producer, ref)
     hybrid = HybridSearch(client, serving.index, serving.hybrid)
     arms = _arm_router(settings, doc_index)
+    if serving.dashboard.enabled:  # GET /dashboard (serving/dashboard.py)
+        from clicktune.dashboard import dashboard_router_for
+
+        routers.append(dashboard_router_for(settings, slot, client, arms, ref))
     app = create_app(
         slot, doc_index, query_log, serving, collector, routers=routers, hybrid=hybrid, arms=arms
     )
@@ -112,6 +116,7 @@ def _replica(
     routers = [
         admin_router(swapper, token, alias=alias, publisher=publisher),
         documents_router(slot, doc_index, serving, encoder_for=_registry_encoders(settings)),
+        _task_router(settings, doc_index),
     ]
     followers: list[Any] = []
     if ref != alias:  # pinned to a version: it never changes under us
@@ -127,6 +132,14 @@ def _replica(
         )
         followers.append(ControlListener(consumer, swapper, alias))
     return routers, followers
+
+
+def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:
+    """`/api/v1/fine-tuning/task`: tasks stored in OpenSearch, run by `clicktune tuner run`."""
+    from serving.task_api import task_router
+    from serving.tasks import OpenSearchTaskStore
+
+    return task_router(OpenSearchTaskStore(doc_index.client, settings.tuner.worker.tasks_index))
 
 
 def _batched(encoder: Any, settings: EncoderSettings) -> Any:

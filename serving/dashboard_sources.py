@@ -1,0 +1,236 @@
+"""The dashboard's real providers: small functions over the registry, the experiment store, the
+UBI indexes and the demo reports, each returning the plain dict one panel draws.
+
+Model states, in the order they win (one table, `STATES`): `production` (the alias this
+replica follows points at it), `in experiment` (the running A/B test's candidate arm),
+`candidate` (the `candidate` alias), `retired` (production once, not now), `registered`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from serving.ab import CANDIDATE, CONTROL, ArmHealth, Experiment, ExperimentStore
+from serving.ab_stats import ExperimentMetrics, decide
+from serving.config import ABSettings
+from serving.registry import LocalRegistry, ModelVersion
+
+__all__ = [
+    "STATES",
+    "TaskLister",
+    "ab_source",
+    "latest_report",
+    "models_source",
+    "tasks_source",
+    "training_source",
+    "uplift_source",
+]
+
+STATES = ("production", "in experiment", "candidate", "retired", "registered")
+REPORT_METRICS = ("ndcg@10", "mrr@10", "recall@100")
+VALIDATION_PREFIX = "val_"
+RUNS_SHOWN = 10
+
+
+def models_source(
+    registry: LocalRegistry,
+    alias: str,
+    serving_version: Callable[[], str | None],
+    experiment: Callable[[], Experiment | None],
+) -> Callable[[], dict[str, Any]]:
+    """Versions newest first with their state, aliases, lineage and numeric metrics."""
+
+    def read() -> dict[str, Any]:
+        running = experiment()
+        history = registry.alias_history(alias)
+        here = serving_version()
+        versions = [
+            {
+                "version": v.version,
+                "state": state_of(v, alias, history, running),
+                "aliases": list(v.aliases),
+                "serving_here": v.version == here,
+                "created_at": v.created_at,
+                "parent": v.parent,
+                "kind": v.kind,
+                "dimension": v.dimension,
+                "metrics": _numbers(v.metrics),
+            }
+            for v in reversed(registry.list())
+        ]
+        return {"alias": alias, "serving": here, "history": history, "versions": versions}
+
+    return read
+
+
+def state_of(
+    version: ModelVersion, alias: str, history: list[str], running: Experiment | None
+) -> str:
+    """The first state of `STATES` that holds for `version`."""
+    holds = {
+        "production": alias in version.aliases,
+        "in experiment": running is not None and running.candidate.model_version == version.version,
+        "candidate": "candidate" in version.aliases,
+        "retired": version.version in history,
+        "registered": True,
+    }
+    return next(state for state in STATES if holds[state])
+
+
+def ab_source(
+    store: ExperimentStore,
+    metrics_for: Callable[[Experiment], ExperimentMetrics],
+    settings: ABSettings,
+    health: Callable[[], Mapping[str, ArmHealth]] = dict,
+) -> Callable[[], dict[str, Any]]:
+    """The running experiment (else the last stopped one): arms, rates with 95 % intervals, the
+    sequential test's decision; `health` is this replica's per-arm requests and latency."""
+
+    def read() -> dict[str, Any]:
+        experiment, stopped_at = store.load(), None
+        if experiment is None:
+            experiment, stopped_at = _last_stopped(store.root / "experiments")
+        if experiment is None:
+            return {"experiment": None}
+        metrics = metrics_for(experiment)
+        metrics.health = dict(health()) if stopped_at is None else {}
+        decision = decide(experiment, metrics, settings)
+        measured = metrics.as_dict()
+        arms = [
+            {**vars(experiment.arm(name)), **measured["arms"][name]}
+            for name in (CONTROL, CANDIDATE)
+        ]
+        info = {
+            **{k: v for k, v in experiment.as_dict().items() if k not in (CONTROL, CANDIDATE)},
+            "status": "running" if stopped_at is None else "stopped",
+            "stopped_at": stopped_at,
+        }
+        info.pop("salt")  # the salt would let anyone work out every client's arm
+        return {
+            "experiment": info,
+            "arms": arms,
+            "interleave": measured["interleave"],
+            "health": measured["health"],
+            "decision": vars(decision),
+            "alpha": settings.alpha,
+        }
+
+    return read
+
+
+def _last_stopped(folder: Path) -> tuple[Experiment | None, str | None]:
+    records = []
+    for path in folder.glob("*.json"):  # none when the folder does not exist
+        try:
+            data = json.loads(path.read_text())
+            stopped_at = str(data.pop("stopped_at", ""))
+            records.append((stopped_at, Experiment.from_dict(data)))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # a damaged archive entry is skipped, not fatal to the panel
+    if not records:
+        return None, None
+    stopped_at, experiment = max(records, key=lambda r: r[0])
+    return experiment, stopped_at
+
+
+def latest_report(folder: Path) -> Path | None:
+    """The newest `report.json` in `folder` or one level below (a demo run's --report)."""
+    candidates = [*folder.glob("report.json"), *folder.glob("*/report.json")]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def uplift_source(reports_dir: Path, registry: LocalRegistry) -> Callable[[], dict[str, Any]]:
+    """Metrics over rounds from the newest demo report; without one, each registered version's
+    validation metrics (what the tuner measured when it trained it)."""
+
+    def read() -> dict[str, Any]:
+        path = latest_report(Path(reports_dir))
+        if path is not None:
+            return _from_report(path)
+        return _from_registry(registry.list(), reports_dir)
+
+    return read
+
+
+def _from_report(path: Path) -> dict[str, Any]:
+    report = json.loads(path.read_text())
+    rounds = report.get("rounds") or []
+    series = [
+        {"name": m, "values": [(r.get("metrics") or {}).get(m) for r in rounds]}
+        for m in REPORT_METRICS
+    ]
+    references = [
+        {"name": f"{name} ndcg@10", "value": report[name]["ndcg@10"]}
+        for name in ("supervised", "no_ipw")
+        if report.get(name)
+    ]
+    base = (report.get("base") or {}).get("ndcg@10")
+    last = rounds[-1]["metrics"]["ndcg@10"] if rounds else None
+    uplift = round(100 * (last - base) / base, 2) if base and last is not None else None
+    return {
+        "source": f"demo report {path}",
+        "title": f"closed loop on {report.get('dataset', '?')}",
+        "labels": [f"round {r.get('round')} ({r.get('model_version')})" for r in rounds],
+        "series": series,
+        "references": references,
+        "uplift_ndcg@10_pct": uplift,
+    }
+
+
+def _from_registry(versions: Iterable[ModelVersion], reports_dir: Path) -> dict[str, Any]:
+    trained = [v for v in versions if any(k.startswith(VALIDATION_PREFIX) for k in v.metrics)]
+    names = sorted({k for v in trained for k in v.metrics if k.startswith(VALIDATION_PREFIX)})
+    return {
+        "source": f"registry validation metrics (no report.json under {reports_dir})",
+        "title": "validation metrics per trained version",
+        "labels": [v.version for v in trained],
+        "series": [{"name": n, "values": [v.metrics.get(n) for v in trained]} for n in names],
+        "references": [],
+        "uplift_ndcg@10_pct": None,
+    }
+
+
+def training_source(registry: LocalRegistry, shown: int = RUNS_SHOWN) -> Callable[[], dict]:
+    """The registry's lineage: trained versions newest first, parent, sessions, pairs, losses."""
+
+    def read() -> dict[str, Any]:
+        trained = [v for v in reversed(registry.list()) if v.parent or v.metrics]
+        return {
+            "runs": [
+                {
+                    "version": v.version,
+                    "parent": v.parent,
+                    "created_at": v.created_at,
+                    "metrics": _numbers(v.metrics),
+                }
+                for v in trained[:shown]
+            ]
+        }
+
+    return read
+
+
+class TaskLister(Protocol):
+    """What the dashboard needs of the fine-tuning task store."""
+
+    def list(self, status: Any = None, limit: int = 20, offset: int = 0) -> Iterable[Any]: ...
+
+
+def tasks_source(store: TaskLister, limit: int = 20) -> Callable[[], dict[str, Any]]:
+    """The newest fine-tuning tasks as the store's records render them (`as_dict()`)."""
+
+    def read() -> dict[str, Any]:
+        return {"tasks": [task.as_dict() for task in store.list(status=None, limit=limit)]}
+
+    return read
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }

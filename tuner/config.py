@@ -56,7 +56,9 @@ class ExportSettings(BaseModel):
 class PropensityKind(StrEnum):
     """Where the examination propensities p(k) come from."""
 
-    em = "em"  # a position-based click model fitted by EM on the batch's sessions
+    # estimated from the sessions: from the randomised ones when there are enough (see
+    # serving.randomization), else a position-based click model fitted by EM
+    em = "em"
     power_law = "power_law"  # p(k) = (1/(k+1))^eta with the configured eta
 
 
@@ -154,6 +156,12 @@ class TunerSettings(BaseModel):
     propensity_max_rank: int = Field(default=10, ge=1, description="ranks the EM model fits")
     propensity_min_sessions: int = Field(
         default=200, ge=1, description="fewer sessions than this: fall back to the power law"
+    )
+    propensity_min_randomized: int = Field(
+        default=100,
+        ge=1,
+        description="randomised sessions (serving.randomization) from which p(k) is fitted "
+        "directly, before EM is tried",
     )
     propensity_min_varied: float = Field(
         default=0.05,

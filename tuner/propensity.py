@@ -39,6 +39,7 @@ __all__ = [
     "Propensity",
     "clipped_inverse_propensity",
     "fit_position_based_model",
+    "fit_randomized",
     "from_settings",
     "varied_share",
 ]
@@ -163,6 +164,17 @@ def from_settings(settings: TunerSettings, sessions: Sequence[Session] = ()) -> 
     power_law = PowerLawPropensity(eta=settings.propensity_eta)
     if settings.propensity is PropensityKind.power_law:
         return power_law
+    randomized = [s for s in sessions if s.randomized]
+    if len(randomized) >= settings.propensity_min_randomized:
+        fitted_law = fit_randomized(
+            randomized, settings.outcome_weights, settings.propensity_max_rank
+        )
+        log.info(
+            "propensity: power law eta=%.3f fitted on %d randomised sessions",
+            fitted_law.eta,
+            len(randomized),
+        )
+        return fitted_law
     if len(sessions) < settings.propensity_min_sessions:
         log.info(
             "propensity: %d sessions < propensity_min_sessions %d, using the power law eta=%s",
@@ -198,3 +210,35 @@ def varied_share(sessions: Sequence[Session], max_rank: int = 10) -> float:
     seen = np.unique(np.stack([pairs, ranks]), axis=1)[0]  # the distinct (pair, rank)s' pairs
     ranks_per_pair = np.bincount(seen, minlength=int(pairs.max()) + 1)
     return float((ranks_per_pair[pairs] > 1).mean())
+
+
+ETA_GRID = np.round(np.arange(0.0, 3.0001, 0.01), 2)
+
+
+def fit_randomized(
+    sessions: Sequence[Session], click_actions: Mapping[str, float], max_rank: int = 10
+) -> PowerLawPropensity:
+    """The examination curve from sessions whose top hits were shuffled uniformly.
+
+    Under a uniform shuffle every rank sees the same mix of documents, so the click-through rate
+    at rank k is proportional to p(k) (Joachims et al., WSDM 2017, the RandTop-N intervention).
+    The per-rank rates are noisy at a few hundred sessions, so a power law p(k) = (k+1)^-eta is
+    fitted to them (least squares, each rank weighted by how often it was shown).
+    """
+    ranks, _, clicks = _observations(sessions, click_actions, max_rank)
+    if ranks.size == 0:
+        raise ValueError("no shown hits in the randomised sessions: nothing to fit")
+    shown = np.bincount(ranks, minlength=max_rank).astype(float)
+    clicked = np.bincount(ranks, weights=clicks.astype(float), minlength=max_rank)
+    present = shown > 0
+    ctr = np.where(present, clicked / np.maximum(shown, 1.0), 0.0)
+    positions = np.arange(max_rank)[present] + 1.0
+    best_eta, best_error = 1.0, float("inf")
+    for eta in ETA_GRID:
+        curve = positions ** (-eta)
+        weights = shown[present]
+        scale = float((weights * ctr[present] * curve).sum() / (weights * curve * curve).sum())
+        error = float((weights * (ctr[present] - scale * curve) ** 2).sum())
+        if error < best_error:
+            best_eta, best_error = float(eta), error
+    return PowerLawPropensity(eta=best_eta)

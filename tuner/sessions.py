@@ -43,6 +43,7 @@ class Session:
     hit_ids: tuple[str, ...]
     actions: tuple[Action, ...] = field(default_factory=tuple)
     timestamp: datetime | None = None
+    randomized: bool = False  # the serving side shuffled the top hits (serving/randomize.py)
 
     def rank_of(self, object_id: str) -> int | None:
         """The 0-based rank at which `object_id` was shown, or None if it was not shown."""
@@ -171,6 +172,7 @@ def _session(query: Mapping[str, Any], actions: list[Action]) -> Session | None:
         hit_ids=tuple(str(h) for h in hits),
         actions=tuple(actions),
         timestamp=_timestamp(query.get("timestamp")),
+        randomized=bool((query.get("query_attributes") or {}).get("randomized")),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -11,6 +12,7 @@ from tuner.propensity import (
     EstimatedPropensity,
     PowerLawPropensity,
     fit_position_based_model,
+    fit_randomized,
     from_settings,
     varied_share,
 )
@@ -85,3 +87,16 @@ def test_fixed_rankings_fall_back_to_the_power_law() -> None:
     assert varied_share(fixed) == 0.0 and varied_share(randomised) > 0.5
     assert from_settings(settings, fixed) == PowerLawPropensity(eta=1.0)
     assert isinstance(from_settings(settings, randomised), EstimatedPropensity)
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.6])
+def test_a_few_hundred_randomised_sessions_recover_the_curve(eta: float) -> None:
+    """The demo's regime: ~120 shuffled sessions a round, each query seen only a few times,
+    where EM's per-document attractions overfit but the per-rank click rates do not."""
+    sessions = [replace(s, randomized=True) for s in simulated_sessions(eta, sessions=300)]
+    fitted = fit_randomized(sessions, {"click": 1.0})
+    assert abs(fitted.eta - eta) < 0.25, fitted
+    settings = TunerSettings(propensity=PropensityKind.em, propensity_min_randomized=100)
+    assert isinstance(from_settings(settings, sessions), PowerLawPropensity)
+    unmarked = [replace(s, randomized=False) for s in sessions]
+    assert not isinstance(from_settings(settings, unmarked), PowerLawPropensity)

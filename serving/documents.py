@@ -5,7 +5,10 @@ A write reaches the live index and, while they exist, the index a reindex is bui
 Each index is embedded with its own model (the version in its name): the slot's encoder when it
 is that version, else `encoder_for(version)` (loaded from the registry, cached by the caller).
 The text embedded is `document_text(doc, index.text_fields)` (title + text by default), as for
-`clicktune index`. A document without `_id` gets a random one; the answer lists the ids.
+`clicktune index`. With a CLIP model, a document whose `index.image_field` is set (a path, URL
+or base64 data: URI) is embedded from that image by the image tower instead (see
+`serving.doc_images`); an image that cannot be read answers 422. A document without `_id` gets
+a random one; the answer lists the ids.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.app import ApiError
 from serving.config import ServingSettings
 from serving.corpus import document_text
+from serving.doc_images import embed_documents
 from serving.encoder import Encoder
-from serving.errors import BulkIndexError, DocumentIndexError
+from serving.errors import BulkIndexError, CorpusError, DocumentIndexError
 from serving.index_versions import index_version, write_targets
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
@@ -81,12 +85,12 @@ def documents_router(
             for target in targets:
                 model = _encoder_of(doc_index, target, encoder, encoder_for)
                 if model.version not in vectors:
-                    vectors[model.version] = model.encode(texts)
+                    vectors[model.version] = embed_documents(model, docs, settings.index)
                 count = doc_index.bulk_index(target, docs, vectors[model.version])
                 written = count if target == live else written
                 if body.refresh:
                     doc_index.refresh(target)
-        except BulkIndexError as exc:
+        except (BulkIndexError, CorpusError) as exc:  # refused documents, unreadable images
             raise ApiError(422, str(exc), "invalid_request_error") from exc
         except DocumentIndexError as exc:
             raise _unavailable(exc) from exc

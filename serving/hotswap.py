@@ -1,9 +1,10 @@
 """Hot swap: load a model version, warm it up, check it on probe texts, then swap it in.
 
 A version that cannot be loaded, gives wrong vectors (not finite, not unit length, another
-dimension than declared, different vectors for the same text) or would not fit the live index
-(another dimension, unless the caller says it is a reindex) is refused with the reason; the slot
-keeps serving the old model. Swaps and alias moves are serialised by one lock per replica, so the
+dimension than declared, different vectors for the same text; for a CLIP model the same on a
+probe image) or would not fit the live index (another dimension or another model kind, text vs
+CLIP, unless the caller says it is a reindex) is refused with the reason; the slot keeps serving
+the old model. Swaps and alias moves are serialised by one lock per replica, so the
 registry poller never races an admin promote.
 """
 
@@ -21,10 +22,13 @@ import numpy as np
 
 from serving.encoder import ServableEncoder
 from serving.errors import RegistryError, SwapRefusedError
+from serving.index_versions import index_version
+from serving.model_loader import image_tower
 from serving.registry import LocalRegistry
 from serving.slot import ModelSlot
+from serving.vector_index import DocumentIndex
 
-__all__ = ["HotSwapper", "SwapResult", "check_encoder"]
+__all__ = ["HotSwapper", "SwapResult", "check_encoder", "live_index_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,43 @@ def check_encoder(
         first[0], again[-1], atol=REPEAT_TOLERANCE
     ):
         raise SwapRefusedError(f"{name} gave different vectors for the same text")
+    tower = image_tower(encoder)
+    if tower is not None:
+        _check_image_tower(name, tower, encoder.dimension)
+
+
+def _check_image_tower(name: str, tower: Any, dimension: int) -> None:
+    """A CLIP model's image tower must embed a probe image into a unit vector of `dimension`."""
+    probe = np.linspace(0, 255, 40 * 48 * 3).reshape(40, 48, 3).astype(np.uint8)  # (H, W, RGB)
+    try:
+        vectors = np.asarray(tower.encode_images([probe, probe]))
+    except Exception as exc:  # a broken image graph must not reach documents
+        raise SwapRefusedError(f"{name} failed on the probe image: {exc}") from exc
+    if vectors.shape != (2, dimension) or not np.isfinite(vectors).all():
+        raise SwapRefusedError(
+            f"{name} returned shape {vectors.shape} (or non-finite values) for 2 probe images; "
+            f"want (2, {dimension})"
+        )
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.allclose(norms, 1.0, atol=NORM_TOLERANCE) or not np.allclose(
+        vectors[0], vectors[1], atol=REPEAT_TOLERANCE
+    ):
+        raise SwapRefusedError(
+            f"{name} returned image vectors of norm {norms.round(4).tolist()} that differ for "
+            "the same image; want 1 and equal"
+        )
+
+
+def live_index_kind(doc_index: DocumentIndex, registry: LocalRegistry) -> str | None:
+    """The model kind ("text", "clip") whose vectors the live index holds; None if unknown."""
+    live = doc_index.live_index()
+    version = index_version(doc_index, live) if live is not None else None
+    if version is None:
+        return None
+    try:
+        return registry.get(version).kind
+    except RegistryError:  # an index from another registry: its dimension check still applies
+        return None
 
 
 class HotSwapper:
@@ -88,18 +129,21 @@ class HotSwapper:
         loader: ModelLoader,
         probes: Sequence[str],
         expected_dimension: Callable[[], int | None] = lambda: None,
+        expected_kind: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.slot = slot
         self.registry = registry
         self._loader = loader
         self._probes = list(probes)
         self._expected_dimension = expected_dimension
+        self._expected_kind = expected_kind
         self.lock = threading.RLock()
         self.last_refusal: dict[str, str] | None = None
 
     def swap_to(self, ref: str, *, reindex: bool = False) -> SwapResult:
         """Serve registry version (or alias) `ref`; raise `SwapRefusedError` and keep the old one
-        when it does not load or fails its checks. `reindex=True` accepts a new dimension."""
+        when it does not load or fails its checks. `reindex=True` accepts a new dimension or
+        model kind (the caller re-embeds the index)."""
         with self.lock:
             started = time.perf_counter()
             try:
@@ -109,6 +153,13 @@ class HotSwapper:
             current = self.slot.version
             if version.version == current:
                 return SwapResult(version.version, current, 0.0, changed=False)
+            kind = None if reindex else self._expected_kind()
+            if kind is not None and version.kind != kind:
+                raise self._refuse(
+                    version.version,
+                    f"it is a {version.kind!r} model but the live index holds vectors of a "
+                    f"{kind!r} model; promote it as a reindex instead",
+                )
             try:
                 encoder = self._loader(version.path)
                 expected = None if reindex else self._expected_dimension()

@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from serving.corpus import document_text
+from serving.doc_images import embed_documents
 from serving.encoder import Encoder
 from serving.errors import DocumentIndexError
 from serving.vector_index import DocumentIndex
@@ -88,11 +88,10 @@ def _write(
     progress: bool,
     total: int | None,
 ) -> int:
-    fields = doc_index.settings.text_fields
     written = 0
     with tqdm(total=total, unit="docs", desc=index, disable=not progress) as bar:
         for batch in batches:
-            vectors = encoder.encode([document_text(doc, fields) for doc in batch])
+            vectors = embed_documents(encoder, batch, doc_index.settings)  # images: CLIP tower
             written += doc_index.bulk_index(index, batch, vectors)
             bar.update(len(batch))
     return written

@@ -31,7 +31,7 @@ from opensearchpy.exceptions import OpenSearchException
 from opensearchpy.helpers import streaming_bulk
 from tqdm import tqdm
 
-from serving.corpus import document_text
+from serving.doc_images import embed_documents
 from serving.encoder import Encoder
 from serving.errors import DocumentIndexError, ReindexError, ReindexPendingError
 from serving.index_versions import alias_holders, move_aliases, prune_indexes
@@ -106,7 +106,6 @@ class Reindexer:
         self.alias = alias or doc_index.alias
         self.store = CheckpointStore(checkpoints_root, self.alias)
         self._client = doc_index.client
-        self._fields = doc_index.settings.text_fields
 
     def pending(self) -> Checkpoint | None:
         """The unfinished reindex to `alias`, if one was interrupted."""
@@ -184,7 +183,7 @@ class Reindexer:
         writer.start()
         try:
             for docs, last_sort in self._pages(checkpoint.source, checkpoint.search_after):
-                vectors = self.encoder.encode([document_text(d, self._fields) for d in docs])
+                vectors = embed_documents(self.encoder, docs, self.doc_index.settings)
                 self._put(work, (docs, vectors, last_sort), failure)
         finally:
             self._put(work, None, failure)
@@ -275,7 +274,7 @@ class Reindexer:
         if missing:
             found = self.doc_index.get_documents(missing, index=checkpoint.source)
             docs = [{"_id": i, **found[i]} for i in missing if i in found]
-            vectors = self.encoder.encode([document_text(d, self._fields) for d in docs])
+            vectors = embed_documents(self.encoder, docs, self.doc_index.settings)
             self._create_all(checkpoint.target, docs, vectors)
         for doc_id in extra:
             self._client.delete(index=checkpoint.target, id=doc_id, params={"ignore": 404})

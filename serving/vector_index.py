@@ -199,6 +199,8 @@ class DocumentIndex:
         s = self.settings
         text = {"type": "text", "analyzer": "english"}
         properties: dict[str, Any] = {f: dict(text) for f in s.text_fields}
+        if s.image_field and s.image_field not in properties:  # kept in _source, never searched
+            properties[s.image_field] = {"type": "keyword", "index": False, "doc_values": False}
         properties[s.vector_field] = {
             "type": "knn_vector",
             "dimension": dimension,

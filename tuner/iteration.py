@@ -1,5 +1,9 @@
 """One training iteration: batch -> splits -> pairs -> fine-tune -> gate -> ONNX -> registry.
 
+Text and CLIP models go the same way; what differs per kind (load, documents, train, embed,
+export) sits behind `tuner.model_kinds.ModelKind`, picked from the start model's kind. For CLIP,
+pairs train on the images of the clicked documents (`serving.index.image_field`).
+
 The iteration trains a few hyperparameter sets from the live model on a released batch (plus a
 replayed sample of earlier batches), scores each and the live model on the same validation
 sessions, and lets the gate decide. A rejected candidate ends the iteration `rejected` with the
@@ -12,20 +16,19 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from serving.corpus import document_text
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
-from tuner.base_models import TORCH_WEIGHTS_DIR
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource, replay
 from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError
 from tuner.gate import GateDecision, decide
 from tuner.judged import JudgedCollection
+from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for, kind_named
 from tuner.pairs import PairStats, TrainingPair, build_pairs
 from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, model_metadata, publish
@@ -36,8 +39,6 @@ from tuner.splits import Splits, split_sessions
 from tuner.tracking import Lineage, NullTracker, Tracker
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
     from tuner.export import ExportReport
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "StartPoint",
     "collect_pairs",
     "doc_texts_for",
+    "kind_of",
     "run_training_iteration",
     "start_model",
 ]
@@ -54,20 +56,15 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str], None]
 
 
-class DocumentSource(Protocol):
-    """Where document fields come from (`serving.vector_index.DocumentIndex`)."""
-
-    def get_documents(self, ids: Sequence[str]) -> Mapping[str, Mapping[str, Any]]: ...
-
-
 @dataclass(frozen=True)
 class StartPoint:
     """The model an iteration starts from and the lineage it records."""
 
-    model: SentenceTransformer
+    model: Any  # SentenceTransformer, or tuner.clip.ClipModel for kind "clip"
     parent: str | None
     base_model: str
     source: str
+    kind: ModelKind = TEXT
 
 
 @dataclass(frozen=True)
@@ -106,6 +103,7 @@ class IterationContext:
     text_fields: list[str]
     tracker: Tracker = NullTracker()
     general: JudgedCollection | None = None
+    image_field: str | None = "image"  # CLIP models train on this field's images
 
 
 def run_training_iteration(
@@ -119,12 +117,10 @@ def run_training_iteration(
     progress: bool = True,
 ) -> IterationResult:
     """Train on `released` (+ replay), gate the best candidate, register it if it passes."""
-    if trainer is None:
-        from tuner.train import fine_tune
-
-        trainer = fine_tune
-    data = _prepare(released, context, settings, notify)
+    kind = kind_of(context.registry, start_ref)
+    data = _prepare(released, context, settings, notify, kind)
     start = start_model(context.registry, settings.train.base_model, start_ref)
+    trainer = trainer if trainer is not None else start.kind.train
     notify(f"start model: {start.source}; scoring it on {len(data.splits.validation)} sessions")
     score = Scorer(
         data.judgments,
@@ -132,6 +128,7 @@ def run_training_iteration(
         context.general,
         settings.gate.general_split,
         settings.gate.general_max_queries,
+        embedder=start.kind.embedder,
     )
     live = score(start.model)
     sets = hyperparameter_sets(settings.train, settings.search)
@@ -185,12 +182,16 @@ class _Prepared:
     pairs: list[TrainingPair]
     stats: PairStats
     judgments: Any
-    doc_texts: dict[str, str]
+    doc_texts: dict[str, Any]  # id -> text, or PIL image for a CLIP model's image documents
     propensity_curve: tuple[float, ...]
 
 
 def _prepare(
-    released: ReleasedBatch, context: IterationContext, settings: TunerSettings, notify: Notify
+    released: ReleasedBatch,
+    context: IterationContext,
+    settings: TunerSettings,
+    notify: Notify,
+    kind: ModelKind = TEXT,
 ) -> _Prepared:
     batches = settings.batches
     replay_count = round(batches.replay_ratio * len(released.sessions))
@@ -203,7 +204,14 @@ def _prepare(
     judgments = session_judgments(
         splits.validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
     )
-    doc_texts = doc_texts_for(context.documents, pairs, context.text_fields, judgments.doc_ids)
+    doc_texts = doc_texts_for(
+        context.documents,
+        pairs,
+        context.text_fields,
+        judgments.doc_ids,
+        kind=kind,
+        image_field=context.image_field,
+    )
     notify(
         f"{released.batch.batch_id}: {len(released.sessions)} sessions (+{len(replayed)} "
         f"replayed): {len(splits.train)} train, {len(splits.latest)} latest + "
@@ -221,20 +229,15 @@ def _register(
     settings: TunerSettings,
 ) -> tuple[ExportReport, ModelVersion]:
     """Export, check parity, then register: LocalRegistry, its `candidate` alias, MLflow."""
-    from tuner.export import export_text_model
-
     metrics = _metrics(best, result)
     with tempfile.TemporaryDirectory(prefix="clicktune-train-") as tmp:
-        exported = export_text_model(
+        exported = start.kind.export(
             model,
             Path(tmp) / "model",
-            version="unregistered",
+            settings,
             parent=start.parent,
             base_model=start.base_model,
-            max_length=settings.train.max_length,
             metrics=metrics,
-            min_cosine=settings.export.parity_min_cosine,
-            opset_version=settings.export.opset_version,
         )
         version = publish(context.registry, exported.path)
     context.registry.set_alias("candidate", version.version)
@@ -293,37 +296,29 @@ def collect_pairs(
     return pairs, stats
 
 
-def doc_texts_for(
-    documents: DocumentSource,
-    pairs: Sequence[TrainingPair],
-    text_fields: list[str],
-    extra_ids: Iterable[str] = (),
-) -> dict[str, str]:
-    """Text (the `text_fields` joined) of every document the pairs (or `extra_ids`) name."""
-    named = {p.positive_id for p in pairs} | {n for p in pairs for n in p.hard_negative_ids}
-    ids = sorted(named | set(extra_ids))
-    found = documents.get_documents(ids)
-    texts = {doc_id: document_text(dict(doc), text_fields) for doc_id, doc in found.items()}
-    texts = {doc_id: text for doc_id, text in texts.items() if text}
-    if not texts:
-        raise NoTrainingDataError(
-            f"none of the {len(ids)} documents the sessions name has text in fields "
-            f"{text_fields} of the document index (e.g. {ids[:3]})"
-        )
-    return texts
+def kind_of(registry: ModelRegistry, ref: str = "production") -> ModelKind:
+    """The kind of registry model `ref` (what the iteration trains); text when there is none."""
+    try:
+        return kind_named(registry.get(ref).kind)
+    except RegistryError:
+        return TEXT
 
 
 def start_model(registry: ModelRegistry, base_model: str, ref: str = "production") -> StartPoint:
-    """The live version's torch weights, or `base_model` when there are none to start from."""
-    from tuner.base_models import load_text_model
+    """The live version's torch weights, or a base model when there are none to start from.
 
+    A text iteration falls back to `base_model`; a CLIP one to the live version's own
+    `base_model` (a CLIP name: `base_model` of the settings names a text model).
+    """
     try:
         live = registry.get(ref)
     except RegistryError:
         live = None
-    if live is not None and (live.path / TORCH_WEIGHTS_DIR).is_dir():
-        lineage = str(model_metadata(live).get("base_model") or base_model)
-        model = load_text_model(str(live.path / TORCH_WEIGHTS_DIR))
-        return StartPoint(model, live.version, lineage, f"{ref} ({live.version})")
+    kind = kind_named(live.kind) if live is not None else TEXT
+    lineage = str(model_metadata(live).get("base_model") or base_model) if live else base_model
+    if live is not None and (live.path / kind.weights_dir).is_dir():
+        model = kind.load(str(live.path / kind.weights_dir))
+        return StartPoint(model, live.version, lineage, f"{ref} ({live.version})", kind)
     parent = live.version if live is not None else None
-    return StartPoint(load_text_model(base_model), parent, base_model, f"base model {base_model}")
+    base = base_model if kind is TEXT else lineage
+    return StartPoint(kind.load(base), parent, base, f"base model {base}", kind)

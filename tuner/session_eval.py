@@ -147,9 +147,10 @@ class Scorer:
     general: JudgedCollection | None = None
     general_split: str = "test"
     general_max_queries: int | None = None
+    embedder: Callable[..., Embed] = torch_embedder  # model -> Embed (CLIP: tuner.model_kinds)
 
     def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
-        embed = torch_embedder(model)
+        embed = self.embedder(model)
         validation = (
             evaluate_sessions(embed, self.judgments, self.doc_texts) if self.judgments.qrels else {}
         )

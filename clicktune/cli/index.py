@@ -11,15 +11,16 @@ from clicktune.cli.common import fail, print_json, settings_of
 
 if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only when used
     from clicktune.config import Settings
-    from serving.encoder import OnnxTextEncoder
+    from serving.encoder import ServableEncoder
     from serving.indexer import IndexReport
     from serving.vector_index import DocumentIndex
 
 
-def load_encoder(settings: Settings, ref: str | None) -> OnnxTextEncoder:
-    """The encoder of registry model `ref` (default: the configured alias, `production`)."""
-    from serving.encoder import OnnxTextEncoder
+def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
+    """The encoder of registry model `ref` (default: the configured alias, `production`), text or
+    CLIP as its `clicktune.json` says."""
     from serving.errors import ServingError
+    from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
 
     registry = LocalRegistry(settings.home / "models")
@@ -27,7 +28,7 @@ def load_encoder(settings: Settings, ref: str | None) -> OnnxTextEncoder:
         fail(f"no model registered in {registry.root}; run `clicktune models import` first")
     try:
         version = registry.get(ref or settings.serving.model_version)
-        return OnnxTextEncoder.from_dir(version.path, settings.serving.encoder)
+        return load_model_dir(version.path, settings.serving.encoder)
     except ServingError as exc:
         fail(str(exc))
 

@@ -82,6 +82,7 @@ def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-unt
         registry=LocalRegistry(settings.home / "models"),
         documents=DocumentIndex(client, settings.serving.index),
         text_fields=settings.serving.index.text_fields,
+        image_field=settings.serving.index.image_field,
         tracker=tracker_from_settings(tuner_settings, settings.home),
         general=general,
     )

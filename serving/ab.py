@@ -18,15 +18,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
+from serving.arm_health import ArmHealth, HealthLedger
 from serving.encoder import Encoder
 from serving.errors import ExperimentError
 from serving.interleave import team_draft
@@ -45,7 +43,6 @@ __all__ = [
 
 CONTROL, CANDIDATE = "control", "candidate"
 Mode = Literal["split", "interleave"]
-LATENCIES_KEPT = 2000
 
 
 @dataclass(frozen=True)
@@ -152,31 +149,6 @@ class ExperimentStore:
         os.replace(tmp, target)
 
 
-@dataclass
-class ArmHealth:
-    """Requests, errors and recent latencies of one arm on this replica (for the guards)."""
-
-    requests: int = 0
-    errors: int = 0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p99_ms(self) -> float:
-        return float(np.percentile(list(self.latencies_ms), 99)) if self.latencies_ms else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.error_rate, 4),
-            "p99_ms": round(self.p99_ms, 2),
-        }
-
-
 @dataclass(frozen=True)
 class RoutedSearch:
     """The hits one caller gets, and what the UBI query record says about where they came from."""
@@ -189,7 +161,13 @@ class RoutedSearch:
 
 
 class ArmRouter:
-    """Routes each search to the caller's arm: that arm's model and index (or an interleave)."""
+    """Routes each search to the caller's arm: that arm's model and index (or an interleave).
+
+    Every routed search is counted in `ledger` (serving/arm_health.py) under its experiment and
+    arm: failed or not, and its latency. Loading an arm's model is not part of the latency (a
+    one-time cost per replica that would make a fresh candidate look slow), but a model that
+    cannot be loaded counts as an error of its arm.
+    """
 
     def __init__(
         self,
@@ -197,13 +175,19 @@ class ArmRouter:
         encoder_for: Callable[[str], Encoder],
         index: SearchIndex,
         seed: int | None = None,
+        ledger: HealthLedger | None = None,
     ) -> None:
         self.store = store
         self.encoder_for = encoder_for
         self.index = index
-        self.health: dict[str, ArmHealth] = {}
+        self.ledger = ledger or HealthLedger()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
+
+    @property
+    def health(self) -> dict[str, ArmHealth]:
+        """This replica's per-arm counts of the newest experiment it served."""
+        return self.ledger.latest()[1]
 
     def experiment(self) -> Experiment | None:
         return self.store.load()
@@ -212,25 +196,31 @@ class ArmRouter:
         self, experiment: Experiment, client_id: str | None, query: str, k: int, served: Encoder
     ) -> RoutedSearch:
         """Search for `query` as `client_id`'s arm of `experiment`; `served` is the live model."""
-        arm = CONTROL if experiment.mode == "interleave" else assign(experiment, client_id).name
+        interleave = experiment.mode == "interleave"
+        arm = "interleave" if interleave else assign(experiment, client_id).name
+        arms = [experiment.control, experiment.candidate] if interleave else [experiment.arm(arm)]
         started = time.perf_counter()
         try:
-            if experiment.mode == "interleave":
-                result = self._interleave(experiment, query, k, served)
+            encoders = [self._encoder(a, served) for a in arms]
+            started = time.perf_counter()
+            if interleave:
+                result = self._interleave(experiment, query, k, encoders)
             else:
-                result = self._one_arm(experiment, experiment.arm(arm), query, k, served)
+                result = self._one_arm(experiment, arms[0], query, k, encoders[0])
         except Exception:
-            self._record(arm, started, failed=True)
+            self._record(experiment.id, arm, started, failed=True)
             raise
-        self._record(result.arm, started, failed=False)
+        self._record(experiment.id, result.arm, started, failed=False)
         return result
 
+    def _encoder(self, arm: Arm, served: Encoder) -> Encoder:
+        if arm.model_version == served.version:
+            return served
+        return self.encoder_for(arm.model_version)
+
     def _one_arm(
-        self, experiment: Experiment, arm: Arm, query: str, k: int, served: Encoder
+        self, experiment: Experiment, arm: Arm, query: str, k: int, encoder: Encoder
     ) -> RoutedSearch:
-        encoder = (
-            served if arm.model_version == served.version else self.encoder_for(arm.model_version)
-        )
         vector = encoder.encode([query])[0]
         hits = self.index.search_knn(vector, k, index=arm.index_alias)
         index = hits[0].index if hits else arm.index_alias
@@ -238,10 +228,10 @@ class ArmRouter:
         return RoutedSearch(hits, arm.name, encoder.version, index, attributes)
 
     def _interleave(
-        self, experiment: Experiment, query: str, k: int, served: Encoder
+        self, experiment: Experiment, query: str, k: int, encoders: list[Encoder]
     ) -> RoutedSearch:
-        a = self._one_arm(experiment, experiment.control, query, k, served)
-        b = self._one_arm(experiment, experiment.candidate, query, k, served)
+        a = self._one_arm(experiment, experiment.control, query, k, encoders[0])
+        b = self._one_arm(experiment, experiment.candidate, query, k, encoders[1])
         with self._lock:
             ids, teams = team_draft([h.id for h in a.hits], [h.id for h in b.hits], k, self._rng)
         by_id = {h.id: h for h in b.hits} | {h.id: h for h in a.hits}
@@ -257,9 +247,5 @@ class ArmRouter:
             [by_id[i] for i in ids], "interleave", version, attributes["index"], attributes
         )
 
-    def _record(self, arm: str, started: float, failed: bool) -> None:
-        with self._lock:
-            health = self.health.setdefault(arm, ArmHealth())
-            health.requests += 1
-            health.errors += int(failed)
-            health.latencies_ms.append(1000 * (time.perf_counter() - started))
+    def _record(self, experiment: str, arm: str, started: float, failed: bool) -> None:
+        self.ledger.record(experiment, arm, 1000 * (time.perf_counter() - started), failed)

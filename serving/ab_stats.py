@@ -11,6 +11,10 @@ difference (or the interleaving win share minus 1/2): with estimate d, variance 
 mixture of variance tau^2,  Lambda = sqrt(V / (V + tau^2)) * exp(d^2 tau^2 / (2 V (V + tau^2))).
 Stopping the first time Lambda >= 1/alpha keeps the false-decision rate <= alpha however often
 one looks, so the scheduler may call `decide` after every batch of clicks.
+
+Before the test, guards (`guard`) stop a candidate at once when its error rate or p99 latency
+(absolute, or as a multiple of the control arm's) breaks `serving.ab`'s bounds; the counts come
+from the replicas' arm-health documents (serving/arm_health.py), not from the UBI indexes.
 """
 
 from __future__ import annotations
@@ -30,7 +34,16 @@ from serving.config import ABSettings
 from serving.errors import ExperimentError
 from serving.interleave import InterleaveTally, credit
 
-__all__ = ["ArmMetrics", "Decision", "ExperimentMetrics", "decide", "metrics_of", "msprt", "wilson"]
+__all__ = [
+    "ArmMetrics",
+    "Decision",
+    "ExperimentMetrics",
+    "decide",
+    "guard",
+    "metrics_of",
+    "msprt",
+    "wilson",
+]
 
 Z95 = 1.959964
 TERMS_CHUNK = 1000
@@ -168,19 +181,9 @@ def tally(queries: Iterable[dict], events: Mapping[str, list[dict]]) -> Experime
 
 def decide(experiment: Experiment, metrics: ExperimentMetrics, settings: ABSettings) -> Decision:
     """The policy: guards first (stop a failing candidate at once), then the mSPRT."""
-    health = metrics.health.get(CANDIDATE) or metrics.health.get("interleave")
-    if health is not None and health.requests >= settings.min_requests_for_guard:
-        if health.error_rate > settings.max_error_rate:
-            return Decision(
-                "rollback",
-                f"guard: candidate error rate {health.error_rate:.3f} "
-                f"> max_error_rate={settings.max_error_rate}",
-            )
-        if health.p99_ms > settings.max_p99_ms:
-            return Decision(
-                "rollback",
-                f"guard: candidate p99 {health.p99_ms:.0f} ms > max_p99_ms={settings.max_p99_ms}",
-            )
+    broken = guard(metrics.health, settings)
+    if broken is not None:
+        return Decision("rollback", f"guard: {broken}")
     if experiment.mode == "interleave":
         estimate, variance, n = _interleave_estimate(metrics.interleave)
         what = "win share - 1/2"
@@ -208,6 +211,36 @@ def decide(experiment: Experiment, metrics: ExperimentMetrics, settings: ABSetti
         ratio,
         estimate,
     )
+
+
+def guard(health: Mapping[str, ArmHealth], settings: ABSettings) -> str | None:
+    """Why the candidate must stop now (error rate, p99, or p99 against control's), or None.
+
+    A guard looks only at an arm with `min_requests_for_guard` requests; the p99 ratio also
+    needs that many on the control arm (interleaved searches run both arms, so only the
+    absolute thresholds apply to them)."""
+    least = settings.min_requests_for_guard
+    candidate = health.get(CANDIDATE) or health.get("interleave")
+    if candidate is None or candidate.requests < least:
+        return None
+    name = "candidate" if CANDIDATE in health else "interleaved"
+    if candidate.error_rate > settings.max_error_rate:
+        return (
+            f"{name} error rate {candidate.error_rate:.3f} ({candidate.errors} of "
+            f"{candidate.requests} searches failed) > max_error_rate={settings.max_error_rate}"
+        )
+    p99 = candidate.p99_ms
+    if p99 > settings.max_p99_ms:
+        return f"{name} p99 {p99:.0f} ms > max_p99_ms={settings.max_p99_ms}"
+    control = health.get(CONTROL)
+    if name == "candidate" and control is not None and control.requests >= least:
+        base = control.p99_ms
+        if base > 0 and p99 / base > settings.max_p99_ratio:
+            return (
+                f"candidate p99 {p99:.1f} ms is {p99 / base:.1f}x control's {base:.1f} ms "
+                f"> max_p99_ratio={settings.max_p99_ratio}"
+            )
+    return None
 
 
 def _ctr_estimate(control: ArmMetrics, candidate: ArmMetrics) -> tuple[float, float, int]:

@@ -81,7 +81,7 @@ def create_app(
         app.include_router(collector)
     for router in routers:  # admin (serving/admin.py), documents (serving/documents.py)
         app.include_router(router)
-    install_metrics(app, slot)  # GET /metrics
+    install_metrics(app, slot, arms=arms.ledger if arms is not None else None)  # GET /metrics
     if settings.cors_origins:  # browsers post events from the shop's own origin
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"]

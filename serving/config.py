@@ -22,6 +22,13 @@ class IndexSettings(BaseModel):
     prefix: str = "docs"
     vector_field: str = "embedding"
     text_fields: list[str] = Field(default_factory=lambda: ["title", "text"])
+    image_field: str | None = Field(
+        default="image",
+        description="path, URL or data: URI of a document's image; a CLIP model embeds it "
+        "instead of the text fields (serving/doc_images.py); None: images are ignored",
+    )
+    image_timeout_s: float = Field(default=10.0, gt=0, description="fetching an image URL")
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="per image")
     space_type: SpaceType = SpaceType.cosine
     hnsw_m: int = Field(default=16, ge=2, le=100)
     ef_construction: int = Field(default=128, ge=2)
@@ -109,7 +116,20 @@ class ABSettings(BaseModel):
     min_queries: int = Field(default=200, ge=1, description="per arm before any decision")
     max_error_rate: float = Field(default=0.05, ge=0, le=1, description="guard per arm")
     max_p99_ms: float = Field(default=1000.0, gt=0, description="guard per arm")
-    min_requests_for_guard: int = Field(default=50, ge=1)
+    max_p99_ratio: float = Field(
+        default=3.0, ge=1, description="guard: candidate p99 over control p99 (split mode)"
+    )
+    min_requests_for_guard: int = Field(
+        default=50, ge=1, description="searches an arm needs before a guard looks at it"
+    )
+    health_index: str = Field(
+        default="clicktune-arm-health",
+        min_length=1,
+        description="replicas write per-arm requests, errors and latency here for the worker",
+    )
+    health_report_s: float = Field(
+        default=5.0, gt=0, le=3600, description="each replica writes its arm health this often"
+    )
 
 
 class RandomizationSettings(BaseModel):

@@ -4,6 +4,9 @@
     clicktune_request_errors_total{route,status} answers with status >= 400
     clicktune_encode_batch_size{slot}            texts per encode call
     clicktune_model_info{slot,version,dimension} 1 for the version each slot serves now
+    clicktune_arm_requests_total{experiment,arm}  A/B searches per arm (serving/arm_health.py)
+    clicktune_arm_errors_total{experiment,arm}    of those, the failed ones (5xx answers)
+    clicktune_arm_search_seconds{experiment,arm}  their latency histogram
 
 Each app gets its own `CollectorRegistry`, so several apps (tests) never clash.
 """
@@ -17,16 +20,22 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from serving.arm_health import LATENCY_BOUNDS_MS, HealthLedger
 from serving.encoder import DelegatingEncoder, ServableEncoder
 from serving.slot import ModelSlot
 
 __all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+INF = float("inf")
 UNMATCHED = "unmatched"  # 404s get one label, so random paths cannot explode the series
 
 
@@ -63,6 +72,10 @@ class Metrics:
         histogram = self.batch_size.labels(slot=slot.name)
         slot.instrument(lambda encoder: MeteredEncoder(encoder, histogram.observe))
 
+    def watch_arms(self, ledger: HealthLedger) -> None:
+        """Report the per-arm counts of the A/B experiments this replica served."""
+        self.registry.register(_ArmCollector(ledger))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -96,10 +109,53 @@ class _SlotVersions(Collector):
         yield family
 
 
-def install_metrics(app: FastAPI, slot: ModelSlot, metrics: Metrics | None = None) -> Metrics:
-    """Time every request, count errors, meter `slot`, and serve `GET /metrics`."""
+class _ArmCollector(Collector):
+    """The ledger's counts at scrape time: the ledger stays the one source of truth."""
+
+    def __init__(self, ledger: HealthLedger) -> None:
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["experiment", "arm"]
+        requests = CounterMetricFamily(
+            "clicktune_arm_requests", "A/B searches per experiment arm", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "clicktune_arm_errors", "A/B searches that failed, per experiment arm", labels=labels
+        )
+        latency = HistogramMetricFamily(
+            "clicktune_arm_search_seconds", "A/B search latency per experiment arm", labels=labels
+        )
+        for experiment, arms in self.ledger.snapshot().items():
+            for arm, health in arms.items():
+                requests.add_metric([experiment, arm], health.requests)
+                errors.add_metric([experiment, arm], health.errors)
+                cumulative, buckets = 0, []
+                for bound, count in zip((*LATENCY_BOUNDS_MS, INF), health.buckets, strict=True):
+                    cumulative += count
+                    buckets.append((_le(bound), cumulative))
+                latency.add_metric(
+                    [experiment, arm], buckets, sum_value=health.latency_sum_ms / 1000
+                )
+        yield from (requests, errors, latency)
+
+
+def _le(bound_ms: float) -> str:
+    return "+Inf" if bound_ms == INF else repr(bound_ms / 1000)
+
+
+def install_metrics(
+    app: FastAPI,
+    slot: ModelSlot,
+    metrics: Metrics | None = None,
+    arms: HealthLedger | None = None,
+) -> Metrics:
+    """Time every request, count errors, meter `slot` (and the A/B arms of `arms`), and serve
+    `GET /metrics`."""
     metrics = metrics or Metrics()
     metrics.watch(slot)
+    if arms is not None:
+        metrics.watch_arms(arms)
 
     @app.middleware("http")
     async def _observe(request: Request, call_next: Any) -> Any:

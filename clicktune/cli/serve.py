@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -65,6 +68,7 @@ def serve(
     routers, followers = _replica(settings, slot, doc_index, producer, ref)
     hybrid = HybridSearch(client, serving.index, serving.hybrid)
     arms = _arm_router(settings, doc_index)
+    followers.append(_health_reporter(settings, client, arms))
     if serving.dashboard.enabled:  # GET /dashboard (serving/dashboard.py)
         from clicktune.dashboard import dashboard_router_for
         from serving.dashboard_sources import tasks_source
@@ -101,8 +105,8 @@ def _replica(
     from clicktune.clients import kafka_options
     from serving.admin import admin_router
     from serving.documents import documents_router, index_dimension
-    from serving.encoder import OnnxTextEncoder
-    from serving.hotswap import HotSwapper
+    from serving.hotswap import HotSwapper, live_index_kind
+    from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
     from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
 
@@ -111,9 +115,10 @@ def _replica(
     swapper = HotSwapper(
         slot,
         registry,
-        lambda path: _batched(OnnxTextEncoder.from_dir(path, serving.encoder), serving.encoder),
+        lambda path: _batched(load_model_dir(path, serving.encoder), serving.encoder),
         serving.hot_swap.probe_texts,
         expected_dimension=lambda: index_dimension(doc_index),
+        expected_kind=lambda: live_index_kind(doc_index, registry),
     )
     alias = ref if ref in registry.aliases() else "production"
     publisher = ControlPublisher(producer, settings.kafka.control_topic)
@@ -164,6 +169,16 @@ def _arm_router(settings: Settings, doc_index: DocumentIndex) -> Any:
     return ArmRouter(store, _registry_encoders(settings), doc_index)
 
 
+def _health_reporter(settings: Settings, client: Any, arms: Any) -> Any:
+    """Writes this replica's per-arm counts where the tuner worker's guards read them."""
+    from serving.arm_health import HealthReporter, OpenSearchArmHealthStore
+
+    ab = settings.serving.ab
+    store = OpenSearchArmHealthStore(client, ab.health_index)
+    replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return HealthReporter(arms.ledger, store, replica, ab.health_report_s)
+
+
 _ENCODERS: dict[str, Any] = {}
 
 
@@ -172,13 +187,13 @@ def _registry_encoders(settings: Settings) -> Any:
     index, A/B arms search with their own model)."""
     from functools import lru_cache
 
-    from serving.encoder import OnnxTextEncoder
+    from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
 
     registry = LocalRegistry(settings.home / "models")
 
     @lru_cache(maxsize=4)
     def encoder_for(version: str) -> Any:
-        return OnnxTextEncoder.from_dir(registry.get(version).path, settings.serving.encoder)
+        return load_model_dir(registry.get(version).path, settings.serving.encoder)
 
     return _ENCODERS.setdefault(str(settings.home), encoder_for)

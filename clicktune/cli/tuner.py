@@ -60,6 +60,7 @@ def build_worker(settings: Settings) -> TunerWorker:
     from clicktune.cli.train import _iteration_context
     from clicktune.clients import opensearch_client
     from serving.ab import ExperimentStore
+    from serving.arm_health import OpenSearchArmHealthStore
     from serving.registry import LocalRegistry
     from serving.tasks import OpenSearchTaskStore
     from tuner.worker.lock import Lease
@@ -87,6 +88,7 @@ def build_worker(settings: Settings) -> TunerWorker:
         client=client,
         ubi_indexes=(settings.ingest.queries_index, settings.ingest.events_index),
         publish=_publisher(settings),
+        arm_health=OpenSearchArmHealthStore(client, settings.serving.ab.health_index),
     )
 
     def runner_for(lease_lost: Any) -> TaskRunner:

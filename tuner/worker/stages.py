@@ -18,11 +18,12 @@ from typing import Any
 from opensearchpy import OpenSearch
 
 from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
-from serving.ab_stats import decide, metrics_of
+from serving.ab_stats import decide, guard, metrics_of
+from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings, EncoderSettings
-from serving.encoder import OnnxTextEncoder
 from serving.errors import ExperimentError
 from serving.index_versions import alias_holders, move_aliases
+from serving.model_loader import load_model_dir
 from serving.registry import LocalRegistry
 from serving.reindex import CheckpointStore, Reindexer, abandon
 from serving.rollout import Publish, Rollout
@@ -68,6 +69,7 @@ class LoopStages:
     client: OpenSearch
     ubi_indexes: tuple[str, str]  # (queries index, events index) the A/B metrics read
     publish: Publish | None = None
+    arm_health: ArmHealthStore | None = None  # the replicas' per-arm counts, for the guards
     clock: Callable[[], float] = time.time
 
     # -- releasing / training ---------------------------------------------------------------
@@ -113,7 +115,7 @@ class LoopStages:
     def reindex(self, version: str) -> str:
         """Build (or finish) `version`'s index behind the candidate alias; return its name."""
         alias = self.doc_index.settings.candidate_alias
-        encoder = OnnxTextEncoder.from_dir(self.registry.get(version).path, self.encoder_settings)
+        encoder = load_model_dir(self.registry.get(version).path, self.encoder_settings)
         reindexer = Reindexer(
             self.doc_index,
             encoder,
@@ -151,11 +153,19 @@ class LoopStages:
         return experiment.id
 
     def ab_decision(self, started_at: float, max_s: float) -> tuple[str, str]:
-        """The A/B policy's action (continue, promote, rollback) and its reason."""
+        """The A/B policy's action (continue, promote, rollback) and its reason.
+
+        The guards look at the replicas' arm health first and need no UBI data, so a candidate
+        that errs or is slow is stopped at the first poll after a replica reported it."""
         experiment = self.experiments.load()
         if experiment is None:
             return "rollback", "the experiment is gone (stopped by hand)"
+        health = self.arm_health.read(experiment.id) if self.arm_health is not None else {}
+        broken = guard(health, self.ab_settings)
+        if broken is not None:
+            return "rollback", f"guard: {broken}"
         metrics = metrics_of(self.client, experiment, *self.ubi_indexes)
+        metrics.health = health
         decision = decide(experiment, metrics, self.ab_settings)
         if decision.action == "continue" and self.clock() - started_at > max_s:
             return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {decision.reason}"

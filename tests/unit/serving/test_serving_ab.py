@@ -97,8 +97,9 @@ def test_guards_roll_back_a_candidate_that_errors_or_is_slow() -> None:
     metrics = _metrics(0.3, 0.3, 10)
     metrics.health = {CANDIDATE: ArmHealth(requests=20, errors=5)}
     assert "error rate" in decide(_experiment(), metrics, settings).reason
-    slow = ArmHealth(requests=20)
-    slow.latencies_ms.extend([500.0] * 20)
+    slow = ArmHealth()
+    for _ in range(20):
+        slow.observe(500.0)
     metrics.health = {CANDIDATE: slow}
     decision = decide(_experiment(), metrics, settings)
     assert decision.action == "rollback" and "p99" in decision.reason

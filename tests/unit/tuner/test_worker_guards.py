@@ -1,0 +1,57 @@
+"""The worker's A/B stage stops a candidate whose replicas report a broken guard, before (and
+without) reading any UBI data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+from serving.arm_health import HealthLedger, HealthReporter, InMemoryArmHealthStore
+from serving.config import ABSettings
+from tuner.worker.stages import LoopStages
+
+
+class _NoUbi:
+    """An OpenSearch client that must not be asked: a guard decides without the UBI indexes."""
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the UBI indexes were read although a guard had broken")
+
+
+def _stages(tmp_path: Path, health: InMemoryArmHealthStore) -> tuple[LoopStages, str]:
+    experiments = ExperimentStore(tmp_path)
+    experiment = new_experiment(
+        Arm(CONTROL, "v1", "docs"), Arm(CANDIDATE, "v2", "docs_candidate"), 0.5, "split"
+    )
+    experiments.save(experiment)
+    stages = LoopStages(
+        context=None,  # type: ignore[arg-type]
+        settings=None,  # type: ignore[arg-type]
+        registry=None,  # type: ignore[arg-type]
+        doc_index=None,  # type: ignore[arg-type]
+        checkpoints=tmp_path,
+        encoder_settings=None,  # type: ignore[arg-type]
+        experiments=experiments,
+        ab_settings=ABSettings(min_requests_for_guard=20, max_error_rate=0.1),
+        client=_NoUbi(),  # type: ignore[arg-type]
+        ubi_indexes=("q", "e"),
+        arm_health=health,
+    )
+    return stages, experiment.id
+
+
+def test_a_candidate_failing_on_two_replicas_is_rolled_back_with_the_summed_counts(
+    tmp_path: Path,
+) -> None:
+    store = InMemoryArmHealthStore()
+    stages, experiment = _stages(tmp_path, store)
+    for replica, failures in (("r1", 0), ("r2", 6)):
+        ledger = HealthLedger()
+        for i in range(25):
+            ledger.record(experiment, CANDIDATE, 5.0, failed=i < failures)
+            ledger.record(experiment, CONTROL, 5.0, failed=False)
+        HealthReporter(ledger, store, replica, 60).flush()
+    action, reason = stages.ab_decision(started_at=0.0, max_s=1e12)
+    assert action == "rollback"
+    assert reason.startswith("guard: ") and "6 of 50 searches failed" in reason

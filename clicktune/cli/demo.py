@@ -78,7 +78,7 @@ def demo(
         found = loop.references() if references else {}
     except (DatasetError, RuntimeError) as exc:
         fail(str(exc))
-    data = build_report(loop.collection.name, results, found)
+    data = build_report(loop.collection.name, results, found, run_id=loop.run_id)
     paths = write_report(data, options.report_dir)
     typer.echo((options.report_dir / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in paths))

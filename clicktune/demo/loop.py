@@ -1,9 +1,10 @@
 """The closed loop, round by round, with the real processes.
 
     base model -> index the corpus -> [serve, ingest worker] -> per round: simulated shoppers
-    search and click -> the worker stores the UBI records -> `clicktune train --now --promote`
-    (gated) -> re-index with the new model, alias swap -> serve it -> measure the live system on
-    the test queries with the true judgments.
+    search and click -> the ingest worker stores the UBI records -> the tuner worker
+    (`clicktune tuner run --once`) sees the new sessions, queues a fine-tuning task and runs it:
+    release a batch, train, gate, register, re-index behind the candidate alias, promote (alias
+    swap) -> serve it -> measure the live system on the test queries with the true judgments.
 
 Each demo run lives in its own namespace (topics, indexes, alias, model registry under the
 report folder), so it never mixes with other data on the same cluster and can be repeated.
@@ -27,8 +28,9 @@ from clicktune.clients import kafka_options, opensearch_client
 from clicktune.config import Settings, load_settings
 from clicktune.demo.processes import ChildProcess, ServeProcess
 from clicktune.demo.users import EventSink, simulate_round
-from serving.encoder import OnnxTextEncoder
+from serving.encoder import ServableEncoder
 from serving.indexer import index_corpus
+from serving.model_loader import load_model_dir
 from serving.registry import LocalRegistry
 from serving.vector_index import DocumentIndex
 from tuner.judged import JudgedCollection, load_collection
@@ -36,6 +38,7 @@ from tuner.offline_eval import evaluate_collection
 from tuner.simulator import ClickSimulator, UserModel
 
 log = logging.getLogger(__name__)
+MIN_ROUND_SESSIONS = 20  # a round's sessions trigger the tuner worker (fewer: nothing to learn)
 Echo = Callable[[str], None]
 
 
@@ -66,8 +69,15 @@ class RoundResult:
 
 def namespace_env(run_id: str, home: Path, randomize: float = 0.0) -> dict[str, str]:
     """Environment overrides that give one demo run its own topics, indexes, alias and home,
-    and the share of searches whose top hits the serving side shuffles."""
+    and the share of searches whose top hits the serving side shuffles. The tuner worker
+    triggers on each round's sessions at once (no grace period, no minimum interval) and
+    promotes a candidate that passes the gate straight away (the demo measures every round)."""
     return {
+        "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}-tasks",
+        "CLICKTUNE_TUNER__WORKER__ROLLOUT": "promote",
+        "CLICKTUNE_TUNER__WORKER__MIN_NEW_SESSIONS": str(MIN_ROUND_SESSIONS),
+        "CLICKTUNE_TUNER__WORKER__MIN_INTERVAL_S": "0",
+        "CLICKTUNE_TUNER__BATCHES__GRACE_S": "0",
         "CLICKTUNE_SERVING__RANDOMIZATION__FRACTION": str(randomize),
         "CLICKTUNE_HOME": str(home),
         "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{run_id}.ubi.queries",
@@ -160,7 +170,7 @@ class ClosedLoop:
         self._wait_for_ingest(ingest)
         timings["ingest"] = _since(started) - timings["traffic"]
         trained = self._train(number)
-        timings["train"] = _since(started) - timings["traffic"] - timings["ingest"]
+        timings["task"] = _since(started) - timings["traffic"] - timings["ingest"]
         if trained.get("status") != "done":
             self.echo(
                 f"round {number}: candidate {trained.get('status')} "
@@ -177,7 +187,9 @@ class ClosedLoop:
             )
             return result, serve
         version = str(trained["version"])
-        result = self._index_and_measure(number, version, traffic)
+        live = self.doc_index.live_index()
+        self.echo(f"round {number}: the tuner worker promoted {version} (index {live})")
+        result = self._measure(number, version, traffic)
         result.status, result.seconds = "promoted", {**timings, **result.seconds}
         serve.stop()
         return result, ServeProcess(self.logs / f"serve-{number}.log")
@@ -194,9 +206,7 @@ class ClosedLoop:
 
     def _index_and_measure(self, number: int, version: str, traffic: dict) -> RoundResult:
         """Index the corpus with `version` behind the run's alias, then score the live system."""
-        encoder = OnnxTextEncoder.from_dir(
-            self.registry.get(version).path, self.settings.serving.encoder
-        )
+        encoder = self._encoder(version)
         started = time.perf_counter()
         report = index_corpus(
             self.collection.corpus(),
@@ -209,6 +219,16 @@ class ClosedLoop:
             f"round {number}: indexed {report.docs} docs with {version} into "
             f"{report.index} ({indexed:.1f} s)"
         )
+        result = self._measure(number, version, traffic)
+        result.seconds["index"] = indexed
+        return result
+
+    def _encoder(self, version: str) -> ServableEncoder:
+        return load_model_dir(self.registry.get(version).path, self.settings.serving.encoder)
+
+    def _measure(self, number: int, version: str, traffic: dict) -> RoundResult:
+        """Score the live system (the run's alias, searched with `version`) on the test queries."""
+        encoder = self._encoder(version)
         evaluation = evaluate_collection(
             self.collection, encoder, self.doc_index, "test", progress=False
         )
@@ -222,7 +242,7 @@ class ClosedLoop:
             version,
             metrics,
             traffic=traffic,
-            seconds={"index": indexed, "measure": evaluation.seconds},
+            seconds={"measure": evaluation.seconds},
         )
 
     def _traffic(self, number: int, url: str) -> dict[str, int]:
@@ -269,16 +289,28 @@ class ClosedLoop:
         raise RuntimeError(f"ingest did not catch up in {timeout_s:.0f} s: want {targets}")
 
     def _train(self, number: int) -> dict[str, Any]:
-        args = [sys.executable, "-m", "clicktune", "train", "--now", "--promote", "--json"]
+        """One pass of the tuner worker: its trigger sees the round's sessions, queues a task
+        and runs it to the end (`clicktune tuner run --once --json`); the task's record."""
+        args = [sys.executable, "-m", "clicktune", "tuner", "run", "--once", "--json"]
+        env = dict(os.environ)
         if self.options.max_steps is not None:
-            args += ["--max-steps", str(self.options.max_steps)]
-        self.echo(f"round {number}: training (log: {self.logs / f'train-{number}.log'})")
-        with (self.logs / f"train-{number}.log").open("w") as stderr:
-            done = subprocess.run(args, stdout=subprocess.PIPE, stderr=stderr, text=True)
+            env["CLICKTUNE_TUNER__TRAIN__MAX_STEPS"] = str(self.options.max_steps)
+        log_path = self.logs / f"tuner-{number}.log"
+        self.echo(f"round {number}: tuner worker (log: {log_path})")
+        with log_path.open("w") as stderr:
+            done = subprocess.run(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         if done.returncode != 0:
-            tail = (self.logs / f"train-{number}.log").read_text().splitlines()[-15:]
-            raise RuntimeError("clicktune train failed:\n" + "\n".join(tail))
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+            tail = log_path.read_text().splitlines()[-15:]
+            raise RuntimeError("clicktune tuner run --once failed:\n" + "\n".join(tail))
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        tasks = answer.get("tasks") or []
+        if not tasks:
+            trigger = answer.get("trigger", {}).get("reason", "no trigger decision")
+            return {"status": "skipped", "reason": f"no task ran: {trigger}"}
+        task = dict(tasks[-1])
+        if task.get("status") == "rejected" and not task.get("reason"):
+            task["reason"] = "the gate rejected the candidate"
+        return task
 
 
 def _count(client, index: str) -> int:  # type: ignore[no-untyped-def]

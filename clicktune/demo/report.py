@@ -16,10 +16,12 @@ def build_report(
     dataset: str,
     rounds: Sequence[RoundResult],
     references: Mapping[str, Mapping[str, float] | None],
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The report object: base metrics, the references measured beside them, every round."""
     report = {
         "dataset": dataset,
+        "run_id": run_id,
         "base": _pick(rounds[0].metrics),
         "supervised": _pick(references.get("supervised")),
         "no_ipw": _pick(references.get("no_ipw")),

@@ -1,0 +1,46 @@
+"""`clicktune demo` from the command line, one short round on the shipped collection: the real
+processes (serve, ingest worker, tuner worker) run the loop and the report has the issue's keys.
+
+Short on purpose (one shopper per query, a few training steps): this checks the plumbing of the
+main job, not the uplift, which the demo's own report measures at full length.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+METRICS = {"ndcg@10", "mrr@10", "recall@100"}
+
+
+def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    report_dir = tmp_path / "report"
+    args = ["demo", "--rounds", "1", "--users-per-query", "1", "--max-steps", "4"]
+    args += ["--no-references", "--report", str(report_dir)]
+    done = subprocess.run(
+        [sys.executable, "-m", "clicktune", *args], capture_output=True, text=True, timeout=900
+    )
+    report = json.loads((report_dir / "report.json").read_text()) if done.returncode == 0 else {}
+    try:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert report["dataset"] == "products-synth" and set(report["base"]) == METRICS
+        assert report["supervised"] is None and report["no_ipw"] is None
+        first = report["rounds"][1]
+        assert first["round"] == 1 and set(first["metrics"]) == METRICS
+        assert first["status"] in {"promoted", "rejected"}, first
+        assert first["traffic"]["searches"] > 100 and first["traffic"]["clicks"] > 0
+        assert "round 1: tuner worker" in done.stdout
+        tuner_log = (report_dir / "logs" / "tuner-1.log").read_text()
+        assert "trigger" in tuner_log.lower()
+        assert (report_dir / "uplift.png").stat().st_size > 0
+    finally:
+        if report.get("run_id"):
+            opensearch.indices.delete(
+                index=f"{report['run_id']}*", params={"expand_wildcards": "all"}
+            )

@@ -1,4 +1,4 @@
-"""What every subcommand shares: lazily loaded settings, clean error exits, planned commands."""
+"""What every subcommand shares: lazily loaded settings, clean error exits."""
 
 from __future__ import annotations
 
@@ -48,8 +48,3 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def print_json(obj: Any) -> None:
     """Print one JSON object on stdout (machine-readable output of `--json`)."""
     sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
-
-
-def planned(feature: str, issue: int) -> NoReturn:
-    """Exit 2 for a command whose behaviour a later issue delivers; never pretend it ran."""
-    fail(f"{feature} is not built yet (planned in issue {issue})", code=2)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from clicktune.cli.common import fail, planned, print_json, settings_of
+from clicktune.cli.common import fail, print_json, settings_of
 from clicktune.clients import opensearch_client
 
 
@@ -151,8 +151,3 @@ def _echo_result(result, promote: bool) -> None:  # type: ignore[no-untyped-def]
         else f"registered {result.version.version} as candidate: "
         f"`clicktune models promote {result.version.version}` to serve it"
     )
-
-
-def evaluate() -> None:
-    """Evaluate a model on a judged collection (nDCG@10, MRR@10, Recall@10/100)."""
-    planned("eval", 5)

@@ -9,7 +9,6 @@ users' taste is decided per arm (the arm is in each search answer), not by the m
 so the outcome is known in advance.
 """
 
-# ruff: noqa: F811 - the `world` fixture is imported from test_tuner_worker, then requested
 from __future__ import annotations
 
 import json
@@ -25,7 +24,7 @@ import pytest
 
 from serving.tasks import Stage, TaskRecord, new_task
 from tests.integration.test_end_to_end import _free_port
-from tests.integration.test_tuner_worker import ROOT, World, tiny_model, world  # noqa: F401
+from tests.integration.worker_world import ROOT, World
 from tuner.simulator import ClickSimulator, UserModel
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

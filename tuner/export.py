@@ -13,7 +13,8 @@ import inspect
 import json
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,11 +152,7 @@ def _export_onnx(
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     axes["sentence_embedding"] = {0: "batch"}
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # Tracer notes on shape-dependent Python branches; the parity check guards them.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        with quiet_tracing():
             torch.onnx.export(
                 encoder,
                 args,
@@ -235,3 +232,14 @@ def _metadata(
         "metrics": dict(metrics or {}),
         "parity_min_cosine": round(cosine, 7),
     }
+
+
+@contextmanager
+def quiet_tracing() -> Iterator[None]:
+    """No gradients, and none of the tracer's notes on shape-dependent Python branches or legacy
+    exporter warnings during `torch.onnx.export`: the parity check guards what they warn of."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        yield

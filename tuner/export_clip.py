@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,14 @@ from serving.clip_encoder import IMAGE_FILE, IMAGE_OUTPUT, TEXT_OUTPUT, OnnxClip
 from serving.config import EncoderSettings
 from tuner.clip import CLIP_WEIGHTS_DIR, ClipModel, save_clip_model
 from tuner.errors import ExportError, ExportParityError
-from tuner.export import FORMAT, METADATA_FILE, ONNX_FILE, TOKENIZER_FILE, ExportReport
+from tuner.export import (
+    FORMAT,
+    METADATA_FILE,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    ExportReport,
+    quiet_tracing,
+)
 from tuner.parity_texts import parity_texts
 
 __all__ = ["clip_tokenizer_json", "export_clip_model", "parity_images"]
@@ -198,10 +204,7 @@ def _export(
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        with quiet_tracing():
             torch.onnx.export(
                 tower,
                 (sample,),

@@ -142,7 +142,7 @@ def test_a_better_candidate_is_promoted_and_a_worse_one_rolled_back(world, tmp_p
 def test_interleaving_credits_clicks_to_the_arm_that_contributed_the_hit(world, tmp_path) -> None:
     doc_index, bad_alias, ubi, _ = world
     control, candidate = Arm(CONTROL, "bad", bad_alias), Arm(CANDIDATE, "good", doc_index.alias)
-    experiment, log, _arms = _run_traffic(world, control, candidate, "interleave", 300, tmp_path)
+    experiment, log, _arms = _run_traffic(world, control, candidate, "interleave", 600, tmp_path)
     attributes = log.records[0]["query_attributes"]
     assert attributes["arm"] == "interleave"
     assert len(attributes["interleave_teams"]) == len(log.records[0]["query_response_hit_ids"])

@@ -12,7 +12,15 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
+# The virtualenv takes ~7 GiB (torch pulls its CUDA wheels from PyPI): say so before pip fails
+# half-way with "No space left on device".
+MIN_FREE_GIB := 10
+
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	 if [ "$$free" -lt $(MIN_FREE_GIB) ]; then \
+	   echo "setup: only $$free GiB free on $$(df -P . | awk 'NR==2 {print $$6}'); the virtualenv needs $(MIN_FREE_GIB) GiB (torch with its CUDA wheels). Free some space and run again." >&2; \
+	   exit 1; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[tuner,dev]'

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +28,6 @@ __all__ = [
     "SessionSource",
     "release_batch",
     "reload_batch",
-    "replay",
 ]
 
 
@@ -127,18 +125,6 @@ def reload_batch(store: BatchStore, source: SessionSource, batch_id: str) -> Rel
     """A released batch with its sessions read again (late events included)."""
     batch = store.get(batch_id)
     return ReleasedBatch(batch, source.sessions_by_id(batch.session_ids))
-
-
-def replay(
-    store: BatchStore, source: SessionSource, current: Batch, count: int, seed: int = 0
-) -> list[Session]:
-    """A random sample of `count` sessions of the batches released before `current`."""
-    earlier = [b for b in store.list() if b.batch_id < current.batch_id]
-    ids = sorted({sid for batch in earlier for sid in batch.session_ids})
-    if count <= 0 or not ids:
-        return []
-    chosen = random.Random(seed).sample(ids, min(count, len(ids)))
-    return source.sessions_by_id(chosen)
 
 
 def _batch_record(

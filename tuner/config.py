@@ -89,6 +89,14 @@ class BatchSettings(BaseModel):
     replay_ratio: float = Field(
         default=0.5, ge=0.0, description="earlier batches' sessions replayed, per new session"
     )
+    history_batches: int = Field(
+        default=10, ge=0, description="newest earlier batches that replay and validation read"
+    )
+    max_validation_sessions: int = Field(
+        default=5000,
+        ge=1,
+        description="validation: this batch's held-out sessions, then earlier ones, newest first",
+    )
     seed: int = 0
 
 

@@ -5,9 +5,10 @@ export) sits behind `tuner.model_kinds.ModelKind`, picked from the start model's
 pairs train on the images of the clicked documents (`serving.index.image_field`).
 
 The iteration trains a few hyperparameter sets from the live model on a released batch (plus a
-replayed sample of earlier batches), scores each and the live model on the same validation
-sessions, and lets the gate decide. A rejected candidate ends the iteration `rejected` with the
-numbers; a passing one is exported, checked for ONNX parity and only then registered (the
+replayed sample of earlier batches' training sessions), scores each and the live model on the
+same validation sessions (this batch's held-out sessions and those of earlier batches, see
+`tuner.history`), and lets the gate decide. A rejected candidate ends the iteration `rejected`
+with the numbers; a passing one is exported, checked for ONNX parity and only then registered (the
 LocalRegistry first, then MLflow) with the alias `candidate`. A run that fails or is killed
 before that point leaves no version anywhere. Moving `production` is a separate decision.
 """
@@ -23,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
-from tuner.batches import BatchStore, ReleasedBatch, SessionSource, replay
+from tuner.batches import BatchStore, ReleasedBatch, SessionSource
 from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError
 from tuner.gate import GateDecision, decide
+from tuner.history import history, sample
 from tuner.judged import JudgedCollection
 from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for, kind_named
 from tuner.pairs import PairStats, TrainingPair, build_pairs
@@ -121,7 +123,7 @@ def run_training_iteration(
     data = _prepare(released, context, settings, notify, kind)
     start = start_model(context.registry, settings.train.base_model, start_ref)
     trainer = trainer if trainer is not None else start.kind.train
-    notify(f"start model: {start.source}; scoring it on {len(data.splits.validation)} sessions")
+    notify(f"start model: {start.source}; scoring it on {len(data.validation)} sessions")
     score = Scorer(
         data.judgments,
         data.doc_texts,
@@ -156,7 +158,7 @@ def run_training_iteration(
         version=None,
         sessions=len(released.sessions),
         replayed=len(data.replayed),
-        validation_sessions=len(data.splits.validation),
+        validation_sessions=len(data.validation),
         pairs=len(data.pairs),
         pair_stats=data.stats,
         start=start.source,
@@ -179,6 +181,7 @@ def run_training_iteration(
 class _Prepared:
     splits: Splits
     replayed: list[Session]
+    validation: list[Session]  # this batch's held-out sessions, then earlier batches'
     pairs: list[TrainingPair]
     stats: PairStats
     judgments: Any
@@ -194,15 +197,17 @@ def _prepare(
     kind: ModelKind = TEXT,
 ) -> _Prepared:
     batches = settings.batches
+    earlier = history(context.store, context.source, released.batch, batches)
     replay_count = round(batches.replay_ratio * len(released.sessions))
-    replayed = replay(context.store, context.source, released.batch, replay_count, batches.seed)
+    replayed = sample(earlier.train, replay_count, batches.seed)
     splits = split_sessions(released.sessions, batches)
+    validation = [*splits.validation, *earlier.validation][: batches.max_validation_sessions]
     train_sessions = [*splits.train, *replayed]
-    propensity = from_settings(settings, [*train_sessions, *splits.validation])
+    propensity = from_settings(settings, [*train_sessions, *validation])
     curve = tuple(round(propensity(k), 4) for k in range(settings.propensity_max_rank))
     pairs, stats = collect_pairs(train_sessions, settings, propensity)
     judgments = session_judgments(
-        splits.validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
+        validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
     )
     doc_texts = doc_texts_for(
         context.documents,
@@ -215,9 +220,10 @@ def _prepare(
     notify(
         f"{released.batch.batch_id}: {len(released.sessions)} sessions (+{len(replayed)} "
         f"replayed): {len(splits.train)} train, {len(splits.latest)} latest + "
-        f"{len(splits.cold)} cold-query validation; {len(pairs)} pairs; p(k) {curve[:5]}..."
+        f"{len(splits.cold)} cold-query validation (+{len(validation) - len(splits.validation)} "
+        f"held out earlier); {len(pairs)} pairs; p(k) {curve[:5]}..."
     )
-    return _Prepared(splits, replayed, pairs, stats, judgments, doc_texts, curve)
+    return _Prepared(splits, replayed, validation, pairs, stats, judgments, doc_texts, curve)
 
 
 def _register(

@@ -2,7 +2,9 @@
 
 Validation by time measures what the next days look like; held-out queries measure cold start
 (queries the model never trained on). A query is held out by a stable hash of its text, so the
-same query stays held out in every batch of a run with the same seed.
+same query stays held out in every batch of a run with the same seed. A split depends only on the
+sessions (not their order) and the settings, so a later iteration can split an earlier batch
+again and get the same sets (`tuner.history`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def split_sessions(sessions: Sequence[Session], settings: BatchSettings) -> Spli
     cold = [s for s in sessions if query_key(s.user_query) in cold_keys]
     rest = sorted(
         (s for s in sessions if query_key(s.user_query) not in cold_keys),
-        key=lambda s: s.timestamp.timestamp() if s.timestamp else 0.0,
+        key=lambda s: (s.timestamp.timestamp() if s.timestamp else 0.0, s.query_id),
     )
     n_latest = int(len(rest) * settings.validation_fraction)
     cut = len(rest) - n_latest

@@ -1,4 +1,4 @@
-"""Releasing batches, replaying earlier ones, and the time / cold-query splits."""
+"""Releasing batches, earlier batches' history (replay, held-out sessions), and the splits."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tuner.batches import BatchStore, release_batch, reload_batch, replay
+from tuner.batches import BatchStore, release_batch, reload_batch
 from tuner.config import BatchSettings
 from tuner.errors import NoTrainingDataError
+from tuner.history import History, history, sample
 from tuner.sessions import Session
 from tuner.splits import split_sessions
 
@@ -84,11 +85,32 @@ def test_replay_samples_only_earlier_batches(tmp_path) -> None:  # type: ignore[
     store = BatchStore(tmp_path)
     release_batch(store, source, at(20), timedelta(0))
     current = release_batch(store, source, at(40), timedelta(0)).batch
-    sample = replay(store, source, current, count=4, seed=1)
-    assert len(sample) == 4 and all(s.query_id.startswith("old") for s in sample)
-    assert replay(store, source, current, count=0) == []
+    earlier = history(store, source, current, BatchSettings(validation_fraction=0.2))
+    replayed = sample(earlier.train, count=4, seed=1)
+    assert len(replayed) == 4 and all(s.query_id.startswith("old") for s in replayed)
+    assert sample(earlier.train, count=0) == []
     first = store.get("batch-0001")
-    assert replay(store, source, first, count=4) == []  # nothing came before the first
+    assert history(store, source, first, BatchSettings()) == History(train=[], validation=[])
+
+
+def test_held_out_sessions_of_earlier_batches_stay_held_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Replay never trains on an earlier batch's validation or cold-query sessions, which
+    join the validation of later batches instead; whatever order the source returns them in."""
+    settings = BatchSettings(validation_fraction=0.25, cold_query_fraction=0.3)
+    old = [logged(f"old{i}", i, query=f"query {i % 25}") for i in range(100)]
+    source = FakeSessions([*old, logged("new", 200)])
+    store = BatchStore(tmp_path)
+    first = release_batch(store, source, at(150), timedelta(0))
+    when_trained = split_sessions(first.sessions, settings)
+    source.all.reverse()  # the search engine may return the sessions in another order
+    current = release_batch(store, source, at(300), timedelta(0)).batch
+    earlier = history(store, source, current, settings)
+    held_out = {s.query_id for s in when_trained.validation}
+    assert held_out and {s.query_id for s in earlier.validation} == held_out
+    assert {s.query_id for s in earlier.train} == {s.query_id for s in when_trained.train}
+    assert not held_out & {s.query_id for s in sample(earlier.train, 1000)}
+    none = BatchSettings(validation_fraction=0.25, cold_query_fraction=0.3, history_batches=0)
+    assert history(store, source, current, none).train == []
 
 
 def test_splits_hold_out_queries_and_the_latest_sessions() -> None:

@@ -1,7 +1,8 @@
 """Wires the `/dashboard` panels of `clicktune serve` to this process's collaborators.
 
 Called only by the serve composition root. The A/B panel reads the UBI indexes with the
-server's OpenSearch client and this replica's per-arm health; the ingest panel reads the
+server's OpenSearch client and the per-arm health every replica reports to the health index
+(this replica's own until the first report lands); the ingest panel reads the
 consumer group's offsets the way `clicktune ingest status` does (a short-lived Kafka consumer
 per reading, which the page's cache and poll interval keep to one every few seconds).
 """
@@ -32,10 +33,12 @@ def dashboard_router_for(
     """The dashboard of the replica serving `ref` (a version, or the alias it follows); `tasks`
     is the task store's provider when there is one (`dashboard_sources.tasks_source(store)`)."""
     from serving.ab_stats import metrics_of
+    from serving.arm_health import OpenSearchArmHealthStore
     from serving.dashboard import DashboardSources, dashboard_router
     from serving.dashboard_sources import (
         ab_source,
         models_source,
+        replica_health,
         training_source,
         uplift_source,
     )
@@ -51,9 +54,12 @@ def dashboard_router_for(
     def metrics_for(experiment: Any) -> Any:
         return metrics_of(client, experiment, ingest.queries_index, ingest.events_index)
 
+    health_store = OpenSearchArmHealthStore(client, serving.ab.health_index)
+    arm_health = replica_health(health_store, lambda: arms.health)
+
     sources = DashboardSources(
         models=models_source(registry, alias, serving_version, arms.experiment),
-        ab=ab_source(arms.store, metrics_for, serving.ab, health=lambda: dict(arms.health)),
+        ab=ab_source(arms.store, metrics_for, serving.ab, health=arm_health),
         uplift=uplift_source(serving.dashboard.reports_dir, registry),
         ingest=_ingest_source(settings),
         training=training_source(registry),

@@ -9,21 +9,26 @@ replica follows points at it), `in experiment` (the running A/B test's candidate
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from serving.ab import CANDIDATE, CONTROL, ArmHealth, Experiment, ExperimentStore
 from serving.ab_stats import ExperimentMetrics, decide
+from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings
+from serving.errors import ExperimentError
 from serving.registry import LocalRegistry, ModelVersion
 
 __all__ = [
     "STATES",
     "TaskLister",
     "ab_source",
+    "HealthReading",
     "latest_report",
     "models_source",
+    "replica_health",
     "tasks_source",
     "training_source",
     "uplift_source",
@@ -33,6 +38,12 @@ STATES = ("production", "in experiment", "candidate", "retired", "registered")
 REPORT_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 VALIDATION_PREFIX = "val_"
 RUNS_SHOWN = 10
+ALL_REPLICAS, THIS_REPLICA = "all replicas", "this replica"
+
+log = logging.getLogger(__name__)
+
+# per-arm counts of an experiment, and whose they are (ALL_REPLICAS or THIS_REPLICA)
+HealthReading = tuple[Mapping[str, ArmHealth], str]
 
 
 def models_source(
@@ -80,14 +91,36 @@ def state_of(
     return next(state for state in STATES if holds[state])
 
 
+def replica_health(
+    store: ArmHealthStore, local: Callable[[], Mapping[str, ArmHealth]]
+) -> Callable[[Experiment], HealthReading]:
+    """Every replica's per-arm counts summed, as the tuner worker's guards read them; this
+    replica's own (`local`) until a first report has landed or while the store can't be read."""
+
+    def read(experiment: Experiment) -> HealthReading:
+        try:
+            summed = store.read(experiment.id)
+        except ExperimentError as exc:
+            log.warning("arm health of all replicas unreadable (%s): showing this one's", exc)
+            summed = {}
+        return (summed, ALL_REPLICAS) if summed else (dict(local()), THIS_REPLICA)
+
+    return read
+
+
+def _no_health(experiment: Experiment) -> HealthReading:
+    return {}, THIS_REPLICA
+
+
 def ab_source(
     store: ExperimentStore,
     metrics_for: Callable[[Experiment], ExperimentMetrics],
     settings: ABSettings,
-    health: Callable[[], Mapping[str, ArmHealth]] = dict,
+    health: Callable[[Experiment], HealthReading] = _no_health,
 ) -> Callable[[], dict[str, Any]]:
     """The running experiment (else the last stopped one): arms, rates with 95 % intervals, the
-    sequential test's decision; `health` is this replica's per-arm requests and latency."""
+    sequential test's decision; `health` reads the per-arm requests, errors and latency
+    (`replica_health`)."""
 
     def read() -> dict[str, Any]:
         experiment, stopped_at = store.load(), None
@@ -96,7 +129,8 @@ def ab_source(
         if experiment is None:
             return {"experiment": None}
         metrics = metrics_for(experiment)
-        metrics.health = dict(health()) if stopped_at is None else {}
+        arm_health, health_scope = health(experiment) if stopped_at is None else ({}, ALL_REPLICAS)
+        metrics.health = dict(arm_health)
         decision = decide(experiment, metrics, settings)
         measured = metrics.as_dict()
         arms = [
@@ -114,6 +148,7 @@ def ab_source(
             "arms": arms,
             "interleave": measured["interleave"],
             "health": measured["health"],
+            "health_scope": health_scope,
             "decision": vars(decision),
             "alpha": settings.alpha,
         }

@@ -17,15 +17,18 @@ from fastapi.testclient import TestClient
 
 from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
 from serving.ab_stats import tally
+from serving.arm_health import ArmHealth, InMemoryArmHealthStore
 from serving.config import ABSettings, DashboardSettings
 from serving.dashboard import DashboardSources, dashboard_router
 from serving.dashboard_sources import (
     ab_source,
     models_source,
+    replica_health,
     tasks_source,
     training_source,
     uplift_source,
 )
+from serving.errors import ExperimentError
 from serving.registry import LocalRegistry
 
 PANELS = {"models", "ab", "uplift", "ingest", "training", "tasks"}
@@ -161,6 +164,40 @@ def _experiment(candidate: str = "v4"):  # type: ignore[no-untyped-def]
     return new_experiment(
         Arm(CONTROL, "v2", "docs"), Arm(CANDIDATE, candidate, "docs_candidate"), 0.5, "split"
     )
+
+
+def _served(requests: int, errors: int = 0) -> ArmHealth:
+    health = ArmHealth()
+    for i in range(requests):
+        health.observe(10.0, failed=i < errors)
+    return health
+
+
+class _DownHealthStore(InMemoryArmHealthStore):
+    def read(self, experiment: str) -> dict[str, ArmHealth]:
+        raise ExperimentError("cannot read arm health from 'clicktune-arm-health': refused")
+
+
+def test_arm_health_is_the_sum_of_every_replica_else_this_replicas(tmp_path: Path) -> None:
+    experiment = _experiment()
+    local = {CANDIDATE: _served(3)}
+    store = InMemoryArmHealthStore()
+    read = replica_health(store, lambda: local)
+    assert read(experiment) == (local, "this replica")  # no report has landed yet
+    store.write("replica-a", experiment.id, {CANDIDATE: _served(10, errors=1)})
+    store.write("replica-b", experiment.id, {CANDIDATE: _served(5), CONTROL: _served(7)})
+    store.write("replica-a", "an-older-experiment", {CANDIDATE: _served(100)})
+    summed, scope = read(experiment)
+    assert scope == "all replicas"
+    assert (summed[CANDIDATE].requests, summed[CANDIDATE].errors) == (15, 1)
+    assert summed[CONTROL].requests == 7
+    assert replica_health(_DownHealthStore(), lambda: local)(experiment) == (local, "this replica")
+
+    experiments = ExperimentStore(tmp_path)
+    experiments.save(experiment)
+    data = ab_source(experiments, lambda e: tally([], {}), ABSettings(), health=read)()
+    assert data["health_scope"] == "all replicas"
+    assert data["health"][CANDIDATE]["requests"] == 15
 
 
 def test_models_show_states_aliases_and_numeric_lineage(registry: LocalRegistry) -> None:

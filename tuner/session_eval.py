@@ -1,12 +1,16 @@
 """Score a model on held-out sessions and on a judged collection, with the same metrics.
 
-On sessions, each query's candidate set is the union of the hits shown for it; the graded gain
-of a document is the largest outcome weight any session gave it (click 1, add_to_cart 3,
-purchase 5), times the clipped inverse examination propensity of the rank it was shown at when a
-propensity is given. Without that correction the logged clicks sit where the live model put
-them, and a re-ranking by the live model scores best on its own log by construction. A model
-re-ranks the candidate set by cosine similarity, and nDCG@10, MRR@10 and Recall@10/100 come
-from `tuner.metrics`. On a judged collection the model ranks the whole corpus (exhaustively, in
+On sessions, the graded gain of a document for a query is the largest outcome weight any session
+of that query gave it (click 1, add_to_cart 3, purchase 5), times the clipped inverse examination
+propensity of the rank it was shown at when a propensity is given. Without that correction the
+logged clicks sit where the live model put them, and a re-ranking by the live model scores best
+on its own log by construction. A model ranks, for every query, the pool of all documents shown
+in the validation sessions by cosine similarity, and nDCG@10, MRR@10 and Recall@10/100 come from
+`tuner.metrics`. A document shown only for other queries counts as not relevant, which is almost
+always true; ranking the pool rather than each query's own shown hits lets the metric see a model
+that pulls other queries' documents above this query's clicked ones, the way a fine-tune that
+overfits its training queries fails on the whole index, which a re-ranking of the shown hits
+cannot see. On a judged collection the model ranks the whole corpus (exhaustively, in
 memory), which suits the small general query set of the gate.
 """
 
@@ -84,17 +88,15 @@ def session_judgments(
 def evaluate_sessions(
     embed: Embed, judgments: SessionJudgments, doc_texts: Mapping[str, str]
 ) -> dict[str, float]:
-    """Metrics of `embed` re-ranking each query's shown candidates (those with text)."""
+    """Metrics of `embed` ranking the pool of every shown document (those with text)."""
     if not judgments.qrels:
         raise ValueError("no validation session has an outcome: nothing to evaluate")
     ids = [d for d in judgments.doc_ids if doc_texts.get(d)]
-    docs = dict(zip(ids, embed([doc_texts[d] for d in ids]), strict=True))
+    doc_vectors = embed([doc_texts[d] for d in ids])  # (n_docs, dim)
     keys = list(judgments.queries)
-    vectors = embed([judgments.queries[k] for k in keys])
-    run: dict[str, dict[str, float]] = {}
-    for key, query in zip(keys, vectors, strict=True):
-        shown = [d for d in judgments.candidates[key] if d in docs]
-        run[key] = {d: float(np.dot(query, docs[d])) for d in shown}
+    scores = embed([judgments.queries[k] for k in keys]) @ doc_vectors.T  # (n_queries, n_docs)
+    top = np.argsort(-scores, axis=1)[:, :DEPTH_100]
+    run = {key: {ids[j]: float(scores[i, j]) for j in top[i]} for i, key in enumerate(keys)}
     return rank_metrics(judgments.qrels, run)
 
 

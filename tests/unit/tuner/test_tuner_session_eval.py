@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
+
 from tuner.propensity import PowerLawPropensity
-from tuner.session_eval import session_judgments
+from tuner.session_eval import evaluate_sessions, session_judgments
 from tuner.sessions import Action, Session
 
 WEIGHTS = {"click": 1.0, "purchase": 5.0}
@@ -25,3 +27,29 @@ def test_propensity_corrected_gains_favour_hits_found_despite_a_low_rank() -> No
     assert judged.qrels["cordless drill"] == {"a": 1, "e": 5}
     clipped = session_judgments(sessions, WEIGHTS, PowerLawPropensity(eta=1.0), max_ipw=3.0)
     assert clipped.qrels["cordless drill"]["e"] == 3
+
+
+def test_a_model_that_pulls_other_queries_documents_above_the_clicked_one_scores_lower() -> None:
+    """Each query is ranked against every document shown in validation, not only its own hits:
+    a model that ranks the drill query's clicked hit below a saw blade shown for another query
+    loses, although both models order the drill query's own hits the same way."""
+    sessions = [
+        Session("s1", "cordless drill", ("drill", "bit"), (Action("drill", "click", 0),)),
+        Session("s2", "circular saw", ("saw", "blade"), (Action("saw", "click", 0),)),
+    ]
+    judged = session_judgments(sessions, WEIGHTS)
+    texts = {d: d for d in ("drill", "bit", "saw", "blade")}
+    faithful = {"cordless drill": [1, 0], "circular saw": [0, 1], "drill": [0.9, 0.1],
+                "bit": [0.5, 0.5], "saw": [0.1, 0.9], "blade": [0.2, 0.8]}  # fmt: skip
+    overfit = {**faithful, "blade": [0.95, 0.05]}  # the blade now outranks the drill for drills
+
+    def embedder(vectors: dict[str, list[float]]):  # type: ignore[no-untyped-def]
+        def embed(items):  # type: ignore[no-untyped-def]
+            rows = np.array([vectors[t] for t in items], dtype=np.float32)
+            return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+        return embed
+
+    good = evaluate_sessions(embedder(faithful), judged, texts)
+    bad = evaluate_sessions(embedder(overfit), judged, texts)
+    assert good["mrr@10"] == 1.0 and bad["mrr@10"] == 0.75  # the drill query's hit fell to rank 2

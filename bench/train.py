@@ -13,13 +13,13 @@ collection, all-MiniLM-L6-v2 from its PyPI package, batches in the same shuffled
 
 Each arm runs in a fresh process, so its peak RSS (`resource.ru_maxrss`) is its own; on CUDA both
 use bf16 autocast and report `torch.cuda.max_memory_allocated`. Reported: pairs/s per arm, the
-ratio clicktune / plain (1.0 = no overhead), peak memory.
+ratio clicktune / plain (1.0 = no overhead), peak memory; `--json FILE` writes them in the shape
+of `bench/results.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import random
 import resource
@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from bench.results import BenchResult
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets" / "products-synth"
 
@@ -41,11 +43,24 @@ def main(argv: list[str] | None = None) -> int:
             results[arm] = pool.submit(run_arm, arm, vars(args)).result()
         print(f"{arm:>9}: {_line(results[arm])}", flush=True)
     ratio = results["clicktune"]["pairs_per_s"] / results["plain"]["pairs_per_s"]
-    summary = {"ratio_clicktune_over_plain": round(ratio, 3), "args": vars(args), **results}
     print(f"    ratio: {ratio:.3f} (clicktune pairs/s / plain pairs/s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    bench_result(results, ratio, vars(args)).write(args.json)
     return 0
+
+
+def bench_result(arms: dict[str, dict[str, Any]], ratio: float, options: dict) -> BenchResult:
+    """The printed figures of both arms in the shape of `bench/results.py`."""
+    result = BenchResult("train", params={k: v for k, v in options.items() if k != "json"})
+    for arm, figures in arms.items():
+        result.add(f"{arm}_pairs_per_s", figures["pairs_per_s"], "pairs/s")
+        result.add(f"{arm}_peak_rss", figures["peak_rss_mib"], "MiB")
+        if "cuda_max_allocated_mib" in figures:
+            result.add(f"{arm}_cuda_max_allocated", figures["cuda_max_allocated_mib"], "MiB")
+        result.params.update(
+            device=figures["device"], threads=figures["threads"], gpu=figures.get("gpu")
+        )
+    result.add_ratio("clicktune_over_plain", ratio)  # 1.0 = no overhead; no target set
+    return result
 
 
 def run_arm(arm: str, options: dict[str, Any]) -> dict[str, Any]:

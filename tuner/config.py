@@ -71,6 +71,10 @@ class TrainOverrides(BaseModel):
     epochs: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, gt=0)
+    method: TrainMethod | None = None  # full fine-tune vs LoRA, compared in one iteration
+    lora_r: int | None = Field(default=None, ge=1)
+    lora_alpha: int | None = Field(default=None, ge=1)
+    freeze_layers: int | None = Field(default=None, ge=0)
 
 
 class BatchSettings(BaseModel):

@@ -78,3 +78,25 @@ def test_merged_lora_model_exports_with_parity(model, tmp_path) -> None:  # type
     assert float((model.encode(["zork"], normalize_embeddings=True) @ before.T)[0, 0]) < 0.9999
     report = export_text_model(model, tmp_path / "m", version="v1", parent=None, base_model="x")
     assert report.parity_min_cosine >= 0.9999 and report.dimension == 384
+
+
+def test_a_hyperparameter_search_can_compare_full_lora_and_frozen_layers() -> None:
+    from pydantic import ValidationError
+
+    from tuner.config import TrainOverrides
+    from tuner.search import hyperparameter_sets
+
+    base = TrainSettings(learning_rate=5e-5)
+    sets = hyperparameter_sets(
+        base,
+        [
+            TrainOverrides(),
+            TrainOverrides(method="lora", lora_r=4, learning_rate=1e-4),
+            TrainOverrides(freeze_layers=3),
+        ],
+    )
+    assert [s.method for s in sets] == [TrainMethod.full, TrainMethod.lora, TrainMethod.full]
+    assert (sets[1].lora_r, sets[1].learning_rate) == (4, 1e-4)
+    assert (sets[2].freeze_layers, sets[2].learning_rate) == (3, 5e-5)
+    with pytest.raises(ValidationError, match="method"):
+        TrainOverrides(method="adapters")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -115,6 +116,11 @@ class GateSettings(BaseModel):
         default=0.0, description="candidate must beat live on the primary metric by more than this"
     )
     max_general_regression: float = Field(default=0.01, ge=0.0)
+    rank_against: Literal["shown", "pool"] = Field(
+        default="shown",
+        description="validation ranks each query's shown hits, or the pool of all shown hits "
+        "(sees a candidate that pulls in other queries' documents; favours the live model)",
+    )
     general_dataset: Path | None = Field(
         default=None, description="judged collection dir for the general (forgetting) check"
     )

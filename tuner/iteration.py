@@ -131,6 +131,7 @@ def run_training_iteration(
         settings.gate.general_split,
         settings.gate.general_max_queries,
         embedder=start.kind.embedder,
+        rank_against=settings.gate.rank_against,
     )
     live = score(start.model)
     sets = hyperparameter_sets(settings.train, settings.search)

@@ -30,8 +30,8 @@ def test_propensity_corrected_gains_favour_hits_found_despite_a_low_rank() -> No
 
 
 def test_a_model_that_pulls_other_queries_documents_above_the_clicked_one_scores_lower() -> None:
-    """Each query is ranked against every document shown in validation, not only its own hits:
-    a model that ranks the drill query's clicked hit below a saw blade shown for another query
+    """With `pool`, each query is ranked against every document shown in validation: a model
+    that ranks the drill query's clicked hit below a saw blade shown for another query
     loses, although both models order the drill query's own hits the same way."""
     sessions = [
         Session("s1", "cordless drill", ("drill", "bit"), (Action("drill", "click", 0),)),
@@ -50,6 +50,8 @@ def test_a_model_that_pulls_other_queries_documents_above_the_clicked_one_scores
 
         return embed
 
-    good = evaluate_sessions(embedder(faithful), judged, texts)
-    bad = evaluate_sessions(embedder(overfit), judged, texts)
+    good = evaluate_sessions(embedder(faithful), judged, texts, "pool")
+    bad = evaluate_sessions(embedder(overfit), judged, texts, "pool")
     assert good["mrr@10"] == 1.0 and bad["mrr@10"] == 0.75  # the drill query's hit fell to rank 2
+    # ranking only each query's own shown hits cannot tell the two apart
+    assert evaluate_sessions(embedder(overfit), judged, texts)["mrr@10"] == 1.0

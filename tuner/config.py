@@ -52,6 +52,20 @@ class ExportSettings(BaseModel):
     opset_version: int = Field(default=17, ge=14)
     parity_min_cosine: float = Field(default=0.9999, gt=0.0, le=1.0)
     parity_texts: int = Field(default=32, ge=1, description="held-out texts for the check")
+    int8: bool = Field(
+        default=True,
+        description="also write model.int8.onnx for text models (serving.encoder.variant: int8), "
+        "kept only within the two bounds below",
+    )
+    int8_min_cosine: float = Field(
+        default=0.99, gt=0.0, le=1.0, description="held-out min cosine of int8 to fp32 vectors"
+    )
+    int8_max_recall_drop: float = Field(
+        default=0.01,
+        ge=-1.0,
+        le=1.0,
+        description="largest Recall@10 fp32 - int8 on the validation sessions that keeps int8",
+    )
 
 
 class PropensityKind(StrEnum):

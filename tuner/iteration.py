@@ -8,9 +8,10 @@ The iteration trains a few hyperparameter sets from the live model on a released
 replayed sample of earlier batches' training sessions), scores each and the live model on the
 same validation sessions (this batch's held-out sessions and those of earlier batches, see
 `tuner.history`), and lets the gate decide. A rejected candidate ends the iteration `rejected`
-with the numbers; a passing one is exported, checked for ONNX parity and only then registered (the
-LocalRegistry first, then MLflow) with the alias `candidate`. A run that fails or is killed
-before that point leaves no version anywhere. Moving `production` is a separate decision.
+with the numbers; a passing one is exported, checked for ONNX parity, given an int8 variant where
+it ranks like fp32 (`tuner.int8_variant`, never fatal) and only then registered (the LocalRegistry
+first, then MLflow) with the alias `candidate`. A run that fails or is killed before that point
+leaves no version anywhere. Moving `production` is a separate decision.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError
 from tuner.gate import GateDecision, decide
 from tuner.history import history, sample
+from tuner.int8_variant import Int8Outcome, add_int8_variant
 from tuner.judged import JudgedCollection
 from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for, kind_named
 from tuner.pairs import PairStats, TrainingPair, build_pairs
@@ -88,6 +90,7 @@ class IterationResult:
     best: Trial
     live: Scores
     export: ExportReport | None = None
+    int8: Int8Outcome | None = None  # None: not attempted (switched off, or a CLIP model)
 
     @property
     def train(self) -> Any:
@@ -171,11 +174,13 @@ def run_training_iteration(
     )
     if not decision.passed:
         return result
-    exported, version = _register(best_model, best, start, result, context, settings)
+    exported, int8, version = _register(best_model, best, start, result, data, context, settings)
     notify(
         f"registered {version.version} (alias candidate), parity {exported.parity_min_cosine:.6f}"
     )
-    return replace(result, version=version, export=exported)
+    if int8 is not None:
+        notify(f"int8 variant {'kept' if int8.kept else 'dropped'}: {int8.reason}")
+    return replace(result, version=version, export=exported, int8=int8)
 
 
 @dataclass(frozen=True)
@@ -232,10 +237,12 @@ def _register(
     best: Trial,
     start: StartPoint,
     result: IterationResult,
+    data: _Prepared,
     context: IterationContext,
     settings: TunerSettings,
-) -> tuple[ExportReport, ModelVersion]:
-    """Export, check parity, then register: LocalRegistry, its `candidate` alias, MLflow."""
+) -> tuple[ExportReport, Int8Outcome | None, ModelVersion]:
+    """Export, check parity, add int8 if it holds, then register: LocalRegistry, its
+    `candidate` alias, MLflow."""
     metrics = _metrics(best, result)
     with tempfile.TemporaryDirectory(prefix="clicktune-train-") as tmp:
         exported = start.kind.export(
@@ -246,6 +253,14 @@ def _register(
             base_model=start.base_model,
             metrics=metrics,
         )
+        int8 = add_int8_variant(
+            exported.path,
+            data.judgments,
+            data.doc_texts,
+            settings.export,
+            max_length=settings.train.max_length,
+        )
+        metrics.update(int8.metrics() if int8 is not None else {})
         version = publish(context.registry, exported.path)
     context.registry.set_alias("candidate", version.version)
     lineage = Lineage(
@@ -259,7 +274,7 @@ def _register(
     )
     context.tracker.register(best.run_id, lineage, version.path)
     context.tracker.set_alias("candidate", version.version)
-    return exported, version
+    return exported, int8, version
 
 
 def _metrics(best: Trial, result: IterationResult) -> dict[str, Any]:

@@ -155,7 +155,10 @@ class MlflowTracker:
         self.client.set_terminated(run_id, "FINISHED")
 
     def register(self, run_id: str | None, lineage: Lineage, model_dir: Path) -> None:
-        """Make the run's model a version of `clicktune-text` with its lineage as tags."""
+        """Make the run's model a version of `clicktune-text` with its lineage as tags.
+
+        The lineage metrics the run lacks (those measured after training: the int8 variant's,
+        the batch's counts) are logged on the run too, so the run shows every figure."""
         from mlflow.exceptions import MlflowException
 
         if run_id is None:
@@ -163,6 +166,7 @@ class MlflowTracker:
                 self.experiment_id, run_name=lineage.version
             ).info.run_id
         self._log_pointer(run_id, model_dir)
+        self._log_missing_metrics(run_id, lineage.metrics)
         try:
             self.client.create_registered_model(REGISTERED_MODEL)
         except MlflowException as exc:
@@ -212,6 +216,12 @@ class MlflowTracker:
         query = f"name='{REGISTERED_MODEL}' and tag.clicktune_version='{version}'"
         found = self.client.search_model_versions(query)
         return found[0] if found else None
+
+    def _log_missing_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        logged = self.client.get_run(run_id).data.metrics
+        for name, value in metrics.items():
+            if _key(name) not in logged:
+                self.client.log_metric(run_id, _key(name), float(value))
 
     def _log_pointer(self, run_id: str, model_dir: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="clicktune-mlflow-") as tmp:

@@ -18,7 +18,14 @@ from serving.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_batches import FakeSessions
 from tests.unit.tuner.tuner_fakes import FakeDocuments
 from tuner.batches import BatchStore, release_batch
-from tuner.config import BatchSettings, GateSettings, TrainOverrides, TrainSettings, TunerSettings
+from tuner.config import (
+    BatchSettings,
+    ExportSettings,
+    GateSettings,
+    TrainOverrides,
+    TrainSettings,
+    TunerSettings,
+)
 from tuner.iteration import IterationContext, run_training_iteration
 from tuner.sessions import Action, Session
 from tuner.tracking import MlflowTracker, default_tracking_uri
@@ -95,6 +102,7 @@ def settings(**gate: object) -> TunerSettings:
         batches=BatchSettings(validation_fraction=0.5),
         gate=GateSettings(**gate),
         train=TrainSettings(max_steps=1, batch_size=4, max_length=32),
+        export=ExportSettings(int8=False),  # int8 of MiniLM adds ~40 s: test_tuner_int8_variant
     )
 
 

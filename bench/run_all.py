@@ -70,6 +70,11 @@ BENCHES = (
         quick=("--pairs", "64", "--steps", "5"),
     ),
     Bench(
+        "uplift",
+        "one round of simulated clicks vs supervised, no_ipw (nDCG@10, exact search)",
+        quick=("--max-steps", "5", "--max-length", "64"),
+    ),
+    Bench(
         "loop",
         "trigger-to-live time of the automated loop",
         # the repository's 504-document collection: cranfield's 1,400 are indexed twice

@@ -202,6 +202,11 @@ class TunerSettings(BaseModel):
         description="share of hits shown at several ranks below which EM falls back to the "
         "power law (EM cannot tell position from relevance on fixed rankings)",
     )
+    propensity_monotone: bool = Field(
+        default=True,
+        description="project the EM fit onto curves that do not rise with rank (lists scanned "
+        "top-down); off for layouts such as grids",
+    )
     propensity_eta: float = Field(
         default=1.0, ge=0.0, description="power-law examination propensity p(k) = (1/(k+1))^eta"
     )

@@ -19,6 +19,12 @@ Estimation for Unbiased Learning to Rank in Personal Search", WSDM 2018. PBM can
 theta from alpha when the same document is shown at several ranks for a query (rankings that
 change between model versions, or result randomisation); with one fixed ranking per query the
 fit stays near its power-law start.
+
+On a few hundred sessions the EM estimate is noisy and can rise with rank (round 1 of a
+cranfield demo fitted p(3) > p(2)), which would weight a deep click less than a shallower one.
+Users scan a result list top-down, so the fit is projected onto non-increasing curves
+(pool-adjacent-violators, each rank weighted by its observations) unless
+`tuner.propensity_monotone` is off (layouts that are not scanned top-down, such as grids).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "fit_position_based_model",
     "fit_randomized",
     "from_settings",
+    "non_increasing",
     "varied_share",
 ]
 
@@ -96,9 +103,11 @@ def fit_position_based_model(
     max_rank: int = 10,
     iterations: int = 200,
     tolerance: float = 1e-6,
+    monotone: bool = True,
 ) -> EstimatedPropensity:
     """Fit PBM by EM on the top `max_rank` hits of `sessions`; a hit with any action named in
-    `click_actions` (with a weight > 0) counts as clicked."""
+    `click_actions` (with a weight > 0) counts as clicked. `monotone`: project the fit onto
+    non-increasing curves (see the module doc)."""
     ranks, pairs, clicks = _observations(sessions, click_actions, max_rank)
     if ranks.size == 0:
         raise ValueError("no shown hits in the sessions: the click model has nothing to fit")
@@ -112,8 +121,22 @@ def fit_position_based_model(
         theta = new_theta
         if change < tolerance:
             break
+    if monotone:
+        theta = non_increasing(theta, np.bincount(ranks, minlength=max_rank))
     theta = np.clip(theta / max(theta[0], EPS), MIN_THETA, 1.0)
     return EstimatedPropensity(tuple(float(t) for t in theta), len(sessions), done)
+
+
+def non_increasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted least-squares non-increasing fit of `values` (pool adjacent violators):
+    each run of values that rises is replaced by its weighted mean."""
+    blocks: list[list[float]] = []  # [weighted sum, weight, length]
+    for value, weight in zip(values, np.maximum(weights, EPS), strict=True):
+        blocks.append([float(value) * float(weight), float(weight), 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            total, mass, length = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + total, blocks[-1][1] + mass, blocks[-1][2] + length]
+    return np.array([total / mass for total, mass, length in blocks for _ in range(int(length))])
 
 
 def _em_step(
@@ -195,7 +218,10 @@ def from_settings(settings: TunerSettings, sessions: Sequence[Session] = ()) -> 
         )
         return power_law
     fitted = fit_position_based_model(
-        sessions, settings.outcome_weights, settings.propensity_max_rank
+        sessions,
+        settings.outcome_weights,
+        settings.propensity_max_rank,
+        monotone=settings.propensity_monotone,
     )
     log.info("propensity: PBM fitted by EM on %d sessions: %s", len(sessions), fitted.theta)
     return fitted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from tuner.config import PropensityKind, TunerSettings
@@ -14,6 +15,7 @@ from tuner.propensity import (
     fit_position_based_model,
     fit_randomized,
     from_settings,
+    non_increasing,
     varied_share,
 )
 from tuner.sessions import Action, Session
@@ -51,6 +53,22 @@ def test_em_recovers_the_true_examination_curve(eta: float) -> None:
     print(f"\nEM eta={eta}: max |theta - true| = {max(errors):.4f} in {fitted.iterations} iters")
     assert fitted.theta[0] == 1.0
     assert max(errors) < TOLERANCE, list(zip(fitted.theta, true, strict=True))
+
+
+def test_pooling_replaces_each_rising_run_by_its_weighted_mean() -> None:
+    pooled = non_increasing(np.array([1.0, 0.5, 0.7, 0.3, 0.35, 0.1]), np.array([4, 1, 3, 1, 1, 9]))
+    assert pooled.tolist() == pytest.approx([1.0, 0.65, 0.65, 0.325, 0.325, 0.1])
+    falling = np.array([1.0, 0.6, 0.6, 0.2])
+    assert non_increasing(falling, np.ones(4)).tolist() == falling.tolist()
+
+
+def test_em_on_few_sessions_never_weights_a_deeper_click_less() -> None:
+    few = simulated_sessions(1.0, sessions=300, seed=5)
+    raw = fit_position_based_model(few, {"click": 1.0}, monotone=False).theta
+    fitted = fit_position_based_model(few, {"click": 1.0}).theta
+    assert any(b > a for a, b in zip(raw, raw[1:], strict=False))  # this seed's raw fit rises
+    assert all(b <= a for a, b in zip(fitted, fitted[1:], strict=False))
+    assert fitted[0] == 1.0
 
 
 def test_fitted_propensity_clamps_deep_ranks_to_the_last_fitted_value() -> None:

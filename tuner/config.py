@@ -124,7 +124,11 @@ class GateSettings(BaseModel):
 
     enabled: bool = True
     primary_metric: str = Field(
-        default="ndcg@10", pattern="^(ndcg@10|mrr@10|recall@10|recall@100)$"
+        default="ips_dcg@10",
+        pattern="^(ips_dcg@10|ndcg@10|mrr@10|recall@10|recall@100)$",
+        description="ips_dcg@10: the counterfactual DCG of re-ranking each validation session's "
+        "shown hits, unbiased under position bias (tuner/session_eval.py); the others are "
+        "computed on click labels, which favour the live model",
     )
     min_improvement: float = Field(
         default=0.0, description="candidate must beat live on the primary metric by more than this"

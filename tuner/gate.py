@@ -5,9 +5,11 @@ nDCG@10 by default) and, when one is configured, a fixed general query set that 
 catastrophic forgetting. The candidate passes when
 
     candidate[primary] - live[primary] > min_improvement                 (validation sessions)
-    live_general[primary] - candidate_general[primary] <= max_general_regression
+    live_general[m] - candidate_general[m] <= max_general_regression
 
-and the decision keeps the numbers, so a rejection says exactly by how much it missed.
+where m is the primary metric, or nDCG@10 when the primary metric is the sessions-only
+`ips_dcg@10` (a judged collection has true labels and no clicks to weight). The decision keeps
+the numbers, so a rejection says exactly by how much it missed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tuner.config import GateSettings
 __all__ = ["GateDecision", "decide"]
 
 log = logging.getLogger(__name__)
+GENERAL_FALLBACK = "ndcg@10"  # the general set's metric when the primary is sessions-only
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,13 @@ def decide(
         )
         return verdict(False, reason)
     if general_candidate is not None and general_live is not None:
-        regression = general_live[metric] - general_candidate[metric]
+        general = metric if metric in general_live else GENERAL_FALLBACK
+        regression = general_live[general] - general_candidate[general]
         checks["general_regression"] = round(regression, 6)
         if regression > settings.max_general_regression:
             reason = (
-                f"general set {metric} fell {regression:.4f} "
-                f"({general_live[metric]:.4f} -> {general_candidate[metric]:.4f}), more than "
+                f"general set {general} fell {regression:.4f} "
+                f"({general_live[general]:.4f} -> {general_candidate[general]:.4f}), more than "
                 f"gate.max_general_regression {settings.max_general_regression}"
             )
             return verdict(False, reason)

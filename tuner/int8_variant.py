@@ -3,8 +3,9 @@
 Why a check of its own: `tuner.quantize` keeps the vectors close to fp32 on texts (min cosine),
 but what a user notices is the ranking. So after the fp32 export has passed parity, the int8
 graph is written, then both graphs are scored through the encoder serving runs
-(`serving.encoder.OnnxTextEncoder`) on the iteration's validation judgments. The variant stays
-only if
+(`serving.encoder.OnnxTextEncoder`) on the iteration's validation judgments, each query ranked
+against the pool of every document shown in validation (its own ten shown hits alone would give
+Recall@10 = 1 to any model). The variant stays only if
 
     Recall@10(fp32) - Recall@10(int8) <= tuner.export.int8_max_recall_drop   and
     min cosine(int8, fp32) on held-out texts >= tuner.export.int8_min_cosine;
@@ -152,8 +153,9 @@ def _quantize_and_check(
         max_length=max_length,
     )
     texts = {d: t for d, t in doc_texts.items() if isinstance(t, str)}
-    recall_fp32 = evaluate_sessions(_onnx_embed(model_dir, "fp32", max_length), judgments, texts)
-    recall_int8 = evaluate_sessions(_onnx_embed(model_dir, "int8", max_length), judgments, texts)
+    fp32, int8 = (_onnx_embed(model_dir, v, max_length) for v in ("fp32", "int8"))
+    recall_fp32 = evaluate_sessions(fp32, judgments, texts, rank_against="pool")
+    recall_int8 = evaluate_sessions(int8, judgments, texts, rank_against="pool")
     outcome = _decide(report, recall_fp32[RECALL], recall_int8[RECALL], settings)
     if not outcome.kept:
         (model_dir / INT8_FILE).unlink(missing_ok=True)

@@ -133,6 +133,13 @@ class GateSettings(BaseModel):
     min_improvement: float = Field(
         default=0.0, description="candidate must beat live on the primary metric by more than this"
     )
+    confidence: float = Field(
+        default=0.9,
+        ge=0.5,
+        lt=1.0,
+        description="ips_dcg@10: one-sided confidence that the candidate is better; its lower "
+        "bound (mean - z * SE of the paired per-session differences) must beat min_improvement",
+    )
     max_general_regression: float = Field(default=0.01, ge=0.0)
     rank_against: Literal["shown", "pool"] = Field(
         default="shown",

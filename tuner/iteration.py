@@ -153,7 +153,12 @@ def run_training_iteration(
     )
     best = best_trial(trials, settings.gate.primary_metric)
     decision = decide(
-        settings.gate, best.scores.validation, live.validation, best.scores.general, live.general
+        settings.gate,
+        best.scores.validation,
+        live.validation,
+        best.scores.general,
+        live.general,
+        paired=_paired(best.scores, live),
     )
     notify(f"gate {'passed' if decision.passed else 'rejected'}: {decision.reason}")
     result = IterationResult(
@@ -181,6 +186,13 @@ def run_training_iteration(
     if int8 is not None:
         notify(f"int8 variant {'kept' if int8.kept else 'dropped'}: {int8.reason}")
     return replace(result, version=version, export=exported, int8=int8)
+
+
+def _paired(candidate: Scores, live: Scores) -> tuple[Any, Any] | None:
+    """Both models' per-session ips_dcg@10 on the same validation sessions, if scored."""
+    if candidate.per_session is None or live.per_session is None:
+        return None
+    return candidate.per_session, live.per_session
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ __all__ = [
     "evaluate_collection_in_memory",
     "evaluate_sessions",
     "ips_dcg",
+    "ips_dcg_per_session",
+    "score_sessions",
     "session_judgments",
     "torch_embedder",
 ]
@@ -136,6 +138,17 @@ def evaluate_sessions(
     rank_against: RankAgainst = "shown",
 ) -> dict[str, float]:
     """Metrics of `embed` ranking, per query, its shown hits or the pool of all shown ones."""
+    return score_sessions(embed, judgments, doc_texts, rank_against)[0]
+
+
+def score_sessions(
+    embed: Embed,
+    judgments: SessionJudgments,
+    doc_texts: Mapping[str, str],
+    rank_against: RankAgainst = "shown",
+) -> tuple[dict[str, float], np.ndarray]:
+    """`evaluate_sessions`' metrics and the per-session ips_dcg@10 values they average, in the
+    order of `judgments.outcomes` (the gate pairs a candidate's with the live model's)."""
     if not judgments.qrels:
         raise ValueError("no validation session has an outcome: nothing to evaluate")
     ids = [d for d in judgments.doc_ids if doc_texts.get(d)]
@@ -151,13 +164,12 @@ def evaluate_sessions(
             ranked = [d for d in judgments.candidates[key] if d in column]
         run[key] = {d: float(scores[i, column[d]]) for d in ranked}
     metrics = rank_metrics(judgments.qrels, run)
-    metrics[IPS_DCG] = 0.0  # no session with an outcome on a hit it showed
-    if judgments.outcomes:
-        row = {key: i for i, key in enumerate(keys)}
-        metrics[IPS_DCG] = ips_dcg(
-            judgments.outcomes, lambda k, d: scores[row[k], column[d]] if d in column else -np.inf
-        )
-    return metrics
+    row = {key: i for i, key in enumerate(keys)}
+    per_session = ips_dcg_per_session(
+        judgments.outcomes, lambda k, d: scores[row[k], column[d]] if d in column else -np.inf
+    )
+    metrics[IPS_DCG] = float(per_session.mean()) if per_session.size else 0.0
+    return metrics, per_session
 
 
 def ips_dcg(
@@ -165,17 +177,25 @@ def ips_dcg(
 ) -> float:
     """Mean over `outcomes` of the inverse-propensity weighted DCG@`depth` of the order that
     `score(query, doc)` gives each session's shown hits (see the module doc)."""
-    total = 0.0
-    for session in outcomes:
+    values = ips_dcg_per_session(outcomes, score, depth)
+    return float(values.mean()) if values.size else 0.0
+
+
+def ips_dcg_per_session(
+    outcomes: Sequence[SessionOutcomes], score: Callable[[str, str], float], depth: int = 10
+) -> np.ndarray:
+    """The value of `ips_dcg` for each session of `outcomes`, in order (0 without outcome)."""
+    values = np.zeros(len(outcomes))
+    for i, session in enumerate(outcomes):
         if not session.weighted:
             continue
         order = sorted(session.shown, key=lambda d: -score(session.query, d))[:depth]
-        total += sum(
+        values[i] = sum(
             session.weighted[d] / np.log2(r + 2)
             for r, d in enumerate(order)
             if d in session.weighted
         )
-    return float(total / len(outcomes))
+    return values
 
 
 def evaluate_collection_in_memory(
@@ -216,6 +236,7 @@ class Scores:
 
     validation: dict[str, float]
     general: dict[str, float] | None = None
+    per_session: np.ndarray | None = None  # ips_dcg@10 per validation session, for the gate
 
 
 @dataclass(frozen=True)
@@ -232,14 +253,15 @@ class Scorer:
 
     def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
         embed = self.embedder(model)
-        validation = (
-            evaluate_sessions(embed, self.judgments, self.doc_texts, self.rank_against)
-            if self.judgments.qrels
-            else {}
-        )
+        validation: dict[str, float] = {}
+        per_session = None
+        if self.judgments.qrels:
+            validation, per_session = score_sessions(
+                embed, self.judgments, self.doc_texts, self.rank_against
+            )
         general = None
         if self.general is not None:
             general = evaluate_collection_in_memory(
                 embed, self.general, self.general_split, self.general_max_queries
             )
-        return Scores(validation, general)
+        return Scores(validation, general, per_session)

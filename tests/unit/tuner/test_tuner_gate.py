@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from tuner.config import GateSettings
-from tuner.gate import decide
+from tuner.gate import decide, lower_bound
 
 LIVE = {"ndcg@10": 0.50, "mrr@10": 0.4, "recall@10": 0.6, "recall@100": 0.9}
 
@@ -49,3 +52,36 @@ def test_the_default_gates_on_ips_dcg_and_checks_the_general_set_on_ndcg() -> No
     rejected = decide(settings, candidate, live, scores(0.45), LIVE)
     assert not rejected.passed
     assert "general set ndcg@10 fell 0.0500" in rejected.reason
+
+
+def test_a_gain_within_the_noise_of_the_paired_sessions_is_rejected() -> None:
+    rng = np.random.default_rng(3)
+    live_values = rng.exponential(1.5, size=4000)
+    noise = rng.normal(0.0, 0.5, size=4000)
+    noisy = live_values + 0.0005 + (noise - noise.mean())  # +0.0005 exactly, sd 0.5
+    live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
+    candidate = {**LIVE, "ips_dcg@10": float(noisy.mean())}
+    assert candidate["ips_dcg@10"] > live["ips_dcg@10"]
+    decision = decide(GateSettings(), candidate, live, paired=(noisy, live_values))
+    assert not decision.passed
+    assert "its 90% lower bound -0.0" in decision.reason
+    assert decision.checks["improvement_lower_bound"] < 0 < decision.checks["improvement"]
+    mean_only = decide(GateSettings(confidence=0.5), candidate, live, paired=(noisy, live_values))
+    assert mean_only.passed
+
+
+def test_a_clear_paired_gain_passes_with_its_lower_bound() -> None:
+    rng = np.random.default_rng(4)
+    live_values = rng.exponential(1.5, size=4000)
+    better = live_values + rng.normal(0.03, 0.5, size=4000)
+    live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
+    candidate = {**LIVE, "ips_dcg@10": float(better.mean())}
+    decision = decide(GateSettings(), candidate, live, paired=(better, live_values))
+    assert decision.passed and "lower bound +0.0" in decision.reason
+    assert 0 < decision.checks["improvement_lower_bound"] < decision.checks["improvement"]
+
+
+def test_lower_bound_is_the_mean_minus_z_standard_errors() -> None:
+    differences = np.array([0.1, 0.3, -0.1, 0.5])  # mean 0.2, sd 0.2582, n 4
+    assert lower_bound(differences, 0.9) == pytest.approx(0.2 - 1.28155 * 0.2582 / 2, abs=1e-4)
+    assert lower_bound(np.array([0.7]), 0.9) == 0.7

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -82,14 +84,22 @@ def _report(pairs: int) -> TrainReport:
 
 @pytest.fixture()
 def world(tmp_path):  # type: ignore[no-untyped-def]
-    source = FakeSessions(click_sessions())
+    return iteration_world(tmp_path)
+
+
+def iteration_world(
+    tmp_path: Path, sessions: list[Session] | None = None, docs: dict | None = None
+) -> tuple[IterationContext, Any]:
+    """An iteration context over `sessions` (default: this module's click sessions) and
+    `docs`, with MLflow on, and the batch released from them."""
+    source = FakeSessions(sessions if sessions is not None else click_sessions())
     store = BatchStore(tmp_path / "batches")
     tracker = MlflowTracker(default_tracking_uri(tmp_path), "test", (tmp_path / "art").as_uri())
     context = IterationContext(
         source=source,
         store=store,
         registry=LocalRegistry(tmp_path / "models"),
-        documents=FakeDocuments(DOCS),
+        documents=FakeDocuments(docs if docs is not None else DOCS),
         text_fields=["title", "text"],
         tracker=tracker,
     )

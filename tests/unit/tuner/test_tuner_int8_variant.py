@@ -17,18 +17,14 @@ import pytest
 import torch
 
 from serving.encoder import model_file
-from serving.registry import LocalRegistry
 from tests.integration.worker_support import build_tiny_st_model
-from tests.unit.tuner.test_tuner_batches import FakeSessions
-from tests.unit.tuner.test_tuner_gate_iteration import T0, unchanged_trainer
-from tests.unit.tuner.tuner_fakes import FakeDocuments, write_model_dir
-from tuner.batches import BatchStore, release_batch
+from tests.unit.tuner.test_tuner_gate_iteration import T0, iteration_world, unchanged_trainer
+from tests.unit.tuner.tuner_fakes import write_model_dir
 from tuner.config import BatchSettings, ExportSettings, GateSettings, TrainSettings, TunerSettings
 from tuner.int8_variant import add_int8_variant, calibration_split
-from tuner.iteration import IterationContext, IterationResult, run_training_iteration
+from tuner.iteration import IterationResult, run_training_iteration
 from tuner.session_eval import SessionJudgments
 from tuner.sessions import Action, Session
-from tuner.tracking import MlflowTracker, default_tracking_uri
 
 TOPICS = {
     "d00": ("cordless drill", "cordless drill driver with two batteries"),
@@ -70,18 +66,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def iterate(tmp_path: Path, base_model: str, export: ExportSettings) -> tuple[Any, IterationResult]:
     """One iteration with the gate off (the candidate is the start model) and MLflow on."""
-    source = FakeSessions(click_sessions())
-    store = BatchStore(tmp_path / "batches")
-    tracker = MlflowTracker(default_tracking_uri(tmp_path), "test", (tmp_path / "art").as_uri())
-    context = IterationContext(
-        source=source,
-        store=store,
-        registry=LocalRegistry(tmp_path / "models"),
-        documents=FakeDocuments(DOCS),
-        text_fields=["title", "text"],
-        tracker=tracker,
-    )
-    released = release_batch(store, source, T0 + timedelta(days=1), timedelta(0))
+    context, released = iteration_world(tmp_path, click_sessions(), DOCS)
     settings = TunerSettings(
         batches=BatchSettings(validation_fraction=0.5),
         gate=GateSettings(enabled=False),

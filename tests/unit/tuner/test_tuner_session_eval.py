@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.unit.tuner.tuner_fakes import actions_of
 from tuner.propensity import PowerLawPropensity
 from tuner.session_eval import SessionOutcomes, evaluate_sessions, ips_dcg, session_judgments
 from tuner.sessions import Action, Session
@@ -78,14 +79,7 @@ def test_ips_dcg_sees_the_better_order_that_click_labels_hide() -> None:
     sessions = []
     for i in range(4000):
         events = simulator.events(f"s{i}", "q", live_order, client_id="c")
-        actions = tuple(
-            Action(
-                e["event_attributes"]["object"]["object_id"],
-                e["action_name"],
-                e["event_attributes"]["position"]["ordinal"],
-            )
-            for e in events
-        )
+        actions = actions_of(events)
         sessions.append(Session(f"s{i}", "q", live_order, actions))
     judged = session_judgments(sessions, {"click": 1.0}, PowerLawPropensity(eta=1.0), max_ipw=10.0)
     better = ("d6", "d0", "d1", "d2", "d3", "d4", "d5", "d7")

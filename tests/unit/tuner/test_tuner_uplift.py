@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from serving.corpus import document_text
+from tests.unit.tuner.tuner_fakes import actions_of
 from tuner.config import TrainSettings, TunerSettings
 from tuner.iteration import collect_pairs
 from tuner.judged import load_collection
 from tuner.metrics import rank_metrics
 from tuner.propensity import PowerLawPropensity
 from tuner.session_eval import torch_embedder
-from tuner.sessions import Action, Session
+from tuner.sessions import Session
 from tuner.simulator import ClickSimulator, UserModel
 
 DATA = Path(__file__).resolve().parents[3] / "datasets" / "products-synth"
@@ -79,13 +80,6 @@ def simulate(embed, queries, qrels, doc_ids, texts, per_query: int = 5) -> list[
         for _ in range(per_query):
             sid = f"s{len(sessions)}-{rng.random()}"
             events = simulator.events(sid, qid, hits, client_id="c")
-            actions = tuple(
-                Action(
-                    e["event_attributes"]["object"]["object_id"],
-                    e["action_name"],
-                    e["event_attributes"]["position"]["ordinal"],
-                )
-                for e in events
-            )
+            actions = actions_of(events)
             sessions.append(Session(sid, text, tuple(hits), actions))
     return sessions

@@ -24,6 +24,18 @@ def session(
     )
 
 
+def actions_of(events: Sequence[Mapping[str, Any]]) -> tuple[Action, ...]:
+    """The actions of simulated UBI event records (`tuner.simulator`), with their ordinals."""
+    return tuple(
+        Action(
+            e["event_attributes"]["object"]["object_id"],
+            e["action_name"],
+            e["event_attributes"]["position"]["ordinal"],
+        )
+        for e in events
+    )
+
+
 def write_model_dir(path: Path, version: str = "x", dimension: int = 4) -> Path:
     """A model directory that satisfies the registry (the ONNX bytes are not a real graph)."""
     path.mkdir(parents=True, exist_ok=True)

@@ -338,6 +338,20 @@ def kind_of(registry: ModelRegistry, ref: str = "production") -> ModelKind:
         return TEXT
 
 
+def _truncate_as_served(model: Any, live: ModelVersion) -> None:
+    """Make the live model's torch weights cut texts where its ONNX export does.
+
+    Saved sentence-transformers weights keep the base model's own length (MiniLM: 256 tokens),
+    while the version serves at the `max_length` it was exported with. Scored at 256 against a
+    candidate trained and exported at 64, the live side of the gate was a model no user had
+    seen: on cranfield's long abstracts it ranked a judged document first that search showed
+    sixth, and candidates that clearly learned from the clicks were rejected at -0.29.
+    """
+    served = model_metadata(live).get("max_length")
+    if served is not None and hasattr(model, "max_seq_length"):
+        model.max_seq_length = int(served)
+
+
 def start_model(registry: ModelRegistry, base_model: str, ref: str = "production") -> StartPoint:
     """The live version's torch weights, or a base model when there are none to start from.
 
@@ -352,6 +366,7 @@ def start_model(registry: ModelRegistry, base_model: str, ref: str = "production
     lineage = str(model_metadata(live).get("base_model") or base_model) if live else base_model
     if live is not None and (live.path / kind.weights_dir).is_dir():
         model = kind.load(str(live.path / kind.weights_dir))
+        _truncate_as_served(model, live)
         return StartPoint(model, live.version, lineage, f"{ref} ({live.version})", kind)
     parent = live.version if live is not None else None
     base = base_model if kind is TEXT else lineage

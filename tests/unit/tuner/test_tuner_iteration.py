@@ -72,3 +72,4 @@ def test_next_iteration_starts_from_the_live_versions_weights(tmp_path) -> None:
     assert start.parent == "v3" and start.base_model == "fake-base"
     assert start.source == "production (v3)"
     assert start.model.encode(["drill"]).shape == (1, 384)
+    assert start.model.max_seq_length == 16  # scored as it serves: its export's max_length

@@ -26,6 +26,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def build_tiny_st_model(path: Path, texts: list[str], dimension: int = 32) -> Path:
     """Save a 2-layer BERT sentence-transformers model whose vocabulary covers `texts`."""
+    import torch
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -42,6 +43,7 @@ def build_tiny_st_model(path: Path, texts: list[str], dimension: int = 32) -> Pa
         intermediate_size=2 * dimension,
         max_position_embeddings=128,
     )
+    torch.manual_seed(0)  # the same random model, and so the same test world, every run
     BertModel(config).save_pretrained(raw)
     tokenizer.save_pretrained(raw)
     transformer = models.Transformer(str(raw), max_seq_length=64)

@@ -98,11 +98,13 @@ def join_sessions(
     """Join UBI query and event records by `query_id`; duplicate event ids count once.
 
     Events whose query is not among `queries` are dropped (their query is older than the
-    window or was never stored). Sessions come back in timestamp order.
+    window or was never stored). Sessions come back in timestamp order, and so do the actions
+    of each: in the order a scan returned them, the same clicks gave training pairs in another
+    order, and so other batches, on every read.
     """
     by_query: dict[str, list[Action]] = {}
     seen_events: set[str] = set()
-    for event in events:
+    for event in sorted(events, key=_event_time):
         event_id = _event_id(event)
         if event_id is not None and event_id in seen_events:
             continue
@@ -114,6 +116,12 @@ def join_sessions(
     sessions = [_session(q, by_query.get(str(q.get("query_id")), [])) for q in queries]
     present = [s for s in sessions if s is not None]
     return sorted(present, key=lambda s: s.timestamp.timestamp() if s.timestamp else float("inf"))
+
+
+def _event_time(event: Mapping[str, Any]) -> float:
+    """When the event happened, as a sort key; events without a valid time go last."""
+    moment = _timestamp(event.get("timestamp"))
+    return moment.timestamp() if moment is not None else float("inf")
 
 
 def _window_query(

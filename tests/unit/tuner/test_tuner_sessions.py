@@ -46,3 +46,15 @@ def test_records_missing_what_a_session_needs_are_skipped() -> None:
     events = [{"query_id": "q2", "action_name": "click", "event_attributes": {}}]
     [only] = join_sessions(queries, events)
     assert (only.query_id, only.timestamp, only.actions) == ("q2", None, ())
+
+
+def test_a_sessions_actions_come_in_time_order_whatever_order_they_were_read_in() -> None:
+    queries = [query("q1", "drill", ["a", "b", "c"], "2026-01-01T00:00:00Z")]
+    late, early, undated = (
+        {**event("e1", "q1", "c", ordinal=2), "timestamp": "2026-01-01T00:00:09Z"},
+        {**event("e2", "q1", "a", ordinal=0), "timestamp": "2026-01-01T00:00:03+00:00"},
+        {**event("e3", "q1", "b", ordinal=1), "timestamp": None},
+    )
+    for read in ([late, early, undated], [undated, early, late], [early, undated, late]):
+        [only] = join_sessions(queries, read)
+        assert [a.object_id for a in only.actions] == ["a", "c", "b"]

@@ -160,7 +160,15 @@ class LoopStages:
         experiment = self.experiments.load()
         if experiment is None:
             return "rollback", "the experiment is gone (stopped by hand)"
-        health = self.arm_health.read(experiment.id) if self.arm_health is not None else {}
+        try:
+            health = self.arm_health.read(experiment.id) if self.arm_health is not None else {}
+        except ExperimentError as exc:
+            # e.g. 503 while the shard of a health index created a moment ago starts: no
+            # decision without the guards, and no failed task for a hiccup; the next poll retries
+            if self.clock() - started_at > max_s:
+                return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {exc}"
+            log.warning("A/B guards not checked this poll: %s", exc)
+            return "continue", f"arm health unreadable, the guards retry next poll: {exc}"
         broken = guard(health, self.ab_settings)
         if broken is not None:
             return "rollback", f"guard: {broken}"

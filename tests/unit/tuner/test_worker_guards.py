@@ -9,6 +9,7 @@ from typing import Any
 from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
 from serving.arm_health import HealthLedger, HealthReporter, InMemoryArmHealthStore
 from serving.config import ABSettings
+from serving.errors import ExperimentError
 from tuner.worker.stages import LoopStages
 
 
@@ -55,3 +56,21 @@ def test_a_candidate_failing_on_two_replicas_is_rolled_back_with_the_summed_coun
     action, reason = stages.ab_decision(started_at=0.0, max_s=1e12)
     assert action == "rollback"
     assert reason.startswith("guard: ") and "6 of 50 searches failed" in reason
+
+
+class _UnreadableHealth(InMemoryArmHealthStore):
+    """A health index whose shard has not started yet: every read fails."""
+
+    def read(self, experiment: str) -> dict:
+        raise ExperimentError("cannot read arm health from 'x_arm_health': TransportError(503)")
+
+
+def test_unreadable_arm_health_keeps_the_experiment_running_until_ab_max_s(
+    tmp_path: Path,
+) -> None:
+    stages, _ = _stages(tmp_path, _UnreadableHealth())
+    stages.clock = lambda: 100.0
+    action, reason = stages.ab_decision(started_at=50.0, max_s=600.0)
+    assert action == "continue" and "503" in reason  # the UBI indexes were not read either
+    action, reason = stages.ab_decision(started_at=-900.0, max_s=600.0)
+    assert action == "rollback" and "ab_max_s" in reason

@@ -115,12 +115,15 @@ def join_sessions(
             by_query.setdefault(str(event["query_id"]), []).append(action)
     sessions = [_session(q, by_query.get(str(q.get("query_id")), [])) for q in queries]
     present = [s for s in sessions if s is not None]
-    return sorted(present, key=lambda s: s.timestamp.timestamp() if s.timestamp else float("inf"))
+    return sorted(present, key=lambda s: _time_key(s.timestamp))
 
 
 def _event_time(event: Mapping[str, Any]) -> float:
-    """When the event happened, as a sort key; events without a valid time go last."""
-    moment = _timestamp(event.get("timestamp"))
+    return _time_key(_timestamp(event.get("timestamp")))
+
+
+def _time_key(moment: datetime | None) -> float:
+    """A sort key for a moment; records without a valid time go last."""
     return moment.timestamp() if moment is not None else float("inf")
 
 

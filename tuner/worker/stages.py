@@ -165,7 +165,7 @@ class LoopStages:
         except ExperimentError as exc:
             # e.g. 503 while the shard of a health index created a moment ago starts: no
             # decision without the guards, and no failed task for a hiccup; the next poll retries
-            if self.clock() - started_at > max_s:
+            if self._ab_overdue(started_at, max_s):
                 return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {exc}"
             log.warning("A/B guards not checked this poll: %s", exc)
             return "continue", f"arm health unreadable, the guards retry next poll: {exc}"
@@ -175,9 +175,12 @@ class LoopStages:
         metrics = metrics_of(self.client, experiment, *self.ubi_indexes)
         metrics.health = health
         decision = decide(experiment, metrics, self.ab_settings)
-        if decision.action == "continue" and self.clock() - started_at > max_s:
+        if decision.action == "continue" and self._ab_overdue(started_at, max_s):
             return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {decision.reason}"
         return decision.action, decision.reason
+
+    def _ab_overdue(self, started_at: float, max_s: float) -> bool:
+        return self.clock() - started_at > max_s
 
     # -- promoting / cleaning up ------------------------------------------------------------
     def promote(self, version: str) -> dict[str, Any]:

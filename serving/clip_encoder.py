@@ -20,7 +20,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from serving.config import EncoderSettings
-from serving.encoder import _providers
+from serving.encoder import _providers, session_options
 from serving.errors import ModelLoadError
 from serving.image_preprocess import ImagePreprocessing
 from serving.model_dir import read_model_meta
@@ -131,12 +131,9 @@ class OnnxClipEncoder:
 
 
 def _session(graph: Path, settings: EncoderSettings) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
     if not graph.is_file():
         raise ModelLoadError(f"CLIP model directory {graph.parent} has no {graph.name}")
     try:
-        return ort.InferenceSession(str(graph), options, providers=_providers())
+        return ort.InferenceSession(str(graph), session_options(settings), providers=_providers())
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelLoadError(f"{graph} cannot be loaded: {exc}") from exc

@@ -56,6 +56,11 @@ class EncoderSettings(BaseModel):
 
     intra_op_threads: int = Field(default=0, ge=0, description="0 = onnxruntime decides")
     inter_op_threads: int = Field(default=1, ge=0, description="0 = onnxruntime decides")
+    allow_spinning: bool = Field(
+        default=True,
+        description="onnxruntime's intra-op threads busy-wait for the next run; off frees the "
+        "cores for HTTP work between batches",
+    )
     max_length: int = Field(default=256, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1, le=4096)
     variant: Literal["fp32", "int8"] = Field(

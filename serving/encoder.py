@@ -29,6 +29,7 @@ __all__ = [
     "OnnxTextEncoder",
     "ServableEncoder",
     "model_file",
+    "session_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,11 @@ class OnnxTextEncoder:
         tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         tokenizer.no_padding()  # padding happens per batch, to the batch's longest text
         tokenizer.enable_truncation(max_length=min(settings.max_length, meta["max_length"]))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
-        options.inter_op_num_threads = settings.inter_op_threads
         graph = model_file(Path(path), settings.variant)
         try:
-            session = ort.InferenceSession(str(graph), options, providers=_providers())
+            session = ort.InferenceSession(
+                str(graph), session_options(settings), providers=_providers()
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"{graph} cannot be loaded: {exc}") from exc
         return cls(
@@ -184,6 +184,17 @@ def model_file(path: Path, variant: str) -> Path:
             return int8
         log.info("%s has no %s; serving the fp32 model.onnx", path, INT8_FILE)
     return path / "model.onnx"
+
+
+def session_options(settings: EncoderSettings) -> ort.SessionOptions:
+    """onnxruntime session options from the encoder settings (threads, spinning)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+    )
+    return options
 
 
 def _providers() -> list[str]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from serving.config import EncoderSettings
-from serving.encoder import Encoder, HashingEncoder, OnnxTextEncoder
+from serving.encoder import Encoder, HashingEncoder, OnnxTextEncoder, session_options
 from serving.errors import ModelLoadError
 
 pytest.importorskip("onnx")
@@ -80,6 +80,16 @@ def test_wrong_dimension_in_metadata_is_refused_on_first_encode(tiny) -> None:
     encoder = OnnxTextEncoder.from_dir(tiny[0], EncoderSettings())
     with pytest.raises(ModelLoadError, match="returned dimension 8, but clicktune.json says 4"):
         encoder.encode(["wing"])
+
+
+def test_thread_settings_reach_onnxruntime() -> None:
+    options = session_options(
+        EncoderSettings(intra_op_threads=3, inter_op_threads=2, allow_spinning=False)
+    )
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 2)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = session_options(EncoderSettings())
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_hashing_encoder_is_deterministic_and_unit_length() -> None:

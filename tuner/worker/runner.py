@@ -74,6 +74,7 @@ class TaskRunner:
     ) -> None:
         self.store, self.stages, self.settings = store, stages, settings
         self.worker_id, self.lease_lost, self.clock = worker_id, lease_lost, clock
+        self._found_in: Stage | None = None  # the stage `run` found its task in
         self._handlers: dict[Stage, Callable[[TaskRecord], TaskRecord | None]] = {
             Stage.queued: self._start,
             Stage.releasing: self._release,
@@ -89,6 +90,7 @@ class TaskRunner:
     def run(self, task: TaskRecord) -> TaskRecord:
         """Drive `task` until it is final or waits for the A/B policy; return it as stored."""
         task = self._take(task)
+        self._found_in = task.stage
         while not task.finished:
             if self.lease_lost():
                 raise LeaseLostError(f"lease lost while task {task.id} was {task.stage.value!r}")
@@ -159,7 +161,9 @@ class TaskRunner:
     def _train(self, task: TaskRecord) -> TaskRecord:
         before = set(task.notes.get("versions_before", []))
         orphans = [v for v in self.stages.versions() if v not in before]
-        if task.resumes and orphans:  # the dead worker registered it before storing that
+        # Training was stored before this call: a worker (a dead one, or this one before it lost
+        # the lease) may have registered the candidate and stopped before storing `registered`.
+        if self._found_in == Stage.training and orphans:
             version = orphans[-1]
             self.stages.adopt(version)
             return self._move(

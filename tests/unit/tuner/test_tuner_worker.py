@@ -218,6 +218,17 @@ def test_a_version_the_dead_worker_registered_is_adopted_not_trained_again() -> 
     assert "train" not in stages.calls and "adopt v7" in stages.calls
 
 
+def test_a_version_registered_before_this_worker_lost_its_lease_is_adopted() -> None:
+    store, stages = _store(), FakeStages()
+    task = store.move(
+        _queued(store), Stage.training, "w1", batch_id="b", notes={"versions_before": ["base"]}
+    )
+    stages.registry.append("v1")  # w1 registered v1, then lost the lease before storing that
+    final = TaskRunner(store, stages, SETTINGS, "w1").run(task)  # w1 holds the lease again
+    assert (final.version, final.resumes) == ("v1", 0)
+    assert "train" not in stages.calls and "adopt v1" in stages.calls
+
+
 def test_a_cancel_during_training_stops_the_task_and_cleans_up() -> None:
     store, stages = _store(), FakeStages()
     task = _queued(store)

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -25,12 +22,10 @@ from bench.results import BenchResult
 __all__ = [
     "LoadResult",
     "bulk_load",
-    "free_port",
     "http_rounds",
     "run_load",
     "single_load",
     "swap_load",
-    "wait_ready",
 ]
 
 
@@ -159,31 +154,6 @@ def swap_load(
         stop.set()
         thread.join()
     return result, statuses
-
-
-def wait_ready(
-    url: str, server: subprocess.Popen, log: Path, path: str = "/healthz", timeout_s: float = 180
-) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}: {log.read_text()[-1500:]}")
-        try:
-            conn = http.client.HTTPConnection(host, int(port), timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout_s} s: {log.read_text()[-1500:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_rounds(

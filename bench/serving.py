@@ -51,12 +51,11 @@ sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolv
 
 from bench.http_load import (  # noqa: E402
     LoadResult,
-    free_port,
     http_rounds,
     swap_load,
-    wait_ready,
 )
 from bench.results import BenchResult  # noqa: E402
+from clicktune.local_http import free_port, wait_until_ready  # noqa: E402
 
 DATA = Path("/work/shared/data")
 VENV_BIN = Path(sys.executable).parent
@@ -220,7 +219,9 @@ def start_infinity(exe: Path, model: Path, port: int, log: Path) -> subprocess.P
 def running(server: subprocess.Popen, url: str, log: Path, health: str) -> Iterator[str]:
     """`url` once `server` answers `health`; the server is stopped on the way out."""
     try:
-        wait_ready(url, server, log, path=health, timeout_s=300)
+        wait_until_ready(
+            f"{url}{health}", exit_code=server.poll, log_tail=log.read_text, timeout_s=300
+        )
         yield url
     finally:
         server.terminate()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from clicktune.local_http import NotReadyError, free_port, wait_until_ready
 
 
 def interrupt_on_sigterm() -> None:
@@ -25,13 +23,6 @@ def interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ChildProcess:
@@ -79,15 +70,13 @@ class ServeProcess(ChildProcess):
         self._wait_ready(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"clicktune serve exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"clicktune serve not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        try:
+            wait_until_ready(
+                f"{self.url}/readyz",
+                exit_code=self.proc.poll,
+                log_tail=self.log_tail,
+                timeout_s=timeout_s,
+            )
+        except NotReadyError:
+            self.stop()
+            raise

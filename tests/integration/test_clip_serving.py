@@ -25,13 +25,14 @@ pytest.importorskip("open_clip")
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
 from clicktune.clients import kafka_options  # noqa: E402
+from clicktune.local_http import free_port  # noqa: E402
 from serving.config import EncoderSettings, IndexSettings  # noqa: E402
 from serving.doc_images import load_image  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
 from serving.model_loader import image_tower, load_model_dir  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
-from tests.integration.test_serving_replica import _free_port, _wait_healthy  # noqa: E402
+from tests.integration.serve_ready import wait_healthy  # noqa: E402
 from tests.unit.tuner.clip_support import register_tiny_clip, write_swatches  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def clip_server(services, opensearch, tmp_path_factory) -> Iterator[Clip]:  # ty
     corpus.append({"_id": "text-only", "title": "a plain text document"})
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
     index_corpus(corpus, encoder, docs, batch_size=4, progress=False)  # what `clicktune index` runs
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CLICKTUNE_HOME": str(home),
@@ -76,7 +77,7 @@ def clip_server(services, opensearch, tmp_path_factory) -> Iterator[Clip]:  # ty
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, home / "serve.log")
+        wait_healthy(url, process, home / "serve.log")
         yield Clip(url, name, home, files, f"{name}-queries")
     finally:
         process.terminate()

@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from clicktune.clients import kafka_options  # noqa: E402
 from clicktune.demo.loop import RoundResult  # noqa: E402
 from clicktune.demo.report import build_report  # noqa: E402
+from clicktune.local_http import free_port  # noqa: E402
 from ingest.templates import install_templates  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from serving.ab import CANDIDATE, CONTROL, Arm, Experiment, ExperimentStore, new_experiment  # noqa: E402
@@ -37,7 +38,7 @@ from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.browser_support import headless_chromium  # noqa: E402
 from tests.integration.ingest_support import ingest_settings, produce, worker_env  # noqa: E402,F401
-from tests.integration.test_serving_replica import _free_port, _wait_healthy  # noqa: E402
+from tests.integration.serve_ready import wait_healthy  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model  # noqa: E402
 from tuner.simulator import event_record  # noqa: E402
 
@@ -135,7 +136,7 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
     admin.close()
     produce(ingest_settings, ingest.queries_topic, [b"{}"] * WAITING_RECORDS)  # not ingested yet
 
-    port = _free_port()
+    port = free_port()
     env = {
         **worker_env(ingest_settings),
         "CLICKTUNE_HOME": str(home),
@@ -159,7 +160,7 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, log)
+        wait_healthy(url, process, log)
         yield {"url": url, "experiment": experiment, "settings": ingest_settings, "home": home}
     finally:
         process.terminate()

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
+from clicktune.local_http import free_port, wait_until_ready
 from tuner.judged import load_collection
 from tuner.simulator import ClickSimulator, UserModel
 
@@ -43,17 +42,11 @@ def _clicktune(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """`clicktune serve` in a subprocess, stopped when the test ends."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clicktune", "serve", "--port", port],
@@ -62,16 +55,14 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("clicktune serve did not become ready in 120 s")
+        wait_until_ready(
+            f"{self.url}/readyz", exit_code=self.proc.poll, log_tail=self._stderr, timeout_s=120
+        )
+
+    def _stderr(self) -> str:
+        """What serve wrote to stderr; read only once it exited (reading blocks before)."""
+        exited = self.proc.poll() is not None
+        return self.proc.stderr.read() if exited and self.proc.stderr else "(still running)"
 
     def stop(self) -> None:
         self.proc.terminate()

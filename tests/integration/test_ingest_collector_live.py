@@ -4,7 +4,6 @@ plain httpx posts reach OpenSearch; bad bodies get 422/413; Kafka unreachable ge
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from kafka import KafkaProducer
 from clicktune.cli.ingest import build_worker
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
+from clicktune.local_http import free_port
 from serving.app import create_app
 from serving.collector import KafkaRecordSink, collector_router
 from serving.encoder import HashingEncoder
@@ -39,12 +39,6 @@ class NoIndex:
         return []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serving_app(settings: Settings, producer: KafkaProducer) -> Iterator[str]:
     """A real app with the collector on a real port; yields its base URL."""
@@ -60,7 +54,7 @@ def serving_app(settings: Settings, producer: KafkaProducer) -> Iterator[str]:
         max_record_bytes=settings.ingest.max_record_bytes,
     )
     app = create_app(ModelSlot(HashingEncoder()), NoIndex(), InMemoryQueryLog(), serving, router)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -114,7 +108,7 @@ def test_posted_events_and_queries_reach_opensearch_through_kafka_and_the_worker
 
 def test_kafka_unreachable_answers_503_with_retry_after(ingest_settings: Settings) -> None:
     dead = KafkaProducer(
-        bootstrap_servers=[f"127.0.0.1:{_free_port()}"],
+        bootstrap_servers=[f"127.0.0.1:{free_port()}"],
         acks="all",
         max_block_ms=1000,
         api_version=(3, 0),  # no version probe: the producer builds, sends time out

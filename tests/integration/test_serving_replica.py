@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,9 +21,11 @@ import pytest
 pytestmark = pytest.mark.integration
 pytest.importorskip("onnx")
 
+from clicktune.local_http import free_port  # noqa: E402
 from serving.config import IndexSettings  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
+from tests.integration.serve_ready import wait_healthy  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402
 
 TOKEN = "t-admin-token"
@@ -42,12 +43,6 @@ class Server:
 
     def promote(self, version: str) -> httpx.Response:
         return self.http.post("/admin/models/promote", json={"version": version}, headers=AUTH)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _registry(home: Path) -> tuple[LocalRegistry, dict[str, np.ndarray]]:
@@ -73,7 +68,7 @@ def server(services, opensearch, tmp_path_factory) -> Iterator[Server]:  # type:
     registry, tables = _registry(home)
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
     docs.swap_alias(docs.create_version("v1", 8))  # the live index: 8-dimensional vectors
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CLICKTUNE_HOME": str(home),
@@ -98,26 +93,12 @@ def server(services, opensearch, tmp_path_factory) -> Iterator[Server]:  # type:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, home / "serve.log")
+        wait_healthy(url, process, home / "serve.log")
         yield Server(url, name, registry, tables)
     finally:
         process.terminate()
         process.wait(timeout=30)
         opensearch.indices.delete(index=f"{name}*", params={"expand_wildcards": "all"})
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"clicktune serve exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"clicktune serve did not answer within 60 s:\n{log.read_text()}")
 
 
 def _check(server: Server, body: dict, texts: list[str]) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from clicktune.local_http import free_port, wait_until_ready
 from serving.tasks import Stage, TaskRecord, new_task
-from tests.integration.test_end_to_end import _free_port
 from tests.integration.worker_world import ROOT, World
 from tuner.simulator import ClickSimulator, UserModel
 
@@ -49,7 +49,7 @@ class Loop:
         }
         self.logs = world.home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.children = {
             name: self._spawn(name, args)
             for name, args in (
@@ -84,15 +84,12 @@ class Loop:
             time.sleep(0.5)
 
     def ready(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"serve not ready:\n{self.log('serve')}")
+        wait_until_ready(
+            f"{self.url}/readyz",
+            exit_code=self.children["serve"].poll,
+            log_tail=lambda: self.log("serve"),
+            timeout_s=timeout_s,
+        )
 
     def traffic(self, liked: str | None, searches: int = SEARCHES) -> dict[str, int]:
         """Simulated users search; those in arm `liked` find what they want on top (and click),

@@ -15,9 +15,15 @@ DEMO_LIKE = """
 import subprocess, sys, time
 from clicktune.demo.processes import interrupt_on_sigterm
 interrupt_on_sigterm()
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-print(child.pid, flush=True)
+# the child must not hold our pipes, or communicate() waits for it as well as for us
+child = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(120)"],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+)
 try:
+    # announced inside the try: a SIGTERM handled before it would skip the cleanup
+    print(child.pid, flush=True)
     time.sleep(120)
 finally:
     child.terminate()

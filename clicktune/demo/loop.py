@@ -114,13 +114,15 @@ class ClosedLoop:
         self._import_base()
         results = [self._index_and_measure(0, "base", {})]
         ingest = ChildProcess(["ingest", "run"], self.logs / "ingest.log")
-        serve = ServeProcess(self.logs / "serve-0.log")
         try:
-            for number in range(1, self.options.rounds + 1):
-                result, serve = self._round(number, serve, ingest, results[-1])
-                results.append(result)
+            serve = ServeProcess(self.logs / "serve-0.log")
+            try:
+                for number in range(1, self.options.rounds + 1):
+                    result, serve = self._round(number, serve, ingest, results[-1])
+                    results.append(result)
+            finally:
+                serve.stop()
         finally:
-            serve.stop()
             ingest.stop()
         return results
 

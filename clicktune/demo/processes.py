@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clicktune.local_http import NotReadyError, free_port, wait_until_ready
+from clicktune.local_http import free_port, wait_until_ready
 
 
 def interrupt_on_sigterm() -> None:
@@ -77,6 +77,6 @@ class ServeProcess(ChildProcess):
                 log_tail=self.log_tail,
                 timeout_s=timeout_s,
             )
-        except NotReadyError:
+        except BaseException:  # not ready, or Ctrl-C / SIGTERM while waiting: no orphan serve
             self.stop()
             raise

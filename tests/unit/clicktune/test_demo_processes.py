@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from clicktune.demo import processes
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +47,24 @@ def test_sigterm_runs_the_cleanup_that_stops_the_children() -> None:
     assert "KeyboardInterrupt" in err and "stopped by signal" in err
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # reaped: it no longer exists
+
+
+def test_a_serve_interrupted_while_starting_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        started.append(real_popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        return started[-1]
+
+    def interrupted(url: str, **kwargs: object) -> None:
+        raise KeyboardInterrupt("stopped by signal 15")
+
+    monkeypatch.setattr(processes.subprocess, "Popen", popen)
+    monkeypatch.setattr(processes, "wait_until_ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        processes.ServeProcess(tmp_path / "serve.log")
+    assert len(started) == 1
+    assert started[0].returncode == -signal.SIGTERM  # stopped and reaped, not left running

@@ -193,9 +193,20 @@ class ArmRouter:
         return self.store.load()
 
     def search(
-        self, experiment: Experiment, client_id: str | None, query: str, k: int, served: Encoder
+        self,
+        experiment: Experiment,
+        client_id: str | None,
+        query: str,
+        k: int,
+        served: Encoder,
+        *,
+        fetch: int | None = None,
     ) -> RoutedSearch:
-        """Search for `query` as `client_id`'s arm of `experiment`; `served` is the live model."""
+        """Search for `query` as `client_id`'s arm of `experiment`; `served` is the live model.
+
+        `fetch` (>= k) asks a single arm for that many hits, for the caller to shuffle and cut to
+        `k` (serving/randomize.py); an interleaved list always holds `k`.
+        """
         interleave = experiment.mode == "interleave"
         arm = "interleave" if interleave else assign(experiment, client_id).name
         arms = [experiment.control, experiment.candidate] if interleave else [experiment.arm(arm)]
@@ -206,7 +217,7 @@ class ArmRouter:
             if interleave:
                 result = self._interleave(experiment, query, k, encoders)
             else:
-                result = self._one_arm(experiment, arms[0], query, k, encoders[0])
+                result = self._one_arm(experiment, arms[0], query, fetch or k, encoders[0])
         except Exception:
             self._record(experiment.id, arm, started, failed=True)
             raise

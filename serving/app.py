@@ -128,6 +128,7 @@ def create_app(
         experiment = arms.experiment() if arms is not None else None
         if experiment is not None and body.mode == "knn":  # A/B: the caller's arm (serving/ab.py)
             return _routed(arms, experiment, body, k, encoder)  # type: ignore[arg-type]
+        fetch = randomize.draw(k)  # shuffled searches fetch `depth` hits (serving/randomize.py)
         vector = encoder.encode([body.query])[0]
         if body.mode == "hybrid" and hybrid is None:
             raise ApiError(
@@ -135,13 +136,13 @@ def create_app(
             )
         try:
             if body.mode == "hybrid":
-                hits = hybrid.search(body.query, vector, k)  # type: ignore[union-attr]
+                hits = hybrid.search(body.query, vector, fetch or k)  # type: ignore[union-attr]
             else:
-                hits = index.search_knn(vector, k)
+                hits = index.search_knn(vector, fetch or k)
             served_from = hits[0].index if hits else (index.live_index() or settings.index.alias)
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
-        hits, randomized = randomize(hits)
+        hits, randomized = randomize.shuffle(hits, k) if fetch else (hits, None)
         record = _query_record(body, hits, encoder.version, served_from)
         if randomized:
             record["query_attributes"]["randomized"] = randomized
@@ -150,13 +151,14 @@ def create_app(
     def _routed(
         router: ArmRouter, experiment: Any, body: SearchRequest, k: int, encoder: Any
     ) -> dict[str, Any]:
+        fetch = randomize.draw(k)
         try:
-            routed = router.search(experiment, body.client_id, body.query, k, encoder)
+            routed = router.search(experiment, body.client_id, body.query, k, encoder, fetch=fetch)
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
         hits, randomized = list(routed.hits), None
-        if routed.arm != "interleave":  # an interleaved list's order is the experiment itself
-            hits, randomized = randomize(hits)
+        if fetch and routed.arm != "interleave":  # an interleaved list's order is the experiment
+            hits, randomized = randomize.shuffle(hits, k)
         record = _query_record(body, hits, routed.model_version, routed.index)
         record["query_attributes"].update(routed.attributes)
         if randomized:

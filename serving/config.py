@@ -143,7 +143,13 @@ class RandomizationSettings(BaseModel):
     fraction: float = Field(
         default=0.0, ge=0.0, le=1.0, description="share of /v1/search calls shuffled (0: off)"
     )
-    depth: int = Field(default=10, ge=2, le=100, description="how many top hits are shuffled")
+    depth: int = Field(
+        default=10,
+        ge=2,
+        le=100,
+        description="how many top hits are shuffled; above k, a shuffled search fetches `depth` "
+        "hits and shows the first k (exploration below the page)",
+    )
     seed: int | None = Field(default=None, description="fixed seed (tests); None: random")
 
 

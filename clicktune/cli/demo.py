@@ -35,9 +35,18 @@ def demo(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="share of searches whose top 10 are shuffled, so position bias can be estimated",
+            help="share of searches that are shuffled, so position bias can be estimated",
         ),
     ] = 0.2,
+    explore_depth: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=100,
+            help="a shuffled search shuffles this many top hits and shows 10 of them; above 10 "
+            "it explores below the page, where a better model's gains (recall) can be clicked",
+        ),
+    ] = 20,
     references: Annotated[
         bool,
         typer.Option(
@@ -71,6 +80,7 @@ def demo(
         users_per_query=users_per_query,
         max_steps=max_steps,
         randomize=randomize,
+        explore_depth=explore_depth,
         references=references,
     )
     interrupt_on_sigterm()

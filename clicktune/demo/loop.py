@@ -52,6 +52,7 @@ class DemoOptions:
     users_per_query: int = 3
     max_steps: int | None = None
     randomize: float = 0.2
+    explore_depth: int = 20
     references: bool = True
     user: UserModel = field(default_factory=lambda: UserModel(eta=1.0, noise=0.05))
     seed: int = 0
@@ -67,11 +68,13 @@ class RoundResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def namespace_env(run_id: str, home: Path, randomize: float = 0.0) -> dict[str, str]:
+def namespace_env(
+    run_id: str, home: Path, randomize: float = 0.0, explore_depth: int = 10
+) -> dict[str, str]:
     """Environment overrides that give one demo run its own topics, indexes, alias and home,
-    and the share of searches whose top hits the serving side shuffles. The tuner worker
-    triggers on each round's sessions at once (no grace period, no minimum interval) and
-    promotes a candidate that passes the gate straight away (the demo measures every round)."""
+    and the share of searches whose top `explore_depth` hits the serving side shuffles. The
+    tuner worker triggers on each round's sessions at once (no grace period, no minimum interval)
+    and promotes a candidate that passes the gate straight away (the demo measures every round)."""
     return {
         "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}-tasks",
         "CLICKTUNE_TUNER__WORKER__ROLLOUT": "promote",
@@ -79,6 +82,7 @@ def namespace_env(run_id: str, home: Path, randomize: float = 0.0) -> dict[str, 
         "CLICKTUNE_TUNER__WORKER__MIN_INTERVAL_S": "0",
         "CLICKTUNE_TUNER__BATCHES__GRACE_S": "0",
         "CLICKTUNE_SERVING__RANDOMIZATION__FRACTION": str(randomize),
+        "CLICKTUNE_SERVING__RANDOMIZATION__DEPTH": str(explore_depth),
         "CLICKTUNE_HOME": str(home),
         "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{run_id}.ubi.queries",
         "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{run_id}.ubi.events",
@@ -100,7 +104,9 @@ class ClosedLoop:
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.run_id = f"demo-{_slug(self.collection.name)}-{stamp}"
         os.environ.update(
-            namespace_env(self.run_id, options.report_dir / "home", options.randomize)
+            namespace_env(
+                self.run_id, options.report_dir / "home", options.randomize, options.explore_depth
+            )
         )
         self.settings: Settings = load_settings(config_path)
         self.registry = LocalRegistry(self.settings.home / "models")

@@ -215,3 +215,19 @@ def test_randomised_searches_log_the_order_they_showed(parts) -> None:  # type: 
         assert record["query_attributes"]["randomized"] == "shuffle_top_3"
         orders.add(tuple(record["query_response_hit_ids"]))
     assert len(orders) > 1 and all(sorted(o) == ["d1", "d2", "d3"] for o in orders)
+
+
+def test_a_shuffle_deeper_than_k_shows_k_hits_drawn_from_the_top_depth(parts) -> None:  # type: ignore[no-untyped-def]
+    slot, index, query_log, settings = parts
+    deep = settings.model_copy(
+        update={"randomization": RandomizationSettings(fraction=1.0, depth=3, seed=5)}
+    )
+    client = TestClient(create_app(slot, index, query_log, deep))
+    plain = [h.id for h in index.search_knn(slot.current.encode(["shock waves"])[0], 3)]
+    shown = set()
+    for _ in range(30):
+        body = client.post("/v1/search", json={"query": "shock waves", "k": 1}).json()
+        assert len(body["hits"]) == 1
+        assert query_log.records[-1]["query_response_hit_ids"] == [body["hits"][0]["id"]]
+        shown.add(body["hits"][0]["id"])
+    assert shown == set(plain)  # ranks 2 and 3 reach the single slot shown

@@ -1,14 +1,16 @@
 """One iteration's uplift from simulated clicks, beside a supervised fine-tune (no servers).
 
     .venv/bin/python -m bench.uplift [--dataset ../shared/data/homedepot-dev]
-        [--users-per-query 3] [--randomize 0.2] [--max-steps N] [--max-length 256] [--json FILE]
+        [--users-per-query 3] [--randomize 0.2] [--explore-depth 20] [--max-steps N]
+        [--max-length 256] [--json FILE]
 
 What the tuner's first iteration can learn on a judged collection, measured in one process:
 
 1. The base model ranks the whole corpus for every train query. Simulated users
    (`tuner.simulator`: position-based, examination (1/(k+1))^1, 5% noise clicks, carts and
    purchases on top-grade hits, as the demo's shoppers) act on its top 10; a `--randomize`
-   share of the searches shows the top 10 shuffled, as `serving.randomization` does. The UBI
+   share of the searches shows 10 of the top `--explore-depth` shuffled, as
+   `serving.randomization` does (the demo's defaults: 0.2 and 20). The UBI
    records are joined into sessions exactly as the tuner reads them (`join_sessions`).
 2. Three fine-tunes of the base model, each with the tuner's training settings:
    - clicks: the tuner's pairs (outcome weight x clipped inverse propensity, skip-above hard
@@ -131,10 +133,12 @@ def simulate_sessions(
     records: list[dict] = []
     events: list[dict] = []
     for row, qid in enumerate(query_ids):
-        top = [doc_ids[j] for j in np.argsort(-scores[row])[:SHOWN]]
+        ranked = [doc_ids[j] for j in np.argsort(-scores[row])[: max(SHOWN, args.explore_depth)]]
         for user in range(args.users_per_query):
             shuffled = rng.random() < args.randomize
-            hits = rng.sample(top, len(top)) if shuffled else top
+            top = ranked[: args.explore_depth]
+            order = rng.sample(top, len(top)) + ranked[args.explore_depth :] if shuffled else ranked
+            hits = order[:SHOWN]
             query_id = f"q{len(records)}"
             at += timedelta(seconds=1)
             client = f"user-{qid}-{user}"
@@ -188,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--users-per-query", type=int, default=3)
     parser.add_argument("--randomize", type=float, default=0.2)
+    parser.add_argument(
+        "--explore-depth", type=int, default=20, help="a shuffled search shows 10 of this top"
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="cap per fine-tune")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per text")
     parser.add_argument("--seed", type=int, default=0)

@@ -36,7 +36,8 @@ class CountingEmbed:
 
 
 def options(**changes: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"users_per_query": 2, "randomize": 0.0, "seed": 0, **changes})
+    defaults = {"users_per_query": 2, "randomize": 0.0, "explore_depth": 10, "seed": 0}
+    return argparse.Namespace(**{**defaults, **changes})
 
 
 def test_memoized_encodes_each_distinct_text_once() -> None:
@@ -78,6 +79,25 @@ def test_randomized_share_shows_the_same_hits_shuffled() -> None:
     assert 0.35 < len(randomized) / len(shuffled) < 0.65
     by_query = {s.user_query: set(s.hit_ids) for s in plain}
     assert all(set(s.hit_ids) == by_query[s.user_query] for s in randomized)
+
+
+def test_an_explore_depth_beyond_10_shows_10_of_the_deeper_top() -> None:
+    collection = load_collection(DATA)
+    texts = corpus_texts(collection)
+    embed = CountingEmbed()
+    deep = uplift.simulate_sessions(
+        embed, collection, texts, options(randomize=1.0, explore_depth=20, users_per_query=3)
+    )
+    doc_ids = sorted(texts)
+    doc_vectors = embed([texts[d] for d in doc_ids])
+    below_the_page = 0
+    for session in deep[:60]:
+        ranked = np.argsort(-(embed([session.user_query])[0] @ doc_vectors.T))
+        top10, top20 = ({doc_ids[j] for j in ranked[:n]} for n in (10, 20))
+        assert session.randomized and len(session.hit_ids) == 10
+        assert set(session.hit_ids) <= top20
+        below_the_page += len(set(session.hit_ids) - top10)
+    assert below_the_page > 60 * 3  # about half of each page comes from ranks 11-20
 
 
 def found(base: float, clicks: float, no_ipw: float, supervised: float) -> dict:

@@ -125,3 +125,13 @@ def test_no_share_when_supervised_does_not_gain() -> None:
     result = uplift.bench_result(found(0.40, 0.41, 0.40, 0.39), 120, {})
     assert "clicks_share_of_supervised_uplift" not in result.ratios
     assert result.ratios["clicks_over_base_ndcg"].value == pytest.approx(0.41 / 0.40)
+
+
+def test_the_gate_view_is_reported_beside_its_test_metrics() -> None:
+    figures = found(0.40, 0.44, 0.42, 0.48)
+    gate = {"validation_sessions": 164, "gate_live": 4.06, "gate_improvement": 0.015}
+    figures["gated"] = {**figures["clicks"], **gate, "gate_lower_bound": -0.093}
+    result = uplift.bench_result(figures, 606, {})
+    assert result.figures["gated_ndcg@10"] == 0.44
+    assert result.figures["gated_gate_lower_bound"] == -0.093
+    assert result.figures["gated_validation_sessions"] == 164

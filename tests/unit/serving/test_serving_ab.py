@@ -131,3 +131,32 @@ def test_tally_joins_events_to_queries_by_arm() -> None:
     candidate = metrics.arms[CANDIDATE]
     assert (candidate.queries, candidate.clicked, candidate.purchases) == (2, 1, 1)
     assert candidate.mrr == pytest.approx(0.25)  # (1/2 + 0) / 2
+
+
+class _AskedIndex:
+    """Records how many hits each search asked for; answers that many ranked hits."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def search_knn(self, vector, k: int, index: str | None = None):  # type: ignore[no-untyped-def]
+        from serving.vector_index import Hit
+
+        self.asked.append(k)
+        return [Hit(f"d{i}", 1.0 - i / 100, index or "docs", {}) for i in range(k)]
+
+
+@pytest.mark.parametrize(("mode", "asked"), [("split", [20]), ("interleave", [10, 10])])
+def test_a_single_arm_fetches_the_shuffle_depth_and_an_interleave_only_k(
+    mode: str, asked: list[int]
+) -> None:
+    from serving.ab import ArmRouter
+    from serving.encoder import HashingEncoder
+
+    encoder = HashingEncoder(dimension=8, version="v1")
+    index = _AskedIndex()
+    store = type("Store", (), {"load": lambda self: None})()
+    router = ArmRouter(store, lambda version: HashingEncoder(8, version=version), index, seed=0)  # type: ignore[arg-type]
+    routed = router.search(_experiment(0.2, mode), None, "q", 10, encoder, fetch=20)
+    assert index.asked == asked
+    assert len(routed.hits) == (20 if mode == "split" else 10)

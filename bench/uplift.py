@@ -189,9 +189,9 @@ def simulate_sessions(
     events: list[dict] = []
     for row, qid in enumerate(query_ids):
         ranked = [doc_ids[j] for j in np.argsort(-scores[row])[: max(SHOWN, args.explore_depth)]]
+        top = ranked[: args.explore_depth]
         for user in range(args.users_per_query):
             shuffled = rng.random() < args.randomize
-            top = ranked[: args.explore_depth]
             order = rng.sample(top, len(top)) + ranked[args.explore_depth :] if shuffled else ranked
             hits = order[:SHOWN]
             query_id = f"q{len(records)}"

@@ -199,7 +199,7 @@ def _from_report(path: Path) -> dict[str, Any]:
     ]
     references = [
         {"name": f"{name} ndcg@10", "value": report[name]["ndcg@10"]}
-        for name in ("supervised", "no_ipw")
+        for name in ("supervised", "clicks", "no_ipw")
         if report.get(name)
     ]
     base = (report.get("base") or {}).get("ndcg@10")

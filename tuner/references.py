@@ -3,8 +3,12 @@
 - `supervised`: the base model fine-tuned on the collection's own train judgments (every judged
   relevant document of a train query is a positive, weighted by its grade). Clicks can at best
   approach what the true labels teach, so this is the yardstick for the click-trained uplift.
-- `no_ipw`: the base model fine-tuned on the same click sessions without position-bias
-  correction (every examination propensity 1), the ablation that shows what the correction buys.
+- `clicks`: the base model fine-tuned once on all the run's click sessions with the tuner's
+  position-bias correction (propensities fitted from those sessions), as `bench.uplift` does.
+- `no_ipw`: the same, without position-bias correction (every examination propensity 1): the
+  ablation. `clicks` against `no_ipw` is like for like (same sessions, one fine-tune from the
+  base each), so it shows what the correction buys; the loop's rounds train incrementally and
+  behind a gate, so they are not.
 
 Both are scored in memory (exact search over the whole corpus with the torch model), together
 with the base model measured the same way, so their uplifts compare like with like.

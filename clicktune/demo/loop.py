@@ -133,8 +133,8 @@ class ClosedLoop:
         return results
 
     def references(self) -> dict[str, dict[str, float]]:
-        """Base, supervised and no-IPW models trained and scored in this process (exact search
-        over the corpus): the yardsticks of the report. Run after `run`, on its sessions."""
+        """Base, supervised, clicks and no-IPW models trained and scored in this process (exact
+        search over the corpus): the yardsticks of the report. Run after `run`, on its sessions."""
         from tuner.references import (
             base_metrics,
             click_pairs,
@@ -157,6 +157,7 @@ class ClosedLoop:
         sessions = OpenSearchSessions(self.client, self.settings.ingest).sessions(None, None)
         jobs = {
             "supervised": (supervised_pairs(self.collection), tuner),
+            "clicks": (click_pairs(sessions, tuner), tuner),
             "no_ipw": (click_pairs(sessions, no_ipw_settings(tuner)), no_ipw_settings(tuner)),
         }
         for name, (pairs, settings) in jobs.items():

@@ -30,7 +30,7 @@ def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) 
     try:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert report["dataset"] == "products-synth" and set(report["base"]) == METRICS
-        assert report["supervised"] is None and report["no_ipw"] is None
+        assert report["supervised"] is None and report["clicks"] is None
         first = report["rounds"][1]
         assert first["round"] == 1 and set(first["metrics"]) == METRICS
         assert first["status"] in {"promoted", "rejected"}, first

@@ -22,21 +22,29 @@ ROUNDS = [
     RoundResult(1, "v2", metrics(0.66), status="promoted"),
     RoundResult(2, "v2", metrics(0.66), status="rejected"),
 ]
-REFERENCES = {"supervised": metrics(0.70), "no_ipw": metrics(0.62), "base_exact": metrics(0.61)}
+REFERENCES = {
+    "supervised": metrics(0.70),
+    "clicks": metrics(0.65),
+    "no_ipw": metrics(0.62),
+    "base_exact": metrics(0.61),
+}
 
 
 def test_report_has_the_keys_and_the_share_of_the_supervised_uplift() -> None:
     report = build_report("toy", ROUNDS, REFERENCES)
-    assert set(report) >= {"dataset", "base", "supervised", "no_ipw", "rounds"}
+    assert set(report) >= {"dataset", "base", "supervised", "clicks", "no_ipw", "rounds"}
     assert report["base"] == {"ndcg@10": 0.60, "mrr@10": 0.70, "recall@100": 0.9}
     assert [r["model_version"] for r in report["rounds"]] == ["base", "v2", "v2"]
     # live gain 0.06 over a supervised gain of 0.09 measured from the exact-search base
     assert report["supervised_share"] == pytest.approx(0.06 / 0.09)
+    # the ablation against its like-for-like counterpart, not against the rounds
+    assert report["ipw_gain"] == pytest.approx(0.03)
 
 
 def test_without_references_there_is_no_share() -> None:
     report = build_report("toy", ROUNDS, {})
     assert report["supervised"] is None and report["supervised_share"] is None
+    assert report["ipw_gain"] is None
     assert "supervised uplift" not in markdown_table(report)
 
 
@@ -46,5 +54,6 @@ def test_written_report_round_trips(tmp_path: Path) -> None:
     assert json.loads(paths[0].read_text()) == report
     table = paths[1].read_text()
     assert "| 1 | v2 | promoted | 0.6600 |" in table and "| ref | no_ipw |" in table
-    assert "0.67 of the supervised uplift" in table
+    assert "0.67 of the supervised uplift" in table and "| ref | clicks |" in table
+    assert "clicks 0.6500 vs no_ipw 0.6200 nDCG@10 (+0.0300)" in table
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -268,9 +268,10 @@ def test_uplift_reads_the_newest_report_else_registry_metrics(
              "metrics": {"ndcg@10": x, "mrr@10": x, "recall@100": 2 * x}}
             for i, x in enumerate(ndcg)
         ]  # fmt: skip
+        clicks = {"ndcg@10": 0.35, "mrr@10": 0.35, "recall@100": 0.7}
         no_ipw = {"ndcg@10": 0.3, "mrr@10": 0.3, "recall@100": 0.6}
         body = {"dataset": name, "base": rounds[0]["metrics"], "supervised": None,
-                "no_ipw": no_ipw, "rounds": rounds}  # fmt: skip
+                "clicks": clicks, "no_ipw": no_ipw, "rounds": rounds}  # fmt: skip
         path = reports / name / "report.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(body))
@@ -283,7 +284,10 @@ def test_uplift_reads_the_newest_report_else_registry_metrics(
     assert data["title"] == "closed loop on new"
     assert data["labels"] == ["round 0 (v1)", "round 1 (v2)", "round 2 (v3)"]
     assert data["series"][0] == {"name": "ndcg@10", "values": [0.2, 0.25, 0.3]}
-    assert data["references"] == [{"name": "no_ipw ndcg@10", "value": 0.3}]
+    assert data["references"] == [
+        {"name": "clicks ndcg@10", "value": 0.35},
+        {"name": "no_ipw ndcg@10", "value": 0.3},
+    ]
     assert data["uplift_ndcg@10_pct"] == pytest.approx(50.0)
 
 

@@ -50,9 +50,17 @@ def demo(
     references: Annotated[
         bool,
         typer.Option(
-            help="also train the supervised reference and the no-IPW ablation and report them"
+            help="also train the supervised, clicks and no-IPW references and report them"
         ),
     ] = True,
+    references_only: Annotated[
+        bool,
+        typer.Option(
+            "--references-only",
+            help="run no rounds: train the references missing from the report.json in --report "
+            "(a finished run's), from that run's stored sessions, and rewrite its report",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole loop N rounds with simulated users and report the uplift per round.
 
@@ -63,11 +71,23 @@ def demo(
     """
     from clicktune.demo.loop import ClosedLoop, DemoOptions
     from clicktune.demo.processes import interrupt_on_sigterm
-    from clicktune.demo.report import build_report, write_report
+    from clicktune.demo.report import (
+        ReportError,
+        build_report,
+        finished_run,
+        missing_references,
+        with_references,
+        write_report,
+    )
     from clicktune.services import manager
     from clicktune.services.errors import ServicesError
+    from tuner.errors import TunerError
     from tuner.judged import DatasetError
 
+    try:  # a bad report folder fails before anything starts
+        earlier = finished_run(report.resolve() / "report.json") if references_only else None
+    except ReportError as exc:
+        fail(str(exc))
     settings = settings_of(ctx)
     try:
         manager.up(manager.local_services(settings), typer.echo, settings.services.start_timeout_s)
@@ -84,13 +104,25 @@ def demo(
         references=references,
     )
     interrupt_on_sigterm()
+    config_path = ctx.find_root().obj.config_path
     try:
-        loop = ClosedLoop(options, ctx.find_root().obj.config_path, typer.echo)
-        results = loop.run()
-        found = loop.references() if references else {}
-    except (DatasetError, RuntimeError) as exc:
+        if earlier is not None:
+            loop = ClosedLoop(options, config_path, typer.echo, run_id=earlier["run_id"])
+            if loop.collection.name != earlier["dataset"]:
+                fail(
+                    f"--dataset {dataset} is {loop.collection.name!r}, but the run in {report} "
+                    f"was on {earlier['dataset']!r}: pass the run's own --dataset"
+                )
+            missing = missing_references(earlier)
+            typer.echo(f"references missing from {report}: {', '.join(missing) or 'none'}")
+            data = with_references(earlier, loop.references(missing))
+        else:
+            loop = ClosedLoop(options, config_path, typer.echo)
+            results = loop.run()
+            found = loop.references() if references else {}
+            data = build_report(loop.collection.name, results, found, run_id=loop.run_id)
+    except (DatasetError, TunerError, RuntimeError) as exc:
         fail(str(exc))
-    data = build_report(loop.collection.name, results, found, run_id=loop.run_id)
     paths = write_report(data, options.report_dir)
     typer.echo((options.report_dir / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in paths))

@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from tuner.offline_eval import evaluate_collection
 from tuner.simulator import ClickSimulator, UserModel
 
 log = logging.getLogger(__name__)
+REFERENCES = ("base_exact", "supervised", "clicks", "no_ipw")  # what `references` can train
 MIN_ROUND_SESSIONS = 20  # a round's sessions trigger the tuner worker (fewer: nothing to learn)
 Echo = Callable[[str], None]
 
@@ -97,12 +98,20 @@ def namespace_env(
 class ClosedLoop:
     """One demo run: owns its child processes and measures each round."""
 
-    def __init__(self, options: DemoOptions, config_path: Path | None, echo: Echo) -> None:
+    def __init__(
+        self,
+        options: DemoOptions,
+        config_path: Path | None,
+        echo: Echo,
+        run_id: str | None = None,
+    ) -> None:
+        """A new run, or with `run_id` the namespace of an earlier one (to re-measure its
+        references from its stored sessions)."""
         self.options = options
         self.echo = echo
         self.collection: JudgedCollection = load_collection(options.dataset)
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        self.run_id = f"demo-{_slug(self.collection.name)}-{stamp}"
+        self.run_id = run_id or f"demo-{_slug(self.collection.name)}-{stamp}"
         os.environ.update(
             namespace_env(
                 self.run_id, options.report_dir / "home", options.randomize, options.explore_depth
@@ -132,9 +141,10 @@ class ClosedLoop:
             ingest.stop()
         return results
 
-    def references(self) -> dict[str, dict[str, float]]:
-        """Base, supervised, clicks and no-IPW models trained and scored in this process (exact
-        search over the corpus): the yardsticks of the report. Run after `run`, on its sessions."""
+    def references(self, names: Collection[str] = REFERENCES) -> dict[str, dict[str, float]]:
+        """The reference models `names` (default all: base_exact, supervised, clicks, no_ipw),
+        trained and scored in this process (exact search over the corpus): the yardsticks of the
+        report. Run after `run`, on its sessions."""
         from tuner.references import (
             base_metrics,
             click_pairs,
@@ -144,23 +154,35 @@ class ClosedLoop:
         )
         from tuner.sessions import OpenSearchSessions
 
+        unknown = sorted(set(names) - set(REFERENCES))
+        if unknown:
+            raise ValueError(f"unknown references {unknown}: the demo has {list(REFERENCES)}")
         tuner = self.settings.tuner
         if self.options.max_steps is not None:
             train = tuner.train.model_copy(update={"max_steps": self.options.max_steps})
             tuner = tuner.model_copy(update={"train": train})
         found: dict[str, dict[str, float]] = {}
-        started = time.perf_counter()
-        found["base_exact"] = base_metrics(self.collection, tuner)
-        self.echo(
-            f"reference base (exact search): {_fmt(found['base_exact'])} ({_since(started)} s)"
-        )
-        sessions = OpenSearchSessions(self.client, self.settings.ingest).sessions(None, None)
+        if "base_exact" in names:
+            started = time.perf_counter()
+            found["base_exact"] = base_metrics(self.collection, tuner)
+            self.echo(
+                f"reference base (exact search): {_fmt(found['base_exact'])} ({_since(started)} s)"
+            )
+        sessions: list = []
+        if {"clicks", "no_ipw"} & set(names):
+            sessions = OpenSearchSessions(self.client, self.settings.ingest).sessions(None, None)
         jobs = {
-            "supervised": (supervised_pairs(self.collection), tuner),
-            "clicks": (click_pairs(sessions, tuner), tuner),
-            "no_ipw": (click_pairs(sessions, no_ipw_settings(tuner)), no_ipw_settings(tuner)),
+            "supervised": lambda: (supervised_pairs(self.collection), tuner),
+            "clicks": lambda: (click_pairs(sessions, tuner), tuner),
+            "no_ipw": lambda: (
+                click_pairs(sessions, no_ipw_settings(tuner)),
+                no_ipw_settings(tuner),
+            ),
         }
-        for name, (pairs, settings) in jobs.items():
+        for name, job in jobs.items():
+            if name not in names:
+                continue
+            pairs, settings = job()
             self.echo(f"reference {name}: training on {len(pairs)} pairs")
             ref = train_reference(self.collection, pairs, settings)
             found[name] = ref.metrics

@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clicktune.demo.loop import RoundResult
+from clicktune.demo.loop import REFERENCES, RoundResult
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
+RUN_KEYS = ("run_id", "dataset", "base", "rounds")  # what re-measuring a run's references needs
 
 
 def build_report(
@@ -23,10 +24,6 @@ def build_report(
         "dataset": dataset,
         "run_id": run_id,
         "base": _pick(rounds[0].metrics),
-        "supervised": _pick(references.get("supervised")),
-        "clicks": _pick(references.get("clicks")),
-        "no_ipw": _pick(references.get("no_ipw")),
-        "base_exact": _pick(references.get("base_exact")),
         "rounds": [
             {
                 "round": r.round,
@@ -39,9 +36,48 @@ def build_report(
             for r in rounds
         ],
     }
-    report["supervised_share"] = supervised_share(report)
-    report["ipw_gain"] = ipw_gain(report)
+    return with_references(report, references)
+
+
+def with_references(
+    report: Mapping[str, Any], references: Mapping[str, Mapping[str, float] | None]
+) -> dict[str, Any]:
+    """`report` with `references` added (replacing those of the same name), and what is derived
+    from them recomputed; a reference in neither is None."""
+    updated = dict(report)
+    updated.update({name: _pick(references.get(name) or report.get(name)) for name in REFERENCES})
+    updated["supervised_share"] = supervised_share(updated)
+    updated["ipw_gain"] = ipw_gain(updated)
+    return updated
+
+
+class ReportError(ValueError):
+    """A report folder that does not hold what was asked of it."""
+
+
+def finished_run(path: Path) -> dict[str, Any]:
+    """The report.json of a finished demo run, checked to name its run and dataset."""
+    if not path.is_file():
+        raise ReportError(
+            f"no report at {path}: --references-only needs the folder of a finished demo run "
+            "(its --report)"
+        )
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path} is not JSON ({exc}): not a demo report") from exc
+    missing = [k for k in RUN_KEYS if not report.get(k)] if isinstance(report, dict) else []
+    if not isinstance(report, dict) or missing:
+        raise ReportError(
+            f"{path} lacks {', '.join(missing) or 'a JSON object'}: not the report of a demo run "
+            "(reports written before run_id was recorded cannot be re-measured)"
+        )
     return report
+
+
+def missing_references(report: Mapping[str, Any]) -> list[str]:
+    """The reference models `report` has no metrics for (a run with --no-references: all)."""
+    return [name for name in REFERENCES if not report.get(name)]
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:

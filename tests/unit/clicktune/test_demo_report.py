@@ -1,4 +1,5 @@
-"""The demo report: the keys the issue names, the supervised share, the table and the plot."""
+"""The demo report: the keys the issue names, the supervised share, the table and the plot, and
+re-measuring a finished run's references (`clicktune demo --references-only`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from clicktune.cli import app
 from clicktune.demo.loop import RoundResult
-from clicktune.demo.report import build_report, markdown_table, write_report
+from clicktune.demo.report import (
+    ReportError,
+    build_report,
+    finished_run,
+    markdown_table,
+    missing_references,
+    with_references,
+    write_report,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +68,40 @@ def test_written_report_round_trips(tmp_path: Path) -> None:
     assert "0.67 of the supervised uplift" in table and "| ref | clicks |" in table
     assert "clicks 0.6500 vs no_ipw 0.6200 nDCG@10 (+0.0300)" in table
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_references_are_added_to_those_the_run_measured() -> None:
+    earlier = build_report("toy", ROUNDS, {"supervised": metrics(0.80)}, run_id="demo-toy-1")
+    assert earlier["clicks"] is None and earlier["ipw_gain"] is None
+    assert missing_references(earlier) == ["base_exact", "clicks", "no_ipw"]
+    found = {k: v for k, v in REFERENCES.items() if k != "supervised"}
+    updated = with_references(earlier, found)
+    assert updated["rounds"] == earlier["rounds"] and updated["run_id"] == "demo-toy-1"
+    assert updated["supervised"]["ndcg@10"] == 0.80  # kept: measured in the run itself
+    assert updated["clicks"]["ndcg@10"] == 0.65 and updated["ipw_gain"] == pytest.approx(0.03)
+    assert updated["supervised_share"] == pytest.approx(0.06 / 0.19)  # against the new base_exact
+    assert missing_references(updated) == []
+    assert earlier["clicks"] is None  # the earlier report object is left as it was
+
+
+def test_a_finished_run_is_read_back_and_a_bad_folder_says_why(tmp_path: Path) -> None:
+    report = build_report("toy", ROUNDS, {}, run_id="demo-toy-1")
+    write_report(report, tmp_path / "run")
+    assert finished_run(tmp_path / "run" / "report.json") == json.loads(json.dumps(report))
+    with pytest.raises(ReportError, match="no report at .*needs the folder of a finished"):
+        finished_run(tmp_path / "nowhere" / "report.json")
+    (tmp_path / "old.json").write_text(json.dumps({**report, "run_id": None}))
+    with pytest.raises(ReportError, match="lacks run_id"):
+        finished_run(tmp_path / "old.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ReportError, match="lacks a JSON object"):
+        finished_run(tmp_path / "list.json")
+
+
+def test_references_only_without_a_report_fails_before_starting_anything(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["demo", "--references-only", "--report", str(tmp_path / "empty")]
+    )
+    assert result.exit_code == 1
+    assert f"no report at {tmp_path / 'empty' / 'report.json'}" in result.output
+    assert not (tmp_path / "empty").exists()  # no services, no run folder

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -332,7 +333,10 @@ class ClosedLoop:
             done = subprocess.run(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         if done.returncode != 0:
             tail = log_path.read_text().splitlines()[-15:]
-            raise RuntimeError("clicktune tuner run --once failed:\n" + "\n".join(tail))
+            raise RuntimeError(
+                f"clicktune tuner run --once {_exit_reason(done.returncode)} (log: {log_path}):\n"
+                + "\n".join(tail)
+            )
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         tasks = answer.get("tasks") or []
         if not tasks:
@@ -342,6 +346,15 @@ class ClosedLoop:
         if task.get("status") == "rejected" and not task.get("reason"):
             task["reason"] = "the gate rejected the candidate"
         return task
+
+
+def _exit_reason(returncode: int) -> str:
+    """How a child ended, in words: a negative code is the signal that killed it."""
+    if returncode >= 0:
+        return f"failed with exit code {returncode}"
+    name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else "?"
+    hint = " (the kernel's out-of-memory killer sends it: see dmesg)" if name == "SIGKILL" else ""
+    return f"was killed by signal {-returncode} {name}{hint}"
 
 
 def _count(client, index: str) -> int:  # type: ignore[no-untyped-def]

@@ -68,3 +68,12 @@ def test_a_serve_interrupted_while_starting_is_stopped(
         processes.ServeProcess(tmp_path / "serve.log")
     assert len(started) == 1
     assert started[0].returncode == -signal.SIGTERM  # stopped and reaped, not left running
+
+
+def test_a_child_killed_by_a_signal_is_named_so_and_sigkill_points_at_memory() -> None:
+    from clicktune.demo.loop import _exit_reason
+
+    assert _exit_reason(2) == "failed with exit code 2"
+    killed = _exit_reason(-signal.SIGKILL)
+    assert killed.startswith("was killed by signal 9 SIGKILL") and "out-of-memory" in killed
+    assert _exit_reason(-signal.SIGTERM) == "was killed by signal 15 SIGTERM"

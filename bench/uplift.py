@@ -112,30 +112,20 @@ def gate_view(collection: Any, sessions: list[Any], settings: Any, base: Any) ->
     candidate's and the base model's per-session ips_dcg@10 on the held-out ones."""
     from tuner.base_models import load_text_model
     from tuner.gate import lower_bound
-    from tuner.iteration import collect_pairs
-    from tuner.propensity import from_settings
+    from tuner.iteration import learning_data
     from tuner.references import corpus_texts
-    from tuner.session_eval import (
-        evaluate_collection_in_memory,
-        score_sessions,
-        session_judgments,
-        torch_embedder,
-    )
+    from tuner.session_eval import evaluate_collection_in_memory, score_sessions, torch_embedder
     from tuner.splits import split_sessions
     from tuner.train import fine_tune
 
     splits = split_sessions(sessions, settings.batches)
-    propensity = from_settings(settings, [*splits.train, *splits.validation])
-    pairs, _ = collect_pairs(splits.train, settings, propensity)
-    judgments = session_judgments(
-        splits.validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
-    )
+    data = learning_data(splits.train, splits.validation, settings)
     texts = corpus_texts(collection)
     candidate = load_text_model(settings.train.base_model)
     candidate.max_seq_length = settings.train.max_length
-    report = fine_tune(candidate, pairs, texts, settings.train)
-    live = score_sessions(torch_embedder(base), judgments, texts)[1]
-    gain = score_sessions(torch_embedder(candidate), judgments, texts)[1] - live
+    report = fine_tune(candidate, data.pairs, texts, settings.train)
+    live = score_sessions(torch_embedder(base), data.judgments, texts)[1]
+    gain = score_sessions(torch_embedder(candidate), data.judgments, texts)[1] - live
     test = evaluate_collection_in_memory(torch_embedder(candidate), collection, "test")
     return {
         **_scored(test),

@@ -37,7 +37,7 @@ from tuner.pairs import PairStats, TrainingPair, build_pairs
 from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, model_metadata, publish
 from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
-from tuner.session_eval import Scorer, Scores, session_judgments
+from tuner.session_eval import Scorer, Scores, SessionJudgments, session_judgments
 from tuner.sessions import Session
 from tuner.splits import Splits, split_sessions
 from tuner.tracking import Lineage, NullTracker, Tracker
@@ -51,7 +51,9 @@ __all__ = [
     "StartPoint",
     "collect_pairs",
     "doc_texts_for",
+    "LearningData",
     "kind_of",
+    "learning_data",
     "run_training_iteration",
     "start_model",
 ]
@@ -202,7 +204,7 @@ class _Prepared:
     validation: list[Session]  # this batch's held-out sessions, then earlier batches'
     pairs: list[TrainingPair]
     stats: PairStats
-    judgments: Any
+    judgments: SessionJudgments
     doc_texts: dict[str, Any]  # id -> text, or PIL image for a CLIP model's image documents
     propensity_curve: tuple[float, ...]
 
@@ -220,13 +222,9 @@ def _prepare(
     replayed = sample(earlier.train, replay_count, batches.seed)
     splits = split_sessions(released.sessions, batches)
     validation = [*splits.validation, *earlier.validation][: batches.max_validation_sessions]
-    train_sessions = [*splits.train, *replayed]
-    propensity = from_settings(settings, [*train_sessions, *validation])
-    curve = tuple(round(propensity(k), 4) for k in range(settings.propensity_max_rank))
-    pairs, stats = collect_pairs(train_sessions, settings, propensity)
-    judgments = session_judgments(
-        validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
-    )
+    learn = learning_data([*splits.train, *replayed], validation, settings)
+    pairs, stats, judgments = learn.pairs, learn.stats, learn.judgments
+    curve = tuple(round(learn.propensity(k), 4) for k in range(settings.propensity_max_rank))
     doc_texts = doc_texts_for(
         context.documents,
         pairs,
@@ -242,6 +240,30 @@ def _prepare(
         f"held out earlier); {len(pairs)} pairs; p(k) {curve[:5]}..."
     )
     return _Prepared(splits, replayed, validation, pairs, stats, judgments, doc_texts, curve)
+
+
+@dataclass(frozen=True)
+class LearningData:
+    """What a round learns from and is judged on: training pairs and validation judgments, both
+    corrected with one examination curve."""
+
+    propensity: Propensity
+    pairs: list[TrainingPair]
+    stats: PairStats
+    judgments: SessionJudgments
+
+
+def learning_data(
+    train: Sequence[Session], validation: Sequence[Session], settings: TunerSettings
+) -> LearningData:
+    """Pairs from `train` and gate judgments from `validation`, with the examination curve
+    fitted on both (the shuffled searches of either tell where users look)."""
+    propensity = from_settings(settings, [*train, *validation])
+    pairs, stats = collect_pairs(train, settings, propensity)
+    judgments = session_judgments(
+        validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
+    )
+    return LearningData(propensity, pairs, stats, judgments)
 
 
 def _register(

@@ -2,7 +2,8 @@
 processes (serve, ingest worker, tuner worker) run the loop and the report has the issue's keys.
 
 Short on purpose (one shopper per query, a few training steps): this checks the plumbing of the
-main job, not the uplift, which the demo's own report measures at full length.
+main job, not the uplift, which the demo's own report measures at full length. The references
+the run skipped are then trained with `--references-only` from the run's stored sessions.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) 
         tuner_log = (report_dir / "logs" / "tuner-1.log").read_text()
         assert "trigger" in tuner_log.lower()
         assert (report_dir / "uplift.png").stat().st_size > 0
+        # the references the run skipped, trained afterwards from its stored sessions
+        args = ["demo", "--references-only", "--max-steps", "4", "--report", str(report_dir)]
+        later = subprocess.run(
+            [sys.executable, "-m", "clicktune", *args], capture_output=True, text=True, timeout=900
+        )
+        assert later.returncode == 0, later.stdout[-3000:] + later.stderr[-3000:]
+        assert "missing from" in later.stdout and "base_exact, supervised, clicks, no_ipw" in (
+            later.stdout
+        )
+        updated = json.loads((report_dir / "report.json").read_text())
+        assert updated["rounds"] == report["rounds"] and updated["run_id"] == report["run_id"]
+        for name in ("base_exact", "supervised", "clicks", "no_ipw"):
+            assert set(updated[name]) == METRICS, name
+        assert isinstance(updated["ipw_gain"], float)
+        assert "reference clicks: training on" in later.stdout  # pairs from the round's sessions
     finally:
         if report.get("run_id"):
             opensearch.indices.delete(

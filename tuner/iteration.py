@@ -48,10 +48,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DocumentSource",
     "IterationResult",
+    "LearningData",
     "StartPoint",
     "collect_pairs",
     "doc_texts_for",
-    "LearningData",
     "kind_of",
     "learning_data",
     "run_training_iteration",

@@ -104,7 +104,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {r['round']} | {r['model_version']} | {r['status']} | {m['ndcg@10']:.4f} | "
             f"{m['mrr@10']:.4f} | {m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} |"
         )
-    for name in ("base_exact", "supervised", "clicks", "no_ipw"):
+    for name in REFERENCES:
         m = report.get(name)
         if m:
             lines.append(

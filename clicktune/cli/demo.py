@@ -82,12 +82,18 @@ def demo(
     from clicktune.services import manager
     from clicktune.services.errors import ServicesError
     from tuner.errors import TunerError
-    from tuner.judged import DatasetError
+    from tuner.judged import DatasetError, load_collection
 
-    try:  # a bad report folder fails before anything starts
+    try:  # a bad dataset or report folder fails before anything starts
+        name = load_collection(dataset).name
         earlier = finished_run(report.resolve() / "report.json") if references_only else None
-    except ReportError as exc:
+    except (DatasetError, ReportError) as exc:
         fail(str(exc))
+    if earlier is not None and name != earlier["dataset"]:
+        fail(
+            f"--dataset {dataset} is {name!r}, but the run in {report} was on "
+            f"{earlier['dataset']!r}: pass the run's own --dataset"
+        )
     settings = settings_of(ctx)
     try:
         manager.up(manager.local_services(settings), typer.echo, settings.services.start_timeout_s)
@@ -108,11 +114,6 @@ def demo(
     try:
         if earlier is not None:
             loop = ClosedLoop(options, config_path, typer.echo, run_id=earlier["run_id"])
-            if loop.collection.name != earlier["dataset"]:
-                fail(
-                    f"--dataset {dataset} is {loop.collection.name!r}, but the run in {report} "
-                    f"was on {earlier['dataset']!r}: pass the run's own --dataset"
-                )
             missing = missing_references(earlier)
             typer.echo(f"references missing from {report}: {', '.join(missing) or 'none'}")
             data = with_references(earlier, loop.references(missing))

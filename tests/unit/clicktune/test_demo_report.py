@@ -105,3 +105,29 @@ def test_references_only_without_a_report_fails_before_starting_anything(tmp_pat
     assert result.exit_code == 1
     assert f"no report at {tmp_path / 'empty' / 'report.json'}" in result.output
     assert not (tmp_path / "empty").exists()  # no services, no run folder
+
+
+def test_references_only_for_another_dataset_fails_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    earlier = {"run_id": "demo-cisi-1", "dataset": "cisi", "base": metrics(0.3), "rounds": [{}]}
+    (run / "report.json").write_text(json.dumps(earlier))
+    result = CliRunner().invoke(app, ["demo", "--references-only", "--report", str(run)])
+    assert result.exit_code == 1
+    assert "is 'products-synth', but the run in" in result.output
+    assert "was on 'cisi': pass the run's own --dataset" in result.output
+    assert sorted(p.name for p in run.iterdir()) == ["report.json"]  # no run started
+
+
+def test_a_dataset_that_is_not_a_collection_fails_before_starting_anything(tmp_path: Path) -> None:
+    (tmp_path / "corpus.jsonl").write_text("")
+    result = CliRunner().invoke(
+        app, ["demo", "--dataset", str(tmp_path), "--report", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1
+    assert "is not a judged collection: missing queries.jsonl, qrels.tsv, split.json" in (
+        result.output
+    )
+    assert not (tmp_path / "out").exists()

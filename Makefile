@@ -34,7 +34,7 @@ services-down:
 
 # Ten shoppers per train query (2,020 searches a round on products-synth): with the default three
 # (606) the gate's held-out sessions are too few to tell a better candidate from chance.
-DEMO_ARGS ?= --users-per-query 10
+DEMO_ARGS ?= --users-per-query 10 --score-candidates
 
 demo: services
 	$(BIN)/clicktune demo $(DEMO_ARGS)

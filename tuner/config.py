@@ -151,6 +151,12 @@ class GateSettings(BaseModel):
     )
     general_split: str = "test"
     general_max_queries: int = Field(default=200, ge=1)
+    general_decides: bool = Field(
+        default=True,
+        description="False: live and candidate are scored on the general set and the figures "
+        "recorded, but the set does not decide (the demo scores every candidate on its test "
+        "queries this way, rejected ones too, without letting the test judgments steer the gate)",
+    )
 
 
 class RolloutMode(StrEnum):

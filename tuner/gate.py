@@ -8,8 +8,9 @@ catastrophic forgetting. The candidate passes when
     live_general[m] - candidate_general[m] <= max_general_regression
 
 where m is the primary metric, or nDCG@10 when the primary metric is the sessions-only
-`ips_dcg@10` (a judged collection has true labels and no clicks to weight). The decision keeps
-the numbers, so a rejection says exactly by how much it missed.
+`ips_dcg@10` (a judged collection has true labels and no clicks to weight). With
+`gate.general_decides` false the general figures are recorded and never decide. The decision
+keeps the numbers, so a rejection says exactly by how much it missed.
 
 A mean over a few thousand noisy sessions moves by chance: on homedepot-dev a third round
 passed at ips_dcg@10 +0.0004 and was worse on the test queries. So for `ips_dcg@10`, whose
@@ -89,7 +90,7 @@ def decide(
         general = metric if metric in general_live else GENERAL_FALLBACK
         regression = general_live[general] - general_candidate[general]
         checks["general_regression"] = round(regression, 6)
-        if regression > settings.max_general_regression:
+        if settings.general_decides and regression > settings.max_general_regression:
             reason = (
                 f"general set {general} fell {regression:.4f} "
                 f"({general_live[general]:.4f} -> {general_candidate[general]:.4f}), more than "

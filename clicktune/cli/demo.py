@@ -53,6 +53,14 @@ def demo(
             help="also train the supervised, clicks and no-IPW references and report them"
         ),
     ] = True,
+    score_candidates: Annotated[
+        bool,
+        typer.Option(
+            help="also score each round's candidate, rejected ones too, and the live model on "
+            "the test queries by exact search (the tuner records them; they never decide): "
+            "costs two passes over the corpus a round"
+        ),
+    ] = False,
     references_only: Annotated[
         bool,
         typer.Option(
@@ -108,6 +116,7 @@ def demo(
         randomize=randomize,
         explore_depth=explore_depth,
         references=references,
+        score_candidates=score_candidates,
     )
     interrupt_on_sigterm()
     config_path = ctx.find_root().obj.config_path

@@ -56,6 +56,7 @@ class DemoOptions:
     randomize: float = 0.2
     explore_depth: int = 20
     references: bool = True
+    score_candidates: bool = False  # each round's candidate on the test queries, rejected too
     user: UserModel = field(default_factory=lambda: UserModel(eta=1.0, noise=0.05))
     seed: int = 0
 
@@ -68,6 +69,10 @@ class RoundResult:
     status: str = "base"
     traffic: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # with score_candidates: the round's trained candidate and the model it was gated against,
+    # each ranking the whole corpus for the test queries (exact search, as the references)
+    candidate_exact: dict[str, float] | None = None
+    live_exact: dict[str, float] | None = None
 
 
 def namespace_env(
@@ -96,6 +101,21 @@ def namespace_env(
     }
 
 
+def candidate_scoring_env(collection: JudgedCollection) -> dict[str, str]:
+    """Environment overrides under which the tuner worker also scores the live model and each
+    candidate on all the test queries (exact search over the corpus) and records both in the
+    task, without letting the figures decide (`gate.general_decides` false): what a rejected
+    candidate would have scored, while the test judgments never steer the gate."""
+    return {
+        "CLICKTUNE_TUNER__GATE__GENERAL_DATASET": str(collection.root.resolve()),
+        "CLICKTUNE_TUNER__GATE__GENERAL_SPLIT": "test",
+        "CLICKTUNE_TUNER__GATE__GENERAL_MAX_QUERIES": str(
+            max(1, len(collection.split_queries("test")))
+        ),
+        "CLICKTUNE_TUNER__GATE__GENERAL_DECIDES": "false",
+    }
+
+
 class ClosedLoop:
     """One demo run: owns its child processes and measures each round."""
 
@@ -118,6 +138,8 @@ class ClosedLoop:
                 self.run_id, options.report_dir / "home", options.randomize, options.explore_depth
             )
         )
+        if options.score_candidates:
+            os.environ.update(candidate_scoring_env(self.collection))
         self.settings: Settings = load_settings(config_path)
         self.registry = LocalRegistry(self.settings.home / "models")
         self.client = opensearch_client(self.settings.opensearch)
@@ -203,6 +225,7 @@ class ClosedLoop:
         timings["ingest"] = _since(started) - timings["traffic"]
         trained = self._train(number)
         timings["task"] = _since(started) - timings["traffic"] - timings["ingest"]
+        scored = _exact_scores(trained)
         if trained.get("status") != "done":
             self.echo(
                 f"round {number}: candidate {trained.get('status')} "
@@ -216,6 +239,7 @@ class ClosedLoop:
                 status=str(trained.get("status")),
                 traffic=traffic,
                 seconds=timings,
+                **scored,
             )
             return result, serve
         version = str(trained["version"])
@@ -223,6 +247,7 @@ class ClosedLoop:
         self.echo(f"round {number}: the tuner worker promoted {version} (index {live})")
         result = self._measure(number, version, traffic)
         result.status, result.seconds = "promoted", {**timings, **result.seconds}
+        result.candidate_exact, result.live_exact = scored["candidate_exact"], scored["live_exact"]
         serve.stop()
         return result, ServeProcess(self.logs / f"serve-{number}.log")
 
@@ -346,6 +371,20 @@ class ClosedLoop:
         if task.get("status") == "rejected" and not task.get("reason"):
             task["reason"] = "the gate rejected the candidate"
         return task
+
+
+def _exact_scores(task: dict[str, Any]) -> dict[str, dict[str, float] | None]:
+    """The test-query figures the tuner recorded for the candidate and the live model it was
+    gated against (`candidate_scoring_env`); None where it recorded none."""
+    metrics = task.get("metrics") or {}
+    return {
+        "candidate_exact": _rounded(metrics.get("candidate_general")),
+        "live_exact": _rounded(metrics.get("live_general")),
+    }
+
+
+def _rounded(metrics: dict[str, float] | None) -> dict[str, float] | None:
+    return None if not metrics else {k: round(float(v), 4) for k, v in metrics.items()}
 
 
 def _exit_reason(returncode: int) -> str:

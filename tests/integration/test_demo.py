@@ -1,5 +1,6 @@
 """`clicktune demo` from the command line, one short round on the shipped collection: the real
-processes (serve, ingest worker, tuner worker) run the loop and the report has the issue's keys.
+processes (serve, ingest worker, tuner worker) run the loop and the report has the issue's keys,
+and the round's candidate scored on the test queries beside the live model (`--score-candidates`).
 
 Short on purpose (one shopper per query, a few training steps): this checks the plumbing of the
 main job, not the uplift, which the demo's own report measures at full length. The references
@@ -23,7 +24,7 @@ METRICS = {"ndcg@10", "mrr@10", "recall@100"}
 def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     report_dir = tmp_path / "report"
     args = ["demo", "--rounds", "1", "--users-per-query", "1", "--max-steps", "4"]
-    args += ["--no-references", "--report", str(report_dir)]
+    args += ["--no-references", "--score-candidates", "--report", str(report_dir)]
     done = subprocess.run(
         [sys.executable, "-m", "clicktune", *args], capture_output=True, text=True, timeout=900
     )
@@ -36,6 +37,9 @@ def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) 
         assert first["round"] == 1 and set(first["metrics"]) == METRICS
         assert first["status"] in {"promoted", "rejected"}, first
         assert first["traffic"]["searches"] > 100 and first["traffic"]["clicks"] > 0
+        # the tuner scored its candidate and the live base on the test queries, not deciding
+        assert set(first["candidate_exact"]) == METRICS and set(first["live_exact"]) == METRICS
+        assert "candidate vs live, exact" in (report_dir / "report.md").read_text()
         assert "round 1: tuner worker" in done.stdout
         tuner_log = (report_dir / "logs" / "tuner-1.log").read_text()
         assert "trigger" in tuner_log.lower()
@@ -54,6 +58,10 @@ def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) 
         for name in ("base_exact", "supervised", "clicks", "no_ipw"):
             assert set(updated[name]) == METRICS, name
         assert isinstance(updated["ipw_gain"], float)
+        # the worker's exact score of the live base and the base_exact reference: one measure
+        assert first["live_exact"]["ndcg@10"] == pytest.approx(
+            updated["base_exact"]["ndcg@10"], abs=0.002
+        )
         assert "reference clicks: training on" in later.stdout  # pairs from the round's sessions
     finally:
         if report.get("run_id"):

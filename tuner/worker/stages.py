@@ -103,6 +103,9 @@ class LoopStages:
             "pairs": result.pairs,
             "steps": result.train.steps,
         }
+        if decision.general_candidate is not None:  # the general set, rejected candidates too
+            metrics["candidate_general"] = decision.general_candidate
+            metrics["live_general"] = decision.general_live
         version = result.version.version if result.version is not None else None
         return TrainOutcome(result.status, version, decision.reason, metrics)
 

@@ -70,6 +70,38 @@ def test_written_report_round_trips(tmp_path: Path) -> None:
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_scored_candidates_show_beside_the_model_they_were_gated_against(tmp_path: Path) -> None:
+    rounds = [
+        ROUNDS[0],
+        RoundResult(
+            1,
+            "v2",
+            metrics(0.66),
+            "promoted",
+            candidate_exact=metrics(0.7),
+            live_exact=metrics(0.61),
+        ),
+        RoundResult(
+            2,
+            "v2",
+            metrics(0.66),
+            "rejected",
+            candidate_exact=metrics(0.69),
+            live_exact=metrics(0.7),
+        ),
+    ]
+    report = build_report("toy", rounds, REFERENCES)
+    assert report["rounds"][0]["candidate_exact"] is None
+    kept = ("ndcg@10", "mrr@10", "recall@100")  # the report's metrics, as for the rounds
+    assert report["rounds"][2]["candidate_exact"] == {k: metrics(0.69)[k] for k in kept}
+    table = markdown_table(report)
+    assert "| rejected | 0.6600 | 0.7600 | 0.9000 | +10.0% | 0.6900 vs 0.7000 (-0.0100) |" in table
+    assert "| promoted | 0.6600 | 0.7600 | 0.9000 | +10.0% | 0.7000 vs 0.6100 (+0.0900) |" in table
+    assert "the gate never saw these figures" in table
+    assert "the gate never saw" not in markdown_table(build_report("toy", ROUNDS, REFERENCES))
+    assert write_report(report, tmp_path)[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_missing_references_are_added_to_those_the_run_measured() -> None:
     earlier = build_report("toy", ROUNDS, {"supervised": metrics(0.80)}, run_id="demo-toy-1")
     assert earlier["clicks"] is None and earlier["ipw_gain"] is None

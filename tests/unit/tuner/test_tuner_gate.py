@@ -15,7 +15,7 @@ def scores(ndcg: float) -> dict[str, float]:
     return {**LIVE, "ndcg@10": ndcg}
 
 
-def gate(**settings: float) -> GateSettings:
+def gate(**settings: float | bool) -> GateSettings:
     """A gate on click-label nDCG@10 (the default primary metric is ips_dcg@10)."""
     return GateSettings(primary_metric="ndcg@10", **settings)
 
@@ -36,6 +36,15 @@ def test_a_general_set_regression_past_the_bound_is_rejected() -> None:
     decision = decide(settings, scores(0.6), LIVE, scores(0.45), LIVE)
     assert not decision.passed and "fell 0.0500" in decision.reason
     assert decide(settings, scores(0.6), LIVE, scores(0.49), LIVE).passed
+
+
+def test_a_general_set_that_does_not_decide_is_recorded_only() -> None:
+    settings = gate(max_general_regression=0.02, general_decides=False)
+    decision = decide(settings, scores(0.6), LIVE, scores(0.45), LIVE)
+    assert decision.passed and decision.checks["general_regression"] == 0.05
+    assert decision.general_candidate == scores(0.45) and decision.general_live == LIVE
+    rejected = decide(settings, scores(0.5), LIVE, scores(0.7), LIVE)  # sessions decide alone
+    assert not rejected.passed and rejected.general_candidate == scores(0.7)
 
 
 def test_no_validation_data_is_a_rejection_unless_the_gate_is_off() -> None:

@@ -197,6 +197,9 @@ def _from_report(path: Path) -> dict[str, Any]:
         {"name": m, "values": [(r.get("metrics") or {}).get(m) for r in rounds]}
         for m in REPORT_METRICS
     ]
+    candidates = [(r.get("candidate_exact") or {}).get("ndcg@10") for r in rounds]
+    if any(v is not None for v in candidates):  # demo --score-candidates: rejected ones too
+        series.append({"name": "candidate ndcg@10 (exact)", "values": candidates})
     references = [
         {"name": f"{name} ndcg@10", "value": report[name]["ndcg@10"]}
         for name in ("supervised", "clicks", "no_ipw")

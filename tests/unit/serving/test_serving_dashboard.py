@@ -289,6 +289,18 @@ def test_uplift_reads_the_newest_report_else_registry_metrics(
         {"name": "no_ipw ndcg@10", "value": 0.3},
     ]
     assert data["uplift_ndcg@10_pct"] == pytest.approx(50.0)
+    assert [s["name"] for s in data["series"]] == ["ndcg@10", "mrr@10", "recall@100"]
+
+    # a run with --score-candidates: each round's candidate, rejected ones too, as a series
+    path = reports / "new" / "report.json"
+    body = json.loads(path.read_text())
+    body["rounds"][2].update(status="rejected", candidate_exact={"ndcg@10": 0.28})
+    body["rounds"][1]["candidate_exact"] = {"ndcg@10": 0.25}
+    path.write_text(json.dumps(body))
+    assert read()["series"][-1] == {
+        "name": "candidate ndcg@10 (exact)",
+        "values": [None, 0.25, 0.28],
+    }
 
 
 def test_training_runs_are_the_trained_versions_newest_first(registry: LocalRegistry) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
+from serving.background import BackgroundLoop
 from serving.errors import ExperimentError
 
 __all__ = [
@@ -256,18 +257,19 @@ def _sum(replicas: Any) -> dict[str, ArmHealth]:
     return total
 
 
-class HealthReporter:
+class HealthReporter(BackgroundLoop):
     """A thread that writes this replica's ledger to the store every `interval_s`, and once
     more when stopped; a failed write is logged and retried at the next interval."""
+
+    name = "clicktune-arm-health"
 
     def __init__(
         self, ledger: HealthLedger, store: ArmHealthStore, replica: str, interval_s: float
     ) -> None:
         if not (interval_s > 0 and math.isfinite(interval_s)):
             raise ExperimentError(f"interval_s={interval_s} must be a positive number of seconds")
+        super().__init__()
         self.ledger, self.store, self.replica, self.interval_s = ledger, store, replica, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._written: dict[str, int] = {}  # experiment -> requests in its last written doc
 
     def flush(self) -> int:
@@ -282,21 +284,9 @@ class HealthReporter:
             written += 1
         return written
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="clicktune-arm-health", daemon=True)
-        self._thread.start()
+    def step(self) -> None:
+        if not self._stop.wait(self.interval_s):  # stopping: close() writes the last time
+            self.flush()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while True:
-            stopping = self._stop.wait(self.interval_s)
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - the reporter must outlive an unreachable store
-                log.exception("arm health not written; retrying in %.1f s", self.interval_s)
-            if stopping:
-                return
+    def close(self) -> None:
+        self.flush()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
+from serving.background import BackgroundLoop
 from serving.errors import ServingError, SwapRefusedError
 from serving.hotswap import HotSwapper
 
@@ -50,40 +50,6 @@ class ControlPublisher:
             ) from exc
 
 
-class _Loop:
-    """A daemon thread calling `step()` until `stop()`; a failing step is logged, not fatal."""
-
-    name = "clicktune-loop"
-
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:  # the follower must outlive one bad poll
-                log.exception("%s: step failed", self.name)
-                self._stop.wait(1.0)
-        self.close()
-
-    def step(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release what the loop holds; called on its own thread after the last step."""
-
-
 class _Follower:
     """Swaps to a version once; remembers refused versions so they are not retried."""
 
@@ -100,7 +66,7 @@ class _Follower:
             self.refused.add(version)  # the swapper logged why
 
 
-class RegistryPoller(_Loop):
+class RegistryPoller(BackgroundLoop):
     """Every `interval_s`, serve the version `alias` names in the registry."""
 
     name = "clicktune-registry-poller"
@@ -122,7 +88,7 @@ class RegistryPoller(_Loop):
                 self._follower.follow(target)
 
 
-class ControlListener(_Loop):
+class ControlListener(BackgroundLoop):
     """Reads `model_changed` messages for `alias` from a subscribed Kafka consumer."""
 
     name = "clicktune-control-listener"
@@ -154,7 +120,7 @@ class ControlListener(_Loop):
         self._consumer.close()
 
 
-def stop_all(loops: list[_Loop]) -> None:
+def stop_all(loops: list[BackgroundLoop]) -> None:
     """Stop every follower (used by `clicktune serve` on shutdown)."""
     for loop in loops:
         loop.stop()

@@ -163,6 +163,12 @@ def run_training_iteration(
         paired=_paired(best.scores, live),
     )
     notify(f"gate {'passed' if decision.passed else 'rejected'}: {decision.reason}")
+    if best.scores.general and live.general:
+        notify(
+            f"general set ({settings.gate.general_split}): ndcg@10 live "
+            f"{live.general['ndcg@10']:.4f}, candidate {best.scores.general['ndcg@10']:.4f}"
+            + ("" if settings.gate.general_decides else " (recorded only: gate.general_decides)")
+        )
     result = IterationResult(
         status="done" if decision.passed else "rejected",
         batch_id=released.batch.batch_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tuner.config import (
     TunerSettings,
 )
 from tuner.iteration import IterationContext, run_training_iteration
+from tuner.judged import load_collection
 from tuner.sessions import Action, Session
 from tuner.tracking import MlflowTracker, default_tracking_uri
 from tuner.train import TrainReport
@@ -132,6 +134,38 @@ def test_a_worse_candidate_is_rejected_and_nothing_is_registered(world) -> None:
     assert "vs live" in result.decision.reason
     assert context.registry.list() == [] and mlflow_versions(context.tracker) == []
     assert result.validation_sessions == 16 and result.pairs == 16
+
+
+def test_a_general_set_that_does_not_decide_is_scored_for_live_and_candidate(
+    world, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    context, released = world
+    root = tmp_path / "judged"
+    root.mkdir()
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, **f}) + "\n" for d, f in DOCS.items())
+    )
+    queries = [{"_id": f"q{d}", "text": query} for d, (query, _) in TOPICS.items()]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    qrels = "".join(f"q{d}\t{d}\t1\n" for d in TOPICS)
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    (root / "split.json").write_text(json.dumps({"train": [], "test": [q["_id"] for q in queries]}))
+    context = replace(context, general=load_collection(root))
+    said: list[str] = []
+    result = run_training_iteration(
+        released,
+        context,
+        settings(general_decides=False, max_general_regression=0.0),
+        trainer=noisy_trainer,
+        notify=said.append,
+        progress=False,
+    )
+    decision = result.decision
+    assert result.status == "rejected" and "vs live" in decision.reason  # the sessions decided
+    assert decision.general_live is not None and decision.general_candidate is not None
+    assert decision.general_candidate["ndcg@10"] < decision.general_live["ndcg@10"] > 0.9
+    line = next(m for m in said if m.startswith("general set (test)"))
+    assert f"live {decision.general_live['ndcg@10']:.4f}" in line and "recorded only" in line
 
 
 def test_a_run_killed_in_training_leaves_no_version_anywhere(world) -> None:  # type: ignore[no-untyped-def]

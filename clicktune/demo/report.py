@@ -163,7 +163,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rounds = [r["round"] for r in report["rounds"]]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.4, 4.0), dpi=120)
     for metric in METRICS:
         ax.plot(rounds, [r["metrics"][metric] for r in report["rounds"]], marker="o", label=metric)
     scored = [r for r in report["rounds"] if r.get("candidate_exact")]
@@ -184,7 +184,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("score on the test queries")
     ax.set_xticks(rounds)
     ax.set_title(f"clicktune closed loop on {report['dataset']}")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")  # off the data
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -20,12 +20,13 @@ import pytest
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
 from clicktune.local_http import free_port, wait_until_ready
+from tests.shared_data import SHARED_DATA
 from tuner.judged import load_collection
 from tuner.simulator import ClickSimulator, UserModel
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cranfield"
+DATA = SHARED_DATA / "cranfield"
 DOCS = 300
 QUERIES = 40
 

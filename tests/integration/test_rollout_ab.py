@@ -29,10 +29,11 @@ from serving.registry import LocalRegistry
 from serving.rollout import Rollout
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
+from tests.shared_data import SHARED_DATA
 from tuner.simulator import ClickSimulator, UserModel, event_record
 
 pytestmark = pytest.mark.integration
-CRANFIELD = Path("/work/shared/data/cranfield")
+CRANFIELD = SHARED_DATA / "cranfield"
 STRINGS_AS_KEYWORDS = {
     "mappings": {
         "dynamic_templates": [

@@ -19,9 +19,10 @@ from serving.errors import BulkIndexError, QueryLogError
 from serving.indexer import index_corpus
 from serving.query_log import KafkaQueryLog
 from serving.vector_index import DocumentIndex
+from tests.shared_data import SHARED_DATA
 
 pytestmark = pytest.mark.integration
-CRANFIELD = Path("/work/shared/data/cranfield")
+CRANFIELD = SHARED_DATA / "cranfield"
 
 
 @pytest.fixture()

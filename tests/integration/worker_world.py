@@ -23,8 +23,9 @@ from serving.registry import LocalRegistry
 from serving.tasks import OpenSearchTaskStore
 from serving.vector_index import DocumentIndex
 from tests.integration.worker_support import build_tiny_st_model
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cranfield"
+DATA = SHARED_DATA / "cranfield"
 DOCS = 300
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -71,25 +71,13 @@ def test_written_report_round_trips(tmp_path: Path) -> None:
 
 
 def test_scored_candidates_show_beside_the_model_they_were_gated_against(tmp_path: Path) -> None:
-    rounds = [
-        ROUNDS[0],
-        RoundResult(
-            1,
-            "v2",
-            metrics(0.66),
-            "promoted",
-            candidate_exact=metrics(0.7),
-            live_exact=metrics(0.61),
-        ),
-        RoundResult(
-            2,
-            "v2",
-            metrics(0.66),
-            "rejected",
-            candidate_exact=metrics(0.69),
-            live_exact=metrics(0.7),
-        ),
-    ]
+    def scored(number: int, status: str, candidate: float, live: float) -> RoundResult:
+        return RoundResult(
+            number, "v2", metrics(0.66), status, candidate_exact=metrics(candidate),
+            live_exact=metrics(live),
+        )  # fmt: skip
+
+    rounds = [ROUNDS[0], scored(1, "promoted", 0.7, 0.61), scored(2, "rejected", 0.69, 0.7)]
     report = build_report("toy", rounds, REFERENCES)
     assert report["rounds"][0]["candidate_exact"] is None
     kept = ("ndcg@10", "mrr@10", "recall@100")  # the report's metrics, as for the rounds

@@ -7,6 +7,8 @@ scroll API and joins them in memory by `query_id`.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +23,11 @@ from tuner.errors import SessionStoreError
 
 __all__ = ["Action", "OpenSearchSessions", "Session", "join_sessions", "read_sessions"]
 
+log = logging.getLogger(__name__)
 SCROLL = "2m"
 PAGE_SIZE = 1000
 TERMS_CHUNK = 1000  # query ids per terms query (OpenSearch caps terms at 65536)
+SHUFFLE_PREFIX = "shuffle_top_"  # serving/randomize.py's label of a shuffled search
 
 
 class Action(NamedTuple):
@@ -44,6 +48,8 @@ class Session:
     actions: tuple[Action, ...] = field(default_factory=tuple)
     timestamp: datetime | None = None
     randomized: bool = False  # the serving side shuffled the top hits (serving/randomize.py)
+    explored_depth: int | None = None  # how many top hits were shuffled (randomized only)
+    application: str | None = None  # the UBI `application` the query came from
 
     def rank_of(self, object_id: str) -> int | None:
         """The 0-based rank at which `object_id` was shown, or None if it was not shown."""
@@ -71,7 +77,14 @@ def read_sessions(
     for start in range(0, len(ids), TERMS_CHUNK):
         chunk = {"query": {"terms": {"query_id": ids[start : start + TERMS_CHUNK]}}}
         events.extend(_scan(client, ingest_settings.events_index, chunk, missing_ok=True))
-    return join_sessions(queries, events)
+    skipped: Counter[str] = Counter()
+    sessions = join_sessions(queries, events, skipped)
+    if skipped:
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        log.info(
+            "sessions: %d read; skipped records training cannot use: %s", len(sessions), counts
+        )
+    return sessions
 
 
 class OpenSearchSessions:
@@ -93,7 +106,9 @@ class OpenSearchSessions:
 
 
 def join_sessions(
-    queries: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]
+    queries: Iterable[Mapping[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+    skipped: Counter[str] | None = None,
 ) -> list[Session]:
     """Join UBI query and event records by `query_id`; duplicate event ids count once.
 
@@ -101,6 +116,10 @@ def join_sessions(
     window or was never stored). Sessions come back in timestamp order, and so do the actions
     of each: in the order a scan returned them, the same clicks gave training pairs in another
     order, and so other batches, on every read.
+
+    UBI lets a record leave out what training needs (an event without a query id or an object
+    id, such as a `page_exit`; a query without an id or text): such records are stored by the
+    ingest worker and skipped here, counted by reason in `skipped` when it is given.
     """
     by_query: dict[str, list[Action]] = {}
     seen_events: set[str] = set()
@@ -110,10 +129,10 @@ def join_sessions(
             continue
         if event_id is not None:
             seen_events.add(event_id)
-        action = _action(event)
+        action = _action(event, skipped)
         if action is not None:
             by_query.setdefault(str(event["query_id"]), []).append(action)
-    sessions = [_session(q, by_query.get(str(q.get("query_id")), [])) for q in queries]
+    sessions = [_session(q, by_query.get(str(q.get("query_id")), []), skipped) for q in queries]
     present = [s for s in sessions if s is not None]
     return sorted(present, key=lambda s: _time_key(s.timestamp))
 
@@ -164,27 +183,58 @@ def _event_id(event: Mapping[str, Any]) -> str | None:
     return str(event_id) if event_id is not None else None
 
 
-def _action(event: Mapping[str, Any]) -> Action | None:
-    attributes = event.get("event_attributes") or {}
-    object_id = (attributes.get("object") or {}).get("object_id")
-    ordinal = (attributes.get("position") or {}).get("ordinal")
-    if object_id is None or event.get("query_id") is None or not event.get("action_name"):
+def _action(event: Mapping[str, Any], skipped: Counter[str] | None = None) -> Action | None:
+    attributes = _mapping(event.get("event_attributes"))
+    object_id = _mapping(attributes.get("object")).get("object_id")
+    ordinal = _mapping(attributes.get("position")).get("ordinal")
+    reason = None
+    if event.get("query_id") in (None, ""):
+        reason = "event without a query_id"
+    elif object_id in (None, "") or isinstance(object_id, dict | list):
+        reason = "event without an object id"
+    elif not event.get("action_name"):
+        reason = "event without an action_name"
+    if reason is not None:
+        if skipped is not None:
+            skipped[reason] += 1
         return None
     return Action(str(object_id), str(event["action_name"]), _int_or_none(ordinal))
 
 
-def _session(query: Mapping[str, Any], actions: list[Action]) -> Session | None:
-    if query.get("query_id") is None or query.get("user_query") is None:
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` if it is a JSON object, else an empty one (UBI lets clients put anything there)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _session(
+    query: Mapping[str, Any], actions: list[Action], skipped: Counter[str] | None = None
+) -> Session | None:
+    if query.get("query_id") in (None, "") or not isinstance(query.get("user_query"), str):
+        if skipped is not None:
+            skipped["query without a query_id or user_query"] += 1
         return None
     hits = query.get("query_response_hit_ids") or []
+    if not isinstance(hits, list):
+        hits = []
+    attributes = _mapping(query.get("query_attributes"))
+    application = query.get("application")
     return Session(
         query_id=str(query["query_id"]),
         user_query=str(query["user_query"]),
         hit_ids=tuple(str(h) for h in hits),
         actions=tuple(actions),
         timestamp=_timestamp(query.get("timestamp")),
-        randomized=bool((query.get("query_attributes") or {}).get("randomized")),
+        randomized=bool(attributes.get("randomized")),
+        explored_depth=_explored_depth(attributes.get("randomized")),
+        application=application if isinstance(application, str) else None,
     )
+
+
+def _explored_depth(label: Any) -> int | None:
+    """The shuffled depth of a `shuffle_top_<depth>` label (serving/randomize.py), else None."""
+    if not isinstance(label, str) or not label.startswith(SHUFFLE_PREFIX):
+        return None
+    return _int_or_none(label.removeprefix(SHUFFLE_PREFIX))
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -58,3 +58,41 @@ def test_a_sessions_actions_come_in_time_order_whatever_order_they_were_read_in(
     for read in ([late, early, undated], [undated, early, late], [early, undated, late]):
         [only] = join_sessions(queries, read)
         assert [a.object_id for a in only.actions] == ["a", "c", "b"]
+
+
+def test_spec_valid_records_training_cannot_use_are_skipped_and_counted() -> None:
+    from collections import Counter
+
+    queries = [
+        {**query("q1", "drill", ["a", "b"], "2026-01-01T00:00:00Z"), "application": "shop"},
+        {"user_query": "no id", "timestamp": "2026-01-01T00:00:00Z"},
+    ]
+    page_exit = {  # the UBI spec's own sample: no client, no object id, an empty position
+        "action_name": "page_exit",
+        "query_id": "q1",
+        "timestamp": "2026-01-01T00:00:05Z",
+        "event_attributes": {"position": {}, "object": {"idleTimeoutMs": 5000}},
+    }
+    no_query = {**event("e2", "q1", "a"), "query_id": None}
+    integer_id = event("e3", "q1", "b")
+    integer_id["event_attributes"]["object"]["object_id"] = 7
+    skipped: Counter[str] = Counter()
+    (session,) = join_sessions(queries, [page_exit, no_query, integer_id], skipped)
+    assert session.actions == (Action("7", "click", 0),)
+    assert session.application == "shop"
+    assert skipped == {
+        "event without an object id": 1,
+        "event without a query_id": 1,
+        "query without a query_id or user_query": 1,
+    }
+
+
+def test_a_shuffled_search_carries_its_explored_depth() -> None:
+    shuffled = {
+        **query("q1", "drill", ["a", "b"], "2026-01-01T00:00:00Z"),
+        "query_attributes": {"randomized": "shuffle_top_20"},
+    }
+    plain = query("q2", "saw", ["c"], "2026-01-01T00:00:01Z")
+    first, second = join_sessions([shuffled, plain], [])
+    assert (first.randomized, first.explored_depth) == (True, 20)
+    assert (second.randomized, second.explored_depth) == (False, None)

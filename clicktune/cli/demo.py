@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from clicktune.cli.common import fail, settings_of
+from tuner.simulator import ClickModel, UserModel
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "products-synth"
 
@@ -61,6 +62,30 @@ def demo(
             "costs two passes over the corpus a round"
         ),
     ] = False,
+    click_model: Annotated[
+        ClickModel,
+        typer.Option(
+            help="how the simulated shoppers scan the hits: position (each rank examined with "
+            "(1/(k+1))^eta), cascade (top-down, may stop after a click) or dbn (top-down, stop "
+            "when satisfied, else go on with --dbn-continue)"
+        ),
+    ] = ClickModel.position,
+    eta: Annotated[
+        float, typer.Option(help="position bias of the examination curve (position, cascade)")
+    ] = 1.0,
+    noise: Annotated[
+        float, typer.Option(help="probability of a click on an examined irrelevant hit")
+    ] = 0.05,
+    trust_bias: Annotated[
+        float,
+        typer.Option(
+            help="in [0, 1]: raises the irrelevant-click probability to noise + (1 - noise) * "
+            "trust_bias / (k + 1) at rank k, so users trust the top ranks (0: off)"
+        ),
+    ] = 0.0,
+    dbn_continue: Annotated[
+        float, typer.Option(help="dbn: probability of going on to the next rank unsatisfied")
+    ] = 0.9,
     references_only: Annotated[
         bool,
         typer.Option(
@@ -92,7 +117,13 @@ def demo(
     from tuner.errors import TunerError
     from tuner.judged import DatasetError, load_collection
 
-    try:  # a bad dataset or report folder fails before anything starts
+    try:  # bad users, a bad dataset or report folder fail before anything starts
+        user = UserModel(
+            click_model, eta=eta, noise=noise, trust_bias=trust_bias, dbn_continue=dbn_continue
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    try:
         name = load_collection(dataset).name
         earlier = finished_run(report.resolve() / "report.json") if references_only else None
     except (DatasetError, ReportError) as exc:
@@ -117,6 +148,7 @@ def demo(
         explore_depth=explore_depth,
         references=references,
         score_candidates=score_candidates,
+        user=user,
     )
     interrupt_on_sigterm()
     config_path = ctx.find_root().obj.config_path
@@ -130,7 +162,9 @@ def demo(
             loop = ClosedLoop(options, config_path, typer.echo)
             results = loop.run()
             found = loop.references() if references else {}
-            data = build_report(loop.collection.name, results, found, run_id=loop.run_id)
+            data = build_report(
+                loop.collection.name, results, found, run_id=loop.run_id, users=user.config()
+            )
     except (DatasetError, TunerError, RuntimeError) as exc:
         fail(str(exc))
     paths = write_report(data, options.report_dir)

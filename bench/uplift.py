@@ -3,14 +3,17 @@
     .venv/bin/python -m bench.uplift [--dataset ../shared/data/homedepot-dev]
         [--users-per-query 3] [--randomize 0.2] [--explore-depth 20] [--max-steps N]
         [--max-length 256] [--json FILE]
+        [--click-model position|cascade|dbn] [--eta 1.0] [--noise 0.05] [--trust-bias 0]
+        [--dbn-continue 0.9]
 
 What the tuner's first iteration can learn on a judged collection, measured in one process:
 
 1. The base model ranks the whole corpus for every train query. Simulated users
-   (`tuner.simulator`: position-based, examination (1/(k+1))^1, 5% noise clicks, carts and
-   purchases on top-grade hits, as the demo's shoppers) act on its top 10; a `--randomize`
-   share of the searches shows 10 of the top `--explore-depth` shuffled, as
-   `serving.randomization` does (the demo's defaults: 0.2 and 20). The UBI
+   (`tuner.simulator`: by default position-based, examination (1/(k+1))^1, 5% noise clicks,
+   carts and purchases on top-grade hits, as the demo's shoppers; `--click-model`, `--eta`,
+   `--noise`, `--trust-bias` and `--dbn-continue` (`bench/users.py`) change them) act on its
+   top 10; a `--randomize` share of the searches shows 10 of the top `--explore-depth`
+   shuffled, as `serving.randomization` does (the demo's defaults: 0.2 and 20). The UBI
    records are joined into sessions exactly as the tuner reads them (`join_sessions`).
 2. Three fine-tunes of the base model, each with the tuner's training settings:
    - clicks: the tuner's pairs (outcome weight x clipped inverse propensity, skip-above hard
@@ -43,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from bench.results import BenchResult
+from bench.users import add_user_arguments, user_model
+from tuner.simulator import ClickSimulator, UserModel, query_record
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets" / "products-synth"
 SHOWN = 10
@@ -51,7 +56,9 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    user = user_model(parser, args)
     from tuner.base_models import load_text_model
     from tuner.config import TunerSettings
     from tuner.judged import load_collection
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     found["base"] = _scored(evaluate_collection_in_memory(embed, collection, "test"))
     _say("base", found["base"], started)
 
-    sessions = simulate_sessions(embed, collection, corpus_texts(collection), args)
+    sessions = simulate_sessions(embed, collection, corpus_texts(collection), args, user)
     clicks = click_pairs(sessions, settings)
     runs = {
         "clicks": clicks,
@@ -161,18 +168,22 @@ def memoized(embed: Embed) -> Embed:
 
 
 def simulate_sessions(
-    embed: Embed, collection: Any, doc_texts: dict[str, str], args: argparse.Namespace
+    embed: Embed,
+    collection: Any,
+    doc_texts: dict[str, str],
+    args: argparse.Namespace,
+    user: UserModel | None = None,
 ) -> list[Any]:
-    """Sessions of `users_per_query` simulated users on the base model's top 10 per train query."""
+    """Sessions of `users_per_query` simulated `user`s (default: the demo's shoppers) on the base
+    model's top 10 per train query."""
     from tuner.sessions import join_sessions
-    from tuner.simulator import ClickSimulator, UserModel, query_record
 
     doc_ids = sorted(doc_texts)
     doc_vectors = embed([doc_texts[d] for d in doc_ids])  # (docs, D)
     queries = collection.split_queries("train")
     query_ids = sorted(queries)
     scores = embed([queries[q] for q in query_ids]) @ doc_vectors.T  # (queries, docs)
-    simulator = ClickSimulator(collection.qrels, UserModel(eta=1.0, noise=0.05), seed=args.seed)
+    simulator = ClickSimulator(collection.qrels, user or UserModel(), seed=args.seed)
     rng = random.Random(args.seed)
     at = datetime(2026, 1, 1, tzinfo=UTC)
     records: list[dict] = []
@@ -180,13 +191,13 @@ def simulate_sessions(
     for row, qid in enumerate(query_ids):
         ranked = [doc_ids[j] for j in np.argsort(-scores[row])[: max(SHOWN, args.explore_depth)]]
         top = ranked[: args.explore_depth]
-        for user in range(args.users_per_query):
+        for shopper in range(args.users_per_query):
             shuffled = rng.random() < args.randomize
             order = rng.sample(top, len(top)) + ranked[args.explore_depth :] if shuffled else ranked
             hits = order[:SHOWN]
             query_id = f"q{len(records)}"
             at += timedelta(seconds=1)
-            client = f"user-{qid}-{user}"
+            client = f"user-{qid}-{shopper}"
             records.append(
                 query_record(
                     query_id,
@@ -255,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=256, help="tokens per text")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    add_user_arguments(parser)
     return parser
 
 

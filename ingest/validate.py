@@ -21,7 +21,14 @@ from pydantic import ValidationError
 
 from ingest.fastpath import Accepted, accept_event, accept_query
 from ingest.ids import canonical_json
-from ingest.schema import UbiEvent, UbiQuery
+from ingest.schema import (
+    UbiEvent,
+    UbiQuery,
+    event_source,
+    parse_timestamp,
+    query_source,
+    unwrap_query,
+)
 
 __all__ = [
     "RecordKind",
@@ -66,39 +73,57 @@ _MODELS: dict[RecordKind, type[UbiQuery] | type[UbiEvent]] = {
     RecordKind.QUERY: UbiQuery,
     RecordKind.EVENT: UbiEvent,
 }
-_FAST: dict[RecordKind, Callable[[dict[str, Any]], Accepted | None]] = {
+_FAST: dict[RecordKind, Callable[[dict[str, Any], str | None], Accepted | None]] = {
     RecordKind.QUERY: accept_query,
     RecordKind.EVENT: accept_event,
 }
 
 
 def validate_record(
-    raw: bytes | None, kind: RecordKind, max_record_bytes: int
+    raw: bytes | None, kind: RecordKind, max_record_bytes: int, received_ms: int | None = None
 ) -> ValidRecord | Rejection:
-    """Parse and check one Kafka record value of `kind`."""
-    data = _json_object(raw, max_record_bytes)
+    """Parse and check one Kafka record value of `kind`; `received_ms` (epoch milliseconds, the
+    Kafka record's timestamp) stamps a query that came without a timestamp."""
+    data = _json_object(raw, max_record_bytes, kind)
     if isinstance(data, Rejection):
         return data
-    accepted = _FAST[kind](data)
+    accepted = _FAST[kind](data, _received(received_ms))
     if accepted is not None:
         return ValidRecord(*accepted)
-    record = _model_record(data, kind)
-    if isinstance(record, Rejection):
-        return record
-    return ValidRecord(record.record_id, record.document())
+    return validate_with_models(data, kind, received_ms)
 
 
 def validate_with_models(
-    raw: bytes | None, kind: RecordKind, max_record_bytes: int
-) -> UbiRecord | Rejection:
-    """The reference: the same checks as `validate_record`, every record through the models."""
-    data = _json_object(raw, max_record_bytes)
-    if isinstance(data, Rejection):
-        return data
-    return _model_record(data, kind)
+    data: bytes | None | dict[str, Any],
+    kind: RecordKind,
+    max_record_bytes: int = 0,
+    received_ms: int | None = None,
+) -> ValidRecord | Rejection:
+    """The reference: the same checks as `validate_record`, every record through the models
+    (`data` raw bytes, checked against `max_record_bytes`, or an already parsed object)."""
+    if not isinstance(data, dict):
+        data = _json_object(data, max_record_bytes, kind)
+        if isinstance(data, Rejection):
+            return data
+    record = _model_record(data, kind)
+    if isinstance(record, Rejection):
+        return record
+    if isinstance(record, UbiQuery):
+        return ValidRecord(*query_source(record.content(), _received(received_ms)))
+    return ValidRecord(*event_source(record.content()))
 
 
-def _json_object(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | Rejection:
+def _received(received_ms: int | None) -> str | None:
+    """The receive time as a stored timestamp; None when unknown or implausible."""
+    try:
+        return parse_timestamp(received_ms) if received_ms is not None else None
+    except ValueError:
+        return None
+
+
+def _json_object(
+    raw: bytes | None, max_record_bytes: int, kind: RecordKind
+) -> dict[str, Any] | Rejection:
     if raw is None or len(raw) == 0:
         return Rejection("empty record (no value)")
     if len(raw) > max_record_bytes:
@@ -108,7 +133,7 @@ def _json_object(raw: bytes | None, max_record_bytes: int) -> dict[str, Any] | R
         return data
     if not isinstance(data, dict):
         return Rejection(f"not a JSON object: got a JSON {type(data).__name__}")
-    return data
+    return unwrap_query(data) if kind is RecordKind.QUERY else data
 
 
 def _model_record(data: dict[str, Any], kind: RecordKind) -> UbiRecord | Rejection:

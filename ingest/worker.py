@@ -279,7 +279,7 @@ class IngestWorker:
         routes, max_bytes = self._routes, self._settings.max_record_bytes
         for message in messages:
             kind, index = routes[message.topic]
-            record = validate_record(message.value, kind, max_bytes)
+            record = validate_record(message.value, kind, max_bytes, message.timestamp)
             if isinstance(record, Rejection):
                 rejected.append((message, record.reason))
             else:

@@ -9,6 +9,7 @@ items refused for good (mapping errors, other 4xx) come back as dead letters.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,15 @@ log = logging.getLogger(__name__)
 RETRYABLE_TYPES = ("es_rejected_execution_exception", "rejected_execution_exception")
 # Only what the writer reads of a bulk answer: a tenth of the bytes to receive and parse.
 BULK_FILTER_PATH = "errors,items.*.status,items.*.error"
+
+
+def _json_bytes(source: dict[str, Any]) -> bytes:
+    """`source` as JSON: orjson, or the stdlib for what orjson refuses (UBI integers have no
+    range; orjson stops at 64 bits)."""
+    try:
+        return orjson.dumps(source)
+    except TypeError:
+        return json.dumps(source, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class BulkClient(Protocol):
@@ -222,7 +232,7 @@ class BulkLine:
     def of(cls, document: Document) -> BulkLine:
         # Serialised once (orjson: ~10x the stdlib's speed) so that sizing and retries reuse it.
         action = orjson.dumps({"index": {"_index": document.index, "_id": document.doc_id}})
-        return cls(document, b"%b\n%b\n" % (action, orjson.dumps(document.source)))
+        return cls(document, b"%b\n%b\n" % (action, _json_bytes(document.source)))
 
 
 def _outcome(item: dict[str, Any]) -> str | None:

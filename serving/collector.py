@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -182,7 +183,7 @@ def _records(
     for position, item in enumerate(items):
         text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
         raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate: refused as not UTF-8
-        record = validate_record(raw, kind, max_record_bytes)
+        record = validate_record(raw, kind, max_record_bytes, int(time.time() * 1000))
         if isinstance(record, Rejection):
             where = f"record[{position}]: " if isinstance(data, list) else ""
             errors.append(

@@ -76,6 +76,7 @@ class Message:
     offset: int
     value: bytes | None
     key: bytes | None = None
+    timestamp: int | None = None  # epoch ms, as kafka's ConsumerRecord
 
 
 class FakeConsumer:

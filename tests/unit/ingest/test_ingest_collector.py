@@ -110,15 +110,17 @@ def test_an_invalid_record_in_a_list_names_its_index_field_and_rule(
     client: TestClient, sink: InMemorySink
 ) -> None:
     bad = event(2)
-    bad["event_attributes"]["position"]["ordinal"] = -1
+    bad["event_attributes"]["position"]["ordinal"] = "3"
     answer = client.post("/v1/events", json=[event(1), bad])
     assert answer.status_code == 422
     error = answer.json()["error"]
     assert error["records"] == [
         {
             "index": 1,
-            "reason": "event_attributes.position.ordinal: -1 is below 0",
-            "message": "record[1]: event_attributes.position.ordinal: -1 is below 0",
+            "reason": "event_attributes.position.ordinal: '3' is invalid "
+            "(input should be a valid integer)",
+            "message": "record[1]: event_attributes.position.ordinal: '3' is invalid "
+            "(input should be a valid integer)",
         }
     ]
     assert sink.records == []  # nothing of a refused body is produced

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ingest.fastpath import accept_event, accept_query
@@ -25,9 +25,11 @@ from ingest.validate import (
     validate_record,
     validate_with_models,
 )
+from tests.ubi_spec_records import spec_records
 
 MAX = 64 * 1024
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000)
+RECEIVED_MS = 1_767_225_600_000
 
 json_values = st.recursive(
     st.none()
@@ -133,7 +135,8 @@ def assert_same_outcome(data: dict[str, Any], kind: RecordKind, *, note: bool = 
     raw = json.dumps(data).encode()
     if note:  # hypothesis statistics: how often each path decided
         event("fast path" if _accepts(json.loads(raw), kind) else "models")
-    fast, reference = validate_record(raw, kind, MAX), validate_with_models(raw, kind, MAX)
+    fast = validate_record(raw, kind, MAX, RECEIVED_MS)
+    reference = validate_with_models(raw, kind, MAX, RECEIVED_MS)
     if isinstance(reference, Rejection):
         if note:
             event("refused")
@@ -154,6 +157,18 @@ def test_fast_path_and_models_agree_on_events(data: dict[str, Any]) -> None:
 @settings(max_examples=400, deadline=None)
 @given(data=queries)
 def test_fast_path_and_models_agree_on_queries(data: dict[str, Any]) -> None:
+    assert_same_outcome(data, RecordKind.QUERY)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(data=spec_records("event"))
+def test_fast_path_and_models_agree_on_spec_valid_events(data: dict[str, Any]) -> None:
+    assert_same_outcome(data, RecordKind.EVENT)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(data=spec_records("query"))
+def test_fast_path_and_models_agree_on_spec_valid_queries(data: dict[str, Any]) -> None:
     assert_same_outcome(data, RecordKind.QUERY)
 
 

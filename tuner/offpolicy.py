@@ -1,0 +1,466 @@
+"""Off-policy value of any ranking from the live model's click log, below-the-page gains included.
+
+Use: `estimates = estimate_clicks(logged_searches(sessions, weights), propensity, policy,
+live_pages)`, then `compare_rankings(estimates, candidate, live)`: per query, the estimated
+DCG@10 of both rankings and their paired difference (the unit for query-clustered bounds).
+
+Target. The attraction-weighted DCG@10 of a ranking pi, averaged over the logged queries:
+
+    V(pi) = mean over q of  sum over r < 10 of  gamma(q, pi_q[r]) / log2(r + 2)
+
+where gamma(q, d) = E[outcome weight of d | d examined] (click 1, add_to_cart 3, purchase 5).
+
+Logging policy (serving/randomize.py, `LoggingPolicy`). A search shows k hits. With probability
+1 - f it is plain: the live model's top k in its order. With probability f it is randomised:
+the live top `depth` are shuffled uniformly and the first k shown, so each sits at each rank
+j < k with probability 1/depth. A user examines rank j with probability p(j) and acts on an
+examined d with expected weight gamma(q, d). The expected examination of d in a search s of q,
+over the policy's coin and shuffle (d at live rank l; k = k_s hits shown):
+
+    e_s(d) = (1 - f) * p(l) * [l < k]  +  f * [l < depth] * (1 / depth) * sum over j < k of p(j)
+
+Estimator. The searches of q are split into two folds (alternately, in log order). C_f(d) sums
+the outcome weights of d over fold f, X_f(d) the p(rank) of the searches of f that showed d,
+E_f(d) the e_s(d) of all searches of f. For every d shown for q or in its live top depth:
+
+    gamma_f(d)   = (C_f(d) + a * m(q, d)) / (X_f(d) + a)        direct model fitted on fold f
+    gamma_hat(d) = sum over f of [C_f(d) + gamma_{1-f}(d) * (E_f(d) - X_f(d))] / (E_0 + E_1)(d)
+
+and any other d gets m(q, d) alone. `Estimator.IPS` drops the control variate: C / E. Since
+E[C_f] = gamma E_f, E[X_f] = E_f, and gamma_{1-f} depends on the other fold only, both are
+unbiased for every d with E > 0, whatever m is (Dudik et al. 2011). E sums the exposure over
+all the query's searches and both policies: the balance heuristic of multiple importance
+sampling (Veach and Guibas 1995; Agarwal et al. 2019 harvest interventions the same way), so a
+document the live model put at rank 12, never on the plain page, is weighted by 1 / (its
+chance of being examined under the mixture): the "policy-aware" estimator of Oosterhuis and de
+Rijke (SIGIR 2020) for top-k logging. No single search's weight can explode, so nothing is
+clipped (a clip would bias). The control variate removes the variance of how often and where d
+happened to be shown, the larger part for documents only shuffles reach (tests: about a fifth
+of the variance of a paired difference); cross-fitting keeps it unbiased with a direct model
+fitted on the same log. m defaults to the outcome weight per examination pooled over all
+queries by live rank (one query moves it by O(1 / queries)), and 0 outside the explored depth:
+nothing is credited for what no user could have seen. A `direct` (q, d) -> gamma, such as the
+live model's calibrated score, replaces it.
+
+Self-normalisation. `policy=None` weights each search by its own realised policy (plain or
+shuffled) instead of the mixture: the self-normalised form over the policy choice (Swaminathan
+and Joachims 2015), which needs neither f nor the live ranking and has less variance, but a
+query that no shuffle reached has E = 0 for its deep documents and credits nothing for them: it
+lost a quarter of a true gain at 8 searches per query, all of it at 2. Dividing each document
+by its realised exposure (C / X) fails the same way. So the gate should pass the policy.
+
+Assumptions (each breaks the unbiasedness when violated):
+- Position-based examination (Joachims et al., WSDM 2017): p(j) depends on the rank only, not
+  on the document or what sits above it, and acting on d depends only on d. Cascade users
+  (who stop after a click) examine deep ranks less below good documents, and trust bias
+  (clicks on unattractive top hits) adds clicks gamma does not model: both inflate documents
+  shown high, which favours the live ranking. Errors in p(j) scale gamma_hat with them.
+- f, depth and k as logged: one depth for the log, depth >= k.
+- The live ranking is deterministic per query within the log (plain searches of q all show
+  the same page, and every shuffle of q drew from the same top depth).
+- Rankings rank the documents they can be scored on; only their top 10 counts.
+- V weighs queries equally; `PairedEstimate.sessions` allows weighting by traffic.
+
+References: Joachims, Swaminathan and Schnabel, "Unbiased Learning-to-Rank with Biased
+Feedback", WSDM 2017; Agarwal, Zaitsev, Wang, Li, Najork and Joachims, "Estimating Position Bias
+without Intrusive Interventions", WSDM 2019; Dudik, Langford and Li, "Doubly Robust Policy
+Evaluation and Learning", ICML 2011; Swaminathan and Joachims, "The Self-Normalized Estimator
+for Counterfactual Learning", NeurIPS 2015; Oosterhuis and de Rijke, "Policy-Aware Unbiased
+Learning to Rank for Top-k Rankings", SIGIR 2020; Veach and Guibas, "Optimally Combining
+Sampling Techniques for Monte Carlo Rendering", SIGGRAPH 1995.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from tuner.pairs import query_key
+from tuner.propensity import Propensity
+from tuner.sessions import Session
+
+__all__ = [
+    "CUTOFF",
+    "ClickEstimates",
+    "Direct",
+    "Estimator",
+    "LoggedSearch",
+    "LoggingPolicy",
+    "PairedEstimate",
+    "QueryEvidence",
+    "collect_evidence",
+    "compare_rankings",
+    "estimate_clicks",
+    "logged_searches",
+]
+
+CUTOFF = 10  # DCG@10
+FOLDS = 2
+Direct = Callable[[str, str], float]  # (query key, doc id) -> prior gamma
+
+
+class Estimator(StrEnum):
+    IPS = "ips"  # gamma_hat = C / E
+    DOUBLY_ROBUST = "doubly_robust"  # cross-fitted control variate (module doc)
+
+
+@dataclass(frozen=True)
+class LoggedSearch:
+    """One logged search: its query key, the hits shown in order, the outcome weight of each
+    hit acted on, and the shuffled depth if it was randomised (None: the plain live order)."""
+
+    query: str
+    shown: tuple[str, ...]
+    outcomes: Mapping[str, float]
+    depth: int | None = None
+
+
+@dataclass(frozen=True)
+class QueryEvidence:
+    """Per fold (rows) and per document the logging policy could show for the query (columns:
+    those shown, and with a policy the live top depth): summed outcome weights C, realised
+    examination X and expected examination E under the logging policy."""
+
+    docs: tuple[str, ...]
+    clicks: np.ndarray  # (FOLDS, n_docs)
+    examined: np.ndarray  # (FOLDS, n_docs)
+    expected: np.ndarray  # (FOLDS, n_docs)
+    searches: int
+    live_ranks: np.ndarray  # (n_docs,) rank in the live ranking, -1 where unknown
+
+
+def logged_searches(
+    sessions: Sequence[Session], outcome_weights: Mapping[str, float]
+) -> list[LoggedSearch]:
+    """The sessions that showed hits as `LoggedSearch`es; a hit's outcome is the largest weight
+    of its actions (as in tuner.session_eval); actions on documents not shown are ignored."""
+    searches = []
+    for session in sessions:
+        if not session.hit_ids:
+            continue
+        if session.randomized and session.explored_depth is None:
+            raise ValueError(
+                f"session {session.query_id!r} is randomised but its explored depth is unknown: "
+                "the estimator needs the shuffled depth (query_attributes.randomized = "
+                "'shuffle_top_<depth>') to know how likely each document was shown"
+            )
+        outcomes: dict[str, float] = {}
+        for action in session.actions:
+            weight = outcome_weights.get(action.action_name, 0.0)
+            if weight > 0 and action.object_id in session.hit_ids:
+                outcomes[action.object_id] = max(outcomes.get(action.object_id, 0.0), weight)
+        depth = session.explored_depth if session.randomized else None
+        searches.append(
+            LoggedSearch(query_key(session.user_query), session.hit_ids, outcomes, depth)
+        )
+    return searches
+
+
+@dataclass(frozen=True)
+class LoggingPolicy:
+    """How the log was written (`serving.randomization`): the share of searches that were
+    shuffled and the live top depth they shuffled."""
+
+    fraction: float
+    depth: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"randomised fraction {self.fraction} must lie in [0, 1]")
+        if self.depth < 1:
+            raise ValueError(f"explored depth {self.depth} must be >= 1")
+
+
+def collect_evidence(
+    searches: Sequence[LoggedSearch],
+    propensity: Propensity,
+    policy: LoggingPolicy | None,
+    live_pages: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, QueryEvidence]:
+    """Per query key, the click evidence of its searches (module doc: C, X, E). `policy`: the
+    logging mixture (None: each search's own policy, the realised mixture); `live_pages`: the
+    live model's ranking per query, needed with a policy for queries no plain search shows."""
+    if not searches:
+        raise ValueError("no logged searches: the off-policy estimate needs at least one search")
+    by_query: dict[str, list[LoggedSearch]] = {}
+    for search in searches:
+        by_query.setdefault(search.query, []).append(search)
+    examination = _examination(propensity, max(len(s.shown) for s in searches))
+    evidence = {}
+    for query, group in by_query.items():
+        _check_depths(query, group, policy)
+        page = _live_page(query, group, live_pages) if policy is not None else ()
+        evidence[query] = _query_evidence(group, examination, policy, page)
+    return evidence
+
+
+def _examination(propensity: Propensity, ranks: int) -> np.ndarray:
+    """p(0..ranks-1), each checked to lie in (0, 1]."""
+    values = np.array([propensity(j) for j in range(ranks)], dtype=float)
+    for j, p in enumerate(values):
+        if not 0.0 < p <= 1.0:
+            raise ValueError(
+                f"propensity p({j}) = {p} must lie in (0, 1]: a rank that is shown but never "
+                "examined carries no click evidence, so no inverse propensity exists for it"
+            )
+    return values
+
+
+def _query_evidence(
+    searches: Sequence[LoggedSearch],
+    examination: np.ndarray,
+    policy: LoggingPolicy | None,
+    page: Sequence[str],
+) -> QueryEvidence:
+    explored = page[: policy.depth] if policy is not None else ()
+    docs = tuple(dict.fromkeys([*(d for s in searches for d in s.shown), *explored]))
+    column = {d: i for i, d in enumerate(docs)}
+    live_rank = {d: r for r, d in enumerate(explored)}
+    clicks, examined, expected = (np.zeros((FOLDS, len(docs))) for _ in range(3))
+    kinds: Counter[tuple[int, int, int | None]] = Counter()  # (fold, k, depth) -> searches
+    for i, search in enumerate(searches):
+        fold, hits = i % FOLDS, list(dict.fromkeys(search.shown))
+        at = [column[d] for d in hits]
+        examined[fold, at] += examination[: len(at)]
+        clicks[fold, at] += [search.outcomes.get(d, 0.0) for d in hits]
+        if policy is None and search.depth is None:  # realised mixture: its own plain page
+            expected[fold, at] += examination[: len(at)]
+        else:
+            kinds[fold, len(search.shown), search.depth] += 1
+    for (fold, k, depth), count in kinds.items():
+        if policy is not None:
+            expected[fold] += count * _mixture_exposure(k, page, column, examination, policy)
+        elif depth is not None:  # a shuffle, weighted by its own policy
+            expected[fold] += count * examination[:k].sum() / depth
+    ranks = np.array([live_rank.get(d, -1) for d in docs], dtype=int)
+    return QueryEvidence(docs, clicks, examined, expected, len(searches), ranks)
+
+
+def _mixture_exposure(
+    k: int,
+    page: Sequence[str],
+    column: Mapping[str, int],
+    examination: np.ndarray,
+    policy: LoggingPolicy,
+) -> np.ndarray:
+    """e_s(d) of a search showing k hits, for every d in `column` (module doc); every document
+    shown for the query is taken to be in the live top depth (assumptions)."""
+    plain = _exposure(page[:k], column, examination)
+    shuffled = examination[:k].sum() / policy.depth
+    return (1.0 - policy.fraction) * plain + policy.fraction * shuffled
+
+
+def _exposure(
+    hits: Sequence[str], column: Mapping[str, int], examination: np.ndarray
+) -> np.ndarray:
+    """p(rank) at the column of each hit (hits outside `column` are left out)."""
+    ranked = [(r, column[d]) for r, d in enumerate(dict.fromkeys(hits)) if d in column]
+    exposure = np.zeros(len(column))
+    if ranked:
+        ranks, columns = zip(*ranked, strict=True)
+        exposure[list(columns)] = examination[list(ranks)]
+    return exposure
+
+
+def _check_depths(
+    query: str, searches: Sequence[LoggedSearch], policy: LoggingPolicy | None
+) -> None:
+    depths = sorted({s.depth for s in searches if s.depth is not None})
+    if policy is None and len(depths) > 1:
+        raise ValueError(
+            f"query {query!r} was randomised at depths {depths}: the estimator needs one "
+            "explored depth per query to know which documents each shuffle could show"
+        )
+    for search in searches:
+        _check_fraction(query, search, policy)
+        depth = policy.depth if policy is not None else search.depth
+        if search.depth is not None and depth != search.depth:
+            raise ValueError(
+                f"query {query!r} was randomised at depth {search.depth} but the logging "
+                f"policy's depth is {depth}: pass the policy the log was written with"
+            )
+        if depth is not None and depth < len(search.shown):
+            raise ValueError(
+                f"query {query!r}: explored depth {depth} < {len(search.shown)} hits shown: a "
+                "randomised search shuffles the live top depth and shows the first k, so the "
+                "depth must be >= k"
+            )
+
+
+def _check_fraction(query: str, search: LoggedSearch, policy: LoggingPolicy | None) -> None:
+    if policy is None:
+        return
+    kind, never = ("randomised", 0.0) if search.depth is not None else ("plain", 1.0)
+    if policy.fraction == never:
+        raise ValueError(
+            f"query {query!r} has a {kind} search but the logging policy's randomised "
+            f"fraction is {policy.fraction}: pass the policy the log was written with"
+        )
+
+
+def _live_page(
+    query: str, searches: Sequence[LoggedSearch], live_pages: Mapping[str, Sequence[str]] | None
+) -> tuple[str, ...]:
+    """The live model's ranking for `query`: as given, else the page its plain searches show."""
+    plain = {s.shown for s in searches if s.depth is None}
+    if live_pages is not None and query in live_pages:
+        page = tuple(live_pages[query])
+    elif plain:
+        page = max(plain, key=len)
+    else:
+        raise ValueError(
+            f"query {query!r} has no plain search and no live page was given: with a logging "
+            "policy, the chance of each document being shown needs the live model's ranking"
+        )
+    for shown in plain:
+        if shown != page[: len(shown)]:
+            raise ValueError(
+                f"query {query!r}: a plain search showed {list(shown)} but the live page is "
+                f"{list(page[: len(shown)])}: the live ranking must be deterministic per query "
+                "within the log"
+            )
+    return page
+
+
+@dataclass(frozen=True)
+class ClickEstimates:
+    """gamma_hat(q, d) for every document shown per query; others get the direct term.
+
+    `values(rankings)` is the estimated DCG@cutoff of a ranking per query, in `queries` order."""
+
+    gammas: Mapping[str, Mapping[str, float]]
+    searches: Mapping[str, int]
+    direct: Direct | None = None
+
+    @property
+    def queries(self) -> tuple[str, ...]:
+        return tuple(self.gammas)
+
+    def gamma(self, query: str, doc: str) -> float:
+        found = self.gammas[query].get(doc)
+        if found is not None:
+            return found
+        return self.direct(query, doc) if self.direct is not None else 0.0
+
+    def values(self, rankings: Mapping[str, Sequence[str]], cutoff: int = CUTOFF) -> np.ndarray:
+        """Estimated DCG@cutoff of `rankings[q]` for each logged query q."""
+        if cutoff < 1:
+            raise ValueError(f"cutoff {cutoff} must be >= 1 (the DCG depth)")
+        discount = 1.0 / np.log2(np.arange(cutoff) + 2.0)
+        values = np.zeros(len(self.gammas))
+        for i, query in enumerate(self.gammas):
+            top = _top(rankings, query, cutoff)
+            gains = np.array([self.gamma(query, d) for d in top])
+            values[i] = float(gains @ discount[: len(top)])
+        return values
+
+
+def _top(rankings: Mapping[str, Sequence[str]], query: str, cutoff: int) -> Sequence[str]:
+    if query not in rankings:
+        raise ValueError(
+            f"no ranking for logged query {query!r}: every logged query needs one (an empty "
+            "ranking is allowed and is worth 0)"
+        )
+    top = rankings[query][:cutoff]
+    if len(set(top)) < len(top):
+        raise ValueError(f"the ranking for query {query!r} lists a document twice: {list(top)}")
+    return top
+
+
+def estimate_clicks(
+    searches: Sequence[LoggedSearch],
+    propensity: Propensity,
+    policy: LoggingPolicy | None,
+    live_pages: Mapping[str, Sequence[str]] | None = None,
+    estimator: Estimator = Estimator.DOUBLY_ROBUST,
+    direct: Direct | None = None,
+    shrinkage: float = 1.0,
+) -> ClickEstimates:
+    """gamma_hat per query and shown document from the log (module doc). `policy` and
+    `live_pages` as in `collect_evidence`; `direct`: the prior gamma of a (query, doc), also
+    what a never-shown document is worth (None: the weight per examination pooled over the log
+    by live rank, 0 outside the explored depth); `shrinkage`: the prior's weight a, in
+    examinations."""
+    if not shrinkage > 0:
+        raise ValueError(f"shrinkage {shrinkage} must be > 0 (the prior's weight in examinations)")
+    evidence = collect_evidence(searches, propensity, policy, live_pages)
+    by_rank = _rank_calibration(evidence.values())
+    gammas = {}
+    for query, found in evidence.items():
+        if direct is not None:
+            prior = np.array([direct(query, d) for d in found.docs])
+        else:
+            prior = np.where(found.live_ranks >= 0, by_rank[found.live_ranks], 0.0)
+        values = _gamma_hat(found, prior, estimator, shrinkage)
+        gammas[query] = dict(zip(found.docs, values, strict=True))
+    return ClickEstimates(gammas, {q: e.searches for q, e in evidence.items()}, direct)
+
+
+def _rank_calibration(evidence: Iterable[QueryEvidence]) -> np.ndarray:
+    """Outcome weight per examination of the documents at each live rank, pooled over all
+    queries: the default direct model (one query's own clicks move it by O(1 / queries))."""
+    found = [e for e in evidence]
+    size = max([int(e.live_ranks.max(initial=-1)) + 1 for e in found])
+    clicks, examined = np.zeros(size + 1), np.zeros(size + 1)
+    for e in found:  # unknown ranks (-1) land in the last slot, which is never read
+        np.add.at(clicks, e.live_ranks, e.clicks.sum(axis=0))
+        np.add.at(examined, e.live_ranks, e.examined.sum(axis=0))
+    return np.divide(clicks, examined, out=np.zeros_like(clicks), where=examined > 0)
+
+
+def _gamma_hat(
+    found: QueryEvidence, prior: np.ndarray, estimator: Estimator, shrinkage: float
+) -> list[float]:
+    numerator = found.clicks.sum(axis=0)  # (n_docs,)
+    if estimator is Estimator.DOUBLY_ROBUST:
+        fitted = (found.clicks + shrinkage * prior) / (found.examined + shrinkage)  # (FOLDS, n)
+        # each fold's control variate uses the direct model fitted on the other fold
+        numerator = numerator + (fitted[::-1] * (found.expected - found.examined)).sum(axis=0)
+    return [float(v) for v in numerator / found.expected.sum(axis=0)]
+
+
+@dataclass(frozen=True)
+class PairedEstimate:
+    """Per logged query (same order everywhere): the estimated DCG@10 of the candidate and of
+    the live ranking, their difference, and the number of searches behind each query."""
+
+    queries: tuple[str, ...]
+    candidate: np.ndarray  # (n_queries,)
+    live: np.ndarray  # (n_queries,)
+    sessions: np.ndarray  # (n_queries,) searches logged per query
+
+    @property
+    def difference(self) -> np.ndarray:
+        return self.candidate - self.live
+
+    @property
+    def mean_difference(self) -> float:
+        return float(self.difference.mean())
+
+    @property
+    def candidate_value(self) -> float:
+        return float(self.candidate.mean())
+
+    @property
+    def live_value(self) -> float:
+        return float(self.live.mean())
+
+
+def compare_rankings(
+    estimates: ClickEstimates,
+    candidate: Mapping[str, Sequence[str]],
+    live: Mapping[str, Sequence[str]],
+    cutoff: int = CUTOFF,
+) -> PairedEstimate:
+    """Per-query estimated DCG@cutoff of `candidate` and `live` (rankings by query key, best
+    first) on the same click estimates, so equal rankings differ by exactly 0."""
+    return PairedEstimate(
+        queries=estimates.queries,
+        candidate=estimates.values(candidate, cutoff),
+        live=estimates.values(live, cutoff),
+        sessions=np.array([estimates.searches[q] for q in estimates.queries]),
+    )

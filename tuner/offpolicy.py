@@ -35,8 +35,8 @@ document the live model put at rank 12, never on the plain page, is weighted by 
 chance of being examined under the mixture): the "policy-aware" estimator of Oosterhuis and de
 Rijke (SIGIR 2020) for top-k logging. No single search's weight can explode, so nothing is
 clipped (a clip would bias). The control variate removes the variance of how often and where d
-happened to be shown, the larger part for documents only shuffles reach (tests: about a fifth
-of the variance of a paired difference); cross-fitting keeps it unbiased with a direct model
+happened to be shown, the larger part for documents only shuffles reach (tests: a fifth to a
+third of the variance of a paired difference); cross-fitting keeps it unbiased with a direct model
 fitted on the same log. m defaults to the outcome weight per examination pooled over all
 queries by live rank (one query moves it by O(1 / queries)), and 0 outside the explored depth:
 nothing is credited for what no user could have seen. A `direct` (q, d) -> gamma, such as the
@@ -46,7 +46,7 @@ Self-normalisation. `policy=None` weights each search by its own realised policy
 shuffled) instead of the mixture: the self-normalised form over the policy choice (Swaminathan
 and Joachims 2015), which needs neither f nor the live ranking and has less variance, but a
 query that no shuffle reached has E = 0 for its deep documents and credits nothing for them: it
-lost a quarter of a true gain at 8 searches per query, all of it at 2. Dividing each document
+saw three quarters of a true gain at 8 searches per query, a tenth at 2. Dividing each document
 by its realised exposure (C / X) fails the same way. So the gate should pass the policy.
 
 Assumptions (each breaks the unbiasedness when violated):
@@ -104,6 +104,8 @@ Direct = Callable[[str, str], float]  # (query key, doc id) -> prior gamma
 
 
 class Estimator(StrEnum):
+    """How gamma_hat is formed from the log (module doc)."""
+
     IPS = "ips"  # gamma_hat = C / E
     DOUBLY_ROBUST = "doubly_robust"  # cross-fitted control variate (module doc)
 
@@ -133,6 +135,21 @@ class QueryEvidence:
     live_ranks: np.ndarray  # (n_docs,) rank in the live ranking, -1 where unknown
 
 
+@dataclass(frozen=True)
+class LoggingPolicy:
+    """How the log was written (`serving.randomization`): the share of searches that were
+    shuffled and the live top depth they shuffled."""
+
+    fraction: float
+    depth: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"randomised fraction {self.fraction} must lie in [0, 1]")
+        if self.depth < 1:
+            raise ValueError(f"explored depth {self.depth} must be >= 1")
+
+
 def logged_searches(
     sessions: Sequence[Session], outcome_weights: Mapping[str, float]
 ) -> list[LoggedSearch]:
@@ -158,21 +175,6 @@ def logged_searches(
             LoggedSearch(query_key(session.user_query), session.hit_ids, outcomes, depth)
         )
     return searches
-
-
-@dataclass(frozen=True)
-class LoggingPolicy:
-    """How the log was written (`serving.randomization`): the share of searches that were
-    shuffled and the live top depth they shuffled."""
-
-    fraction: float
-    depth: int
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction <= 1.0:
-            raise ValueError(f"randomised fraction {self.fraction} must lie in [0, 1]")
-        if self.depth < 1:
-            raise ValueError(f"explored depth {self.depth} must be >= 1")
 
 
 def collect_evidence(
@@ -328,7 +330,8 @@ def _live_page(
 
 @dataclass(frozen=True)
 class ClickEstimates:
-    """gamma_hat(q, d) for every document shown per query; others get the direct term.
+    """gamma_hat(q, d) per logged query for every document its searches could show; any other
+    document is worth the direct term (0 without a `direct` model).
 
     `values(rankings)` is the estimated DCG@cutoff of a ranking per query, in `queries` order."""
 
@@ -403,7 +406,7 @@ def estimate_clicks(
 def _rank_calibration(evidence: Iterable[QueryEvidence]) -> np.ndarray:
     """Outcome weight per examination of the documents at each live rank, pooled over all
     queries: the default direct model (one query's own clicks move it by O(1 / queries))."""
-    found = [e for e in evidence]
+    found = list(evidence)
     size = max([int(e.live_ranks.max(initial=-1)) + 1 for e in found])
     clicks, examined = np.zeros(size + 1), np.zeros(size + 1)
     for e in found:  # unknown ranks (-1) land in the last slot, which is never read
@@ -420,7 +423,9 @@ def _gamma_hat(
         fitted = (found.clicks + shrinkage * prior) / (found.examined + shrinkage)  # (FOLDS, n)
         # each fold's control variate uses the direct model fitted on the other fold
         numerator = numerator + (fitted[::-1] * (found.expected - found.examined)).sum(axis=0)
-    return [float(v) for v in numerator / found.expected.sum(axis=0)]
+    expected = found.expected.sum(axis=0)  # 0 only where the policy could never show d
+    safe = np.where(expected > 0, expected, 1.0)
+    return [float(v) for v in np.where(expected > 0, numerator / safe, prior)]
 
 
 @dataclass(frozen=True)

@@ -330,3 +330,12 @@ def test_an_explored_document_no_search_showed_is_worth_the_rate_of_its_live_ran
     estimates = estimate_clicks(searches, PROPENSITY, POLICY, pages)
     assert estimates.gamma("b", "b15") == pytest.approx(1.0)
     assert estimates.gamma("b", "b25") == 0.0  # below the explored depth: no evidence at all
+
+
+def test_without_randomisation_documents_below_the_page_get_the_direct_term_only() -> None:
+    page = [f"d{r}" for r in range(DEPTH)]
+    off = LoggingPolicy(fraction=0.0, depth=DEPTH)
+    for kind in Estimator:
+        estimates = estimate_clicks([PLAIN], PROPENSITY, off, {"q": page}, kind, lambda q, d: 0.1)
+        assert estimates.gamma("q", "d15") == pytest.approx(0.1)  # no chance to be shown
+        assert estimates.gamma("q", "d0") == pytest.approx(1.0)  # 1 click in 1 look

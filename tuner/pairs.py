@@ -5,6 +5,11 @@ of the actions on it (click 1, add_to_cart 3, purchase 5 by default) times the c
 examination propensity at the rank it was shown, so deep clicks count more. Hard negatives are
 the hits shown above a positive that got no outcome (skip-above), excluding any document that
 is a positive for the same query in any of the sessions given.
+
+The rank is the hit's position in the query's shown list (`Session.rank_of`), as for the
+examination curve and the gate; the event's `position.ordinal` is only cross-checked
+(`tuner.ordinals`). An outcome on a hit the list does not hold gives no pair: its rank, and so
+its bias, is unknown.
 """
 
 from __future__ import annotations
@@ -120,20 +125,11 @@ def _session_pairs(
 ) -> list[TrainingPair]:
     pairs = []
     for object_id, outcome in _outcome_weight_by_hit(session, outcome_weights).items():
-        rank = _rank(session, object_id)
-        if rank is None:  # neither shown nor given a position: the bias cannot be corrected
+        rank = session.rank_of(object_id)
+        if rank is None:  # not in the shown list: the bias cannot be corrected
             continue
-        above = session.hit_ids[: min(rank, len(session.hit_ids))]
+        above = session.hit_ids[:rank]
         negatives = tuple(h for h in reversed(above) if h not in query_positives)
         weight = outcome * clipped_inverse_propensity(propensity, rank, max_ipw)
         pairs.append(TrainingPair(session.user_query, object_id, weight, negatives))
     return pairs
-
-
-def _rank(session: Session, object_id: str) -> int | None:
-    """The rank shown in the query record; the event's ordinal when the hit list lacks it."""
-    rank = session.rank_of(object_id)
-    if rank is not None:
-        return rank
-    ordinals = [a.ordinal for a in session.actions if a.object_id == object_id]
-    return next((o for o in ordinals if o is not None and o >= 0), None)

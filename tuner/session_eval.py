@@ -114,8 +114,9 @@ def session_judgments(
         for action in session.actions:
             weight = outcome_weights.get(action.action_name, 0.0)
             if weight > 0 and action.object_id in candidates[key]:
-                if propensity is not None and action.ordinal is not None:
-                    weight *= clipped_inverse_propensity(propensity, action.ordinal, max_ipw)
+                rank = session.rank_of(action.object_id)  # the shown position, not the ordinal
+                if propensity is not None and rank is not None:
+                    weight *= clipped_inverse_propensity(propensity, rank, max_ipw)
                 gain = max(1, round(weight))
                 gains[action.object_id] = max(gains.get(action.object_id, 0), gain)
                 if action.object_id in session.hit_ids:

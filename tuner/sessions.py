@@ -31,7 +31,9 @@ SHUFFLE_PREFIX = "shuffle_top_"  # serving/randomize.py's label of a shuffled se
 
 
 class Action(NamedTuple):
-    """One event on a hit: what was done, and at which 0-based rank it was shown (if known)."""
+    """One event on a hit: what was done, and the event's `position.ordinal` as the front end
+    sent it (0- or 1-based, or None). The rank is `Session.rank_of`; the ordinal is only
+    cross-checked (`tuner.ordinals`)."""
 
     object_id: str
     action_name: str

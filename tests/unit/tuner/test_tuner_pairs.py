@@ -82,10 +82,13 @@ def test_sessions_without_hits_and_bots_give_no_pairs() -> None:
     )
 
 
-def test_a_click_on_an_unshown_hit_uses_the_event_ordinal() -> None:
+def test_the_rank_is_the_shown_position_whatever_the_event_ordinal_says() -> None:
+    """The shown hit list is the one rank source (tuner.ordinals only cross-checks ordinals):
+    a click on a hit the list lacks gives no pair, whatever ordinal its event carries."""
     from tuner.sessions import Action, Session
 
-    s = Session("1", "drill", ("a", "b"), (Action("z", "click", 3),))
-    [pair] = pairs_of([s])
-    assert (pair.positive_id, pair.weight) == ("z", pytest.approx(4.0))
-    assert pair.hard_negative_ids == ("b", "a")
+    shown = Session("1", "drill", ("a", "b", "c"), (Action("c", "click", 7),))
+    [pair] = pairs_of([shown])
+    assert (pair.weight, pair.hard_negative_ids) == (pytest.approx(3.0), ("b", "a"))
+    unshown = Session("2", "drill", ("a", "b"), (Action("z", "click", 3),))
+    assert pairs_of([unshown]) == []

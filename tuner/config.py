@@ -137,8 +137,22 @@ class GateSettings(BaseModel):
         default=0.9,
         ge=0.5,
         lt=1.0,
-        description="ips_dcg@10: one-sided confidence that the candidate is better; its lower "
-        "bound (mean - z * SE of the paired per-session differences) must beat min_improvement",
+        description="ips_dcg@10: one-sided confidence that the candidate is better; the lower "
+        "bound of the mean over confirm queries of the per-query paired differences (mean - "
+        "t * SE, tuner/gate.py) must beat min_improvement; stated in every decision",
+    )
+    select_fraction: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="with several hyperparameter sets: the share of validation queries (stable "
+        "hash) the search picks its winner on; the gate bounds it on the others (confirm)",
+    )
+    min_confirm_queries: int = Field(
+        default=10,
+        ge=2,
+        description="fewer confirm queries than this: the decision is 'undecided' and the live "
+        "model stays (a bound over a handful of queries is not worth trusting)",
     )
     max_general_regression: float = Field(default=0.01, ge=0.0)
     rank_against: Literal["shown", "pool"] = Field(

@@ -7,11 +7,13 @@ pairs train on the images of the clicked documents (`serving.index.image_field`)
 The iteration trains a few hyperparameter sets from the live model on a released batch (plus a
 replayed sample of earlier batches' training sessions), scores each and the live model on the
 same validation sessions (this batch's held-out sessions and those of earlier batches, see
-`tuner.history`), and lets the gate decide. A rejected candidate ends the iteration `rejected`
-with the numbers; a passing one is exported, checked for ONNX parity, given an int8 variant where
-it ranks like fp32 (`tuner.int8_variant`, never fatal) and only then registered (the LocalRegistry
-first, then MLflow) with the alias `candidate`. A run that fails or is killed before that point
-leaves no version anywhere. Moving `production` is a separate decision.
+`tuner.history`), picks the best set on the select part of the validation queries and lets the
+gate bound it on the confirm part (`tuner.splits.select_confirm`, `tuner.gate`). A rejected
+candidate ends the iteration `rejected` with the numbers; a passing one is exported, checked for
+ONNX parity, given an int8 variant where it ranks like fp32 (`tuner.int8_variant`, never fatal)
+and only then registered (the LocalRegistry first, then MLflow) with the alias `candidate`. A
+run that fails or is killed before that point leaves no version anywhere. Moving `production`
+is a separate decision.
 """
 
 from __future__ import annotations
@@ -28,18 +30,19 @@ from serving.registry import ModelVersion
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource
 from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError
-from tuner.gate import GateDecision, decide
+from tuner.gate import GateDecision, Paired, decide
 from tuner.history import history, sample
 from tuner.int8_variant import Int8Outcome, add_int8_variant
 from tuner.judged import JudgedCollection
 from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for, kind_named
+from tuner.ordinals import OrdinalCheck, check_ordinals, ordinal_metrics, report_ordinals
 from tuner.pairs import PairStats, TrainingPair, build_pairs
 from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, model_metadata, publish
 from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
 from tuner.session_eval import Scorer, Scores, SessionJudgments, session_judgments
 from tuner.sessions import Session
-from tuner.splits import Splits, split_sessions
+from tuner.splits import SelectConfirm, Splits, select_confirm, split_sessions
 from tuner.tracking import Lineage, NullTracker, Tracker
 
 if TYPE_CHECKING:
@@ -93,6 +96,7 @@ class IterationResult:
     live: Scores
     export: ExportReport | None = None
     int8: Int8Outcome | None = None  # None: not attempted (switched off, or a CLIP model)
+    ordinals: tuple[OrdinalCheck, ...] = ()  # event ordinals against shown positions
 
     @property
     def train(self) -> Any:
@@ -128,7 +132,13 @@ def run_training_iteration(
     data = _prepare(released, context, settings, notify, kind)
     start = start_model(context.registry, settings.train.base_model, start_ref)
     trainer = trainer if trainer is not None else start.kind.train
-    notify(f"start model: {start.source}; scoring it on {len(data.validation)} sessions")
+    sets = hyperparameter_sets(settings.train, settings.search)
+    keys = (o.query for o in data.judgments.outcomes)
+    split = select_confirm(keys, settings.gate.select_fraction, settings.batches.seed, len(sets))
+    notify(
+        f"start model: {start.source}; scoring it on {len(data.validation)} sessions "
+        f"({len(split.select)} select, {len(split.confirm)} confirm queries)"
+    )
     score = Scorer(
         data.judgments,
         data.doc_texts,
@@ -137,10 +147,15 @@ def run_training_iteration(
         settings.gate.general_max_queries,
         embedder=start.kind.embedder,
         rank_against=settings.gate.rank_against,
+        select=split.select,
     )
     live = score(start.model)
-    sets = hyperparameter_sets(settings.train, settings.search)
-    common = {"batch_id": released.batch.batch_id, "parent": start.parent, "pairs": len(data.pairs)}
+    common = {
+        "batch_id": released.batch.batch_id,
+        "parent": start.parent,
+        "pairs": len(data.pairs),
+        **ordinal_metrics(data.ordinals),
+    }
     trials, best_model = run_search(
         start.model,
         data.pairs,
@@ -160,7 +175,7 @@ def run_training_iteration(
         live.validation,
         best.scores.general,
         live.general,
-        paired=_paired(best.scores, live),
+        paired=_paired(best.scores, live, data.judgments, split),
     )
     notify(f"gate {'passed' if decision.passed else 'rejected'}: {decision.reason}")
     if best.scores.general and live.general:
@@ -184,6 +199,7 @@ def run_training_iteration(
         trials=trials,
         best=best,
         live=live,
+        ordinals=data.ordinals,
     )
     if not decision.passed:
         return result
@@ -196,11 +212,17 @@ def run_training_iteration(
     return replace(result, version=version, export=exported, int8=int8)
 
 
-def _paired(candidate: Scores, live: Scores) -> tuple[Any, Any] | None:
-    """Both models' per-session ips_dcg@10 on the same validation sessions, if scored."""
+def _paired(
+    candidate: Scores, live: Scores, judgments: SessionJudgments, split: SelectConfirm
+) -> Paired | None:
+    """Both models' per-session ips_dcg@10 on the confirm part, if scored, with the select
+    part's size for the record."""
     if candidate.per_session is None or live.per_session is None:
         return None
-    return candidate.per_session, live.per_session
+    selected = sum(o.query in split.select for o in judgments.outcomes)
+    return Paired(
+        candidate.per_session, live.per_session, candidate.queries, len(split.select), selected
+    )
 
 
 @dataclass(frozen=True)
@@ -213,6 +235,7 @@ class _Prepared:
     judgments: SessionJudgments
     doc_texts: dict[str, Any]  # id -> text, or PIL image for a CLIP model's image documents
     propensity_curve: tuple[float, ...]
+    ordinals: tuple[OrdinalCheck, ...] = ()
 
 
 def _prepare(
@@ -245,7 +268,9 @@ def _prepare(
         f"{len(splits.cold)} cold-query validation (+{len(validation) - len(splits.validation)} "
         f"held out earlier); {len(pairs)} pairs; p(k) {curve[:5]}..."
     )
-    return _Prepared(splits, replayed, validation, pairs, stats, judgments, doc_texts, curve)
+    return _Prepared(
+        splits, replayed, validation, pairs, stats, judgments, doc_texts, curve, learn.ordinals
+    )
 
 
 @dataclass(frozen=True)
@@ -257,19 +282,23 @@ class LearningData:
     pairs: list[TrainingPair]
     stats: PairStats
     judgments: SessionJudgments
+    ordinals: tuple[OrdinalCheck, ...] = ()  # the events' ordinals against the shown positions
 
 
 def learning_data(
     train: Sequence[Session], validation: Sequence[Session], settings: TunerSettings
 ) -> LearningData:
     """Pairs from `train` and gate judgments from `validation`, with the examination curve
-    fitted on both (the shuffled searches of either tell where users look)."""
+    fitted on both (the shuffled searches of either tell where users look). Ranks are the
+    shown positions; the events' ordinals are only checked against them and logged."""
     propensity = from_settings(settings, [*train, *validation])
     pairs, stats = collect_pairs(train, settings, propensity)
     judgments = session_judgments(
         validation, settings.outcome_weights, propensity, settings.max_inverse_propensity
     )
-    return LearningData(propensity, pairs, stats, judgments)
+    ordinals = tuple(check_ordinals([*train, *validation]))
+    report_ordinals(ordinals)
+    return LearningData(propensity, pairs, stats, judgments, ordinals)
 
 
 def _register(
@@ -329,6 +358,8 @@ def _metrics(best: Trial, result: IterationResult) -> dict[str, Any]:
     }
     metrics.update({f"val_{k}": v for k, v in best.scores.validation.items()})
     metrics.update({f"live_val_{k}": v for k, v in result.live.validation.items()})
+    metrics.update({f"gate_{k}": v for k, v in result.decision.checks.items()})
+    metrics.update(ordinal_metrics(result.ordinals))
     return metrics
 
 

@@ -1,7 +1,10 @@
 """Hyperparameter sets of one iteration: each trains a copy of the start model and is scored.
 
 Every set is an MLflow run (its parameters, validation metrics and loss curve); the set with
-the best primary validation metric wins (the first one on ties, or when nothing validates).
+the best primary metric on the select part of the validation queries wins (the first one on
+ties, or when nothing validates). The gate then bounds the winner on the confirm part, which
+the choice never saw (`tuner.gate`); `val_` metrics are the confirm part's, `select_` ones the
+select part's (absent when one set made a split pointless).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from tuner.tracking import Tracker
 if TYPE_CHECKING:
     from tuner.train import TrainReport
 
-__all__ = ["Trainer", "Trial", "hyperparameter_sets", "run_search"]
+__all__ = ["Trainer", "Trial", "best_trial", "hyperparameter_sets", "run_search"]
 
 Trainer = Callable[..., "TrainReport"]  # fine_tune(model, pairs, doc_texts, settings, progress)
 
@@ -68,6 +71,7 @@ def run_search(
             run.log_metrics({"pairs_per_s": report.pairs_per_s, "final_loss": report.final_loss})
             scores = score(model)
             run.log_metrics(scores.validation, prefix="val_")
+            run.log_metrics(scores.selection or {}, prefix="select_")
             run.log_metrics(scores.general or {}, prefix="general_")
         trial = Trial(f"hp-{index}", settings, report, scores, run.run_id)
         if best_model is None or _better(trial, trials, primary):
@@ -77,8 +81,8 @@ def run_search(
 
 
 def best_trial(trials: Sequence[Trial], primary: str) -> Trial:
-    """The first trial with the highest primary validation metric."""
-    return max(trials, key=lambda t: t.scores.validation.get(primary, float("-inf")))
+    """The first trial with the highest primary metric on the select part."""
+    return max(trials, key=lambda t: t.scores.for_selection.get(primary, float("-inf")))
 
 
 def _better(trial: Trial, previous: Sequence[Trial], primary: str) -> bool:

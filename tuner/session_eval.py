@@ -37,8 +37,8 @@ memory), which suits the small general query set of the gate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -52,6 +52,7 @@ from tuner.sessions import Session
 
 __all__ = [
     "Embed",
+    "RankedSessions",
     "Scorer",
     "Scores",
     "SessionJudgments",
@@ -60,8 +61,11 @@ __all__ = [
     "evaluate_sessions",
     "ips_dcg",
     "ips_dcg_per_session",
+    "part_metrics",
+    "rank_sessions",
     "score_sessions",
     "session_judgments",
+    "split_scores",
     "torch_embedder",
 ]
 
@@ -150,6 +154,25 @@ def score_sessions(
 ) -> tuple[dict[str, float], np.ndarray]:
     """`evaluate_sessions`' metrics and the per-session ips_dcg@10 values they average, in the
     order of `judgments.outcomes` (the gate pairs a candidate's with the live model's)."""
+    ranked = rank_sessions(embed, judgments, doc_texts, rank_against)
+    return part_metrics(judgments, ranked), ranked.per_session
+
+
+@dataclass(frozen=True)
+class RankedSessions:
+    """One model's scores of each validation query's candidates, before any averaging."""
+
+    run: dict[str, dict[str, float]]  # query key -> {doc id: score} of what it ranks
+    per_session: np.ndarray  # (len(judgments.outcomes),) ips_dcg@10 per session
+
+
+def rank_sessions(
+    embed: Embed,
+    judgments: SessionJudgments,
+    doc_texts: Mapping[str, str],
+    rank_against: RankAgainst = "shown",
+) -> RankedSessions:
+    """Embed every validation query and candidate once and score what `rank_against` ranks."""
     if not judgments.qrels:
         raise ValueError("no validation session has an outcome: nothing to evaluate")
     ids = [d for d in judgments.doc_ids if doc_texts.get(d)]
@@ -164,13 +187,31 @@ def score_sessions(
         else:
             ranked = [d for d in judgments.candidates[key] if d in column]
         run[key] = {d: float(scores[i, column[d]]) for d in ranked}
-    metrics = rank_metrics(judgments.qrels, run)
     row = {key: i for i, key in enumerate(keys)}
     per_session = ips_dcg_per_session(
         judgments.outcomes, lambda k, d: scores[row[k], column[d]] if d in column else -np.inf
     )
-    metrics[IPS_DCG] = float(per_session.mean()) if per_session.size else 0.0
-    return metrics, per_session
+    return RankedSessions(run, per_session)
+
+
+def part_metrics(
+    judgments: SessionJudgments, ranked: RankedSessions, queries: Collection[str] | None = None
+) -> dict[str, float]:
+    """The metrics of `ranked` over the validation queries in `queries` (None: all of them):
+    the rank metrics over those that have an outcome, ips_dcg@10 over their sessions. Empty
+    when none of them has an outcome."""
+    judged = [k for k in judgments.qrels if queries is None or k in queries]
+    if not judged:
+        return {}
+    metrics = rank_metrics({k: judgments.qrels[k] for k in judged}, ranked.run)
+    values = ranked.per_session[_sessions_of(judgments, queries)]
+    metrics[IPS_DCG] = float(values.mean()) if values.size else 0.0
+    return metrics
+
+
+def _sessions_of(judgments: SessionJudgments, queries: Collection[str] | None) -> np.ndarray:
+    """(len(judgments.outcomes),) bool: the sessions whose query is in `queries` (None: all)."""
+    return np.array([queries is None or o.query in queries for o in judgments.outcomes], dtype=bool)
 
 
 def ips_dcg(
@@ -233,16 +274,30 @@ def torch_embedder(model, batch_size: int = 32) -> Embed:  # type: ignore[no-unt
 
 @dataclass(frozen=True)
 class Scores:
-    """A model's metrics on the validation sessions and on the general set (if configured)."""
+    """A model's metrics on the validation sessions and on the general set (if configured).
+
+    With a select / confirm split (`Scorer.select`), `validation` and `per_session` cover the
+    confirm part (what the gate decides on) and `selection` the select part (what the
+    hyperparameter search picks on); without one both cover all validation sessions."""
 
     validation: dict[str, float]
     general: dict[str, float] | None = None
-    per_session: np.ndarray | None = None  # ips_dcg@10 per validation session, for the gate
+    per_session: np.ndarray | None = None  # ips_dcg@10 per confirm session, for the gate
+    queries: tuple[str, ...] = ()  # the query key of each `per_session` value
+    selection: dict[str, float] | None = None  # select-part metrics; None: no split
+
+    @property
+    def for_selection(self) -> dict[str, float]:
+        """The metrics a hyperparameter search compares sets by."""
+        return self.selection if self.selection is not None else self.validation
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """Scores any model on the same data: `__call__(model) -> Scores` (empty when no data)."""
+    """Scores any model on the same data: `__call__(model) -> Scores` (empty when no data).
+
+    `select`: the validation query keys the hyperparameter search selects on
+    (`tuner.splits.select_confirm`); the others confirm. Empty: no split."""
 
     judgments: SessionJudgments
     doc_texts: Mapping[str, str]
@@ -251,18 +306,35 @@ class Scorer:
     general_max_queries: int | None = None
     embedder: Callable[..., Embed] = torch_embedder  # model -> Embed (CLIP: tuner.model_kinds)
     rank_against: RankAgainst = "shown"
+    select: frozenset[str] = frozenset()
 
     def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
         embed = self.embedder(model)
-        validation: dict[str, float] = {}
-        per_session = None
+        scores = Scores({})
         if self.judgments.qrels:
-            validation, per_session = score_sessions(
-                embed, self.judgments, self.doc_texts, self.rank_against
-            )
-        general = None
+            ranked = rank_sessions(embed, self.judgments, self.doc_texts, self.rank_against)
+            scores = split_scores(self.judgments, ranked, self.select)
         if self.general is not None:
             general = evaluate_collection_in_memory(
                 embed, self.general, self.general_split, self.general_max_queries
             )
-        return Scores(validation, general, per_session)
+            scores = replace(scores, general=general)
+        return scores
+
+
+def split_scores(
+    judgments: SessionJudgments, ranked: RankedSessions, select: Collection[str] = frozenset()
+) -> Scores:
+    """`Scores` of `ranked`: the confirm part (queries not in `select`) for the gate, the
+    select part for the search; without `select` all sessions for both."""
+    if not select:
+        queries = tuple(o.query for o in judgments.outcomes)
+        return Scores(part_metrics(judgments, ranked), None, ranked.per_session, queries)
+    confirm = ~_sessions_of(judgments, select)
+    keys = {o.query for o in judgments.outcomes} - set(select)
+    return Scores(
+        validation=part_metrics(judgments, ranked, keys),
+        per_session=ranked.per_session[confirm],
+        queries=tuple(o.query for o, c in zip(judgments.outcomes, confirm, strict=True) if c),
+        selection=part_metrics(judgments, ranked, select),
+    )

@@ -5,19 +5,23 @@ Validation by time measures what the next days look like; held-out queries measu
 same query stays held out in every batch of a run with the same seed. A split depends only on the
 sessions (not their order) and the settings, so a later iteration can split an earlier batch
 again and get the same sets (`tuner.history`).
+
+The validation queries are split once more, for deciding (`select_confirm`): the hyperparameter
+search picks its winner on the select part and the gate bounds it on the confirm part
+(`tuner.gate`). The hash is salted apart from the cold split's, so the two do not line up.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tuner.config import BatchSettings
 from tuner.pairs import query_key
 from tuner.sessions import Session
 
-__all__ = ["Splits", "split_sessions"]
+__all__ = ["SelectConfirm", "Splits", "select_confirm", "split_sessions"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,24 @@ def split_sessions(sessions: Sequence[Session], settings: BatchSettings) -> Spli
     n_latest = int(len(rest) * settings.validation_fraction)
     cut = len(rest) - n_latest
     return Splits(train=rest[:cut], latest=rest[cut:], cold=cold)
+
+
+@dataclass(frozen=True)
+class SelectConfirm:
+    """Validation query keys: the search selects on `select`, the gate decides on `confirm`."""
+
+    select: frozenset[str]
+    confirm: frozenset[str]
+
+
+def select_confirm(keys: Iterable[str], fraction: float, seed: int, sets: int) -> SelectConfirm:
+    """Split query `keys` by a stable hash, `fraction` of them (in expectation) to select; with
+    one hyperparameter set (`sets` == 1) there is nothing to select and all of them confirm."""
+    unique = frozenset(keys)
+    if sets <= 1:
+        return SelectConfirm(frozenset(), unique)
+    select = frozenset(k for k in unique if _unit(f"select:{k}", seed) < fraction)
+    return SelectConfirm(select, unique - select)
 
 
 def _unit(key: str, seed: int) -> float:

@@ -102,6 +102,7 @@ class LoopStages:
             "sessions": result.sessions,
             "pairs": result.pairs,
             "steps": result.train.steps,
+            "gate": decision.checks,  # confidence, confirm / select queries and sessions, bound
         }
         if decision.general_candidate is not None:  # the general set, rejected candidates too
             metrics["candidate_general"] = decision.general_candidate

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tuner.config import GateSettings
-from tuner.gate import decide, lower_bound
+from tuner.gate import Paired, decide, lower_bound, t_quantile
 
 LIVE = {"ndcg@10": 0.50, "mrr@10": 0.4, "recall@10": 0.6, "recall@100": 0.9}
 
@@ -71,11 +71,12 @@ def test_a_gain_within_the_noise_of_the_paired_sessions_is_rejected() -> None:
     live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
     candidate = {**LIVE, "ips_dcg@10": float(noisy.mean())}
     assert candidate["ips_dcg@10"] > live["ips_dcg@10"]
-    decision = decide(GateSettings(), candidate, live, paired=(noisy, live_values))
+    independent = Paired(noisy, live_values, [f"q{i}" for i in range(4000)])  # a query each
+    decision = decide(GateSettings(), candidate, live, paired=independent)
     assert not decision.passed
     assert "its 90% lower bound -0.0" in decision.reason
     assert decision.checks["improvement_lower_bound"] < 0 < decision.checks["improvement"]
-    mean_only = decide(GateSettings(confidence=0.5), candidate, live, paired=(noisy, live_values))
+    mean_only = decide(GateSettings(confidence=0.5), candidate, live, paired=independent)
     assert mean_only.passed
 
 
@@ -85,12 +86,84 @@ def test_a_clear_paired_gain_passes_with_its_lower_bound() -> None:
     better = live_values + rng.normal(0.03, 0.5, size=4000)
     live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
     candidate = {**LIVE, "ips_dcg@10": float(better.mean())}
-    decision = decide(GateSettings(), candidate, live, paired=(better, live_values))
+    paired = Paired(better, live_values, [f"q{i}" for i in range(4000)])
+    decision = decide(GateSettings(), candidate, live, paired=paired)
     assert decision.passed and "lower bound +0.0" in decision.reason
     assert 0 < decision.checks["improvement_lower_bound"] < decision.checks["improvement"]
 
 
-def test_lower_bound_is_the_mean_minus_z_standard_errors() -> None:
-    differences = np.array([0.1, 0.3, -0.1, 0.5])  # mean 0.2, sd 0.2582, n 4
-    assert lower_bound(differences, 0.9) == pytest.approx(0.2 - 1.28155 * 0.2582 / 2, abs=1e-4)
+def test_lower_bound_is_the_mean_of_the_query_means_minus_t_standard_errors() -> None:
+    differences = np.array([0.1, 0.3, -0.1, 0.5])  # mean 0.2, sd 0.2582, n 4: t_3(0.9) 1.6377
+    assert lower_bound(differences, 0.9) == pytest.approx(0.2 - 1.63774 * 0.2582 / 2, abs=1e-4)
     assert lower_bound(np.array([0.7]), 0.9) == 0.7
+    # per query: a (0.1, 0.3) -> 0.2, b -> -0.1, c (0.5, 0.7) -> 0.6; mean 0.2333, sd 0.3512
+    clustered = lower_bound(np.array([0.1, 0.3, -0.1, 0.5, 0.7]), 0.9, list("aabcc"))
+    assert clustered == pytest.approx(0.23333 - 1.88562 * 0.35119 / np.sqrt(3), abs=1e-4)
+
+
+def test_t_quantiles_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 9, 19, 20, 99, 1000):
+        for p in (0.5, 0.8, 0.9, 0.95, 0.99):
+            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), abs=1e-7)
+
+
+def clustered_differences(rng: np.random.Generator, queries: int, per_query: int) -> np.ndarray:
+    """Paired differences of a candidate that is no better: zero on average, but each query's
+    sessions agree (a query effect of sd 1, session noise of sd 0.1)."""
+    effect = rng.normal(0.0, 1.0, size=queries)
+    return np.repeat(effect, per_query) + rng.normal(0.0, 0.1, size=queries * per_query)
+
+
+def test_sessions_of_one_query_count_as_one_query_in_the_bound() -> None:
+    """Forty queries of ten agreeing sessions each: the bound must be about as wide as forty
+    values allow, not four hundred, and a no-better candidate must pass at most about as often
+    as the confidence allows (10% at 0.9). Sessions taken as independent pass far more."""
+    queries = [f"q{i}" for i in range(40) for _ in range(10)]
+    alone = [f"s{i}" for i in range(400)]  # every session its own query: the naive bound
+    settings = GateSettings(confidence=0.9)
+    rng = np.random.default_rng(11)
+    passed = {"clustered": 0, "naive": 0}
+    repetitions = 400
+    for _ in range(repetitions):
+        differences = clustered_differences(rng, 40, 10)
+        live_values = np.full(400, 2.0)
+        candidate = {**LIVE, "ips_dcg@10": 2.0 + float(differences.mean())}
+        live = {**LIVE, "ips_dcg@10": 2.0}
+        for name, keys in (("clustered", queries), ("naive", alone)):
+            paired = Paired(live_values + differences, live_values, keys)
+            passed[name] += decide(settings, candidate, live, paired=paired).passed
+    assert passed["clustered"] / repetitions <= 0.13  # 0.075 on these seeds
+    assert passed["naive"] / repetitions >= 0.25  # 0.32 on these seeds
+    differences = clustered_differences(np.random.default_rng(12), 40, 10)
+    spread = differences.mean() - lower_bound(differences, 0.9, queries)
+    assert spread > 2.5 * (differences.mean() - lower_bound(differences, 0.9, alone))
+
+
+def test_too_few_confirm_queries_leave_the_decision_undecided() -> None:
+    values = np.linspace(1.0, 2.0, 12)
+    paired = Paired(values + 1.0, values, [f"q{i % 6}" for i in range(12)], 5, 9)
+    candidate, live = {**LIVE, "ips_dcg@10": 2.5}, {**LIVE, "ips_dcg@10": 1.5}
+    decision = decide(GateSettings(min_confirm_queries=8), candidate, live, paired=paired)
+    assert not decision.passed and decision.undecided
+    assert decision.reason.startswith("undecided: 6 queries, need 8")
+    assert "the live model stays" in decision.reason
+    assert decide(GateSettings(min_confirm_queries=6), candidate, live, paired=paired).passed
+
+
+def test_every_decision_states_its_confidence_and_both_parts() -> None:
+    rng = np.random.default_rng(5)
+    live_values = rng.exponential(1.5, size=200)
+    paired = Paired(live_values + 0.5, live_values, [f"q{i % 25}" for i in range(200)], 20, 150)
+    candidate = {**LIVE, "ips_dcg@10": float(live_values.mean()) + 0.5}
+    live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
+    decision = decide(GateSettings(confidence=0.95), candidate, live, paired=paired)
+    assert decision.passed
+    assert decision.checks["confidence"] == 0.95
+    assert (decision.checks["confirm_queries"], decision.checks["confirm_sessions"]) == (25, 200)
+    assert (decision.checks["select_queries"], decision.checks["select_sessions"]) == (20, 150)
+    assert "confidence 95%; confirm part 25 queries, 200 sessions" in decision.reason
+    assert "select part 20 queries, 150 sessions" in decision.reason
+    nothing_selected = Paired(paired.candidate, paired.live, paired.queries)
+    rejected = decide(GateSettings(min_improvement=1.0), candidate, live, paired=nothing_selected)
+    assert not rejected.passed and "no select part (one hyperparameter set" in rejected.reason

@@ -110,9 +110,10 @@ def iteration_world(
 
 
 def settings(**gate: object) -> TunerSettings:
+    """Eight queries validate here: fewer than the default `min_confirm_queries`."""
     return TunerSettings(
         batches=BatchSettings(validation_fraction=0.5),
-        gate=GateSettings(**gate),
+        gate=GateSettings(**{"min_confirm_queries": 4, **gate}),
         train=TrainSettings(max_steps=1, batch_size=4, max_length=32),
         export=ExportSettings(int8=False),  # int8 of MiniLM adds ~40 s: test_tuner_int8_variant
     )
@@ -134,6 +135,26 @@ def test_a_worse_candidate_is_rejected_and_nothing_is_registered(world) -> None:
     assert "vs live" in result.decision.reason
     assert context.registry.list() == [] and mlflow_versions(context.tracker) == []
     assert result.validation_sessions == 16 and result.pairs == 16
+    checks = result.decision.checks  # one set: nothing selected, all validation confirms
+    assert (checks["confirm_queries"], checks["confirm_sessions"]) == (8, 16)
+    assert (checks["select_queries"], checks["select_sessions"]) == (0, 0)
+    assert checks["confidence"] == 0.9
+    [ordinals] = result.ordinals  # the fakes' ordinals are the shown positions
+    assert (ordinals.base, ordinals.checked, ordinals.mismatches) == (0, 32, 0)
+
+
+def test_too_few_confirm_queries_register_nothing_and_keep_the_live_model(world) -> None:  # type: ignore[no-untyped-def]
+    context, released = world
+    result = run_training_iteration(
+        released,
+        context,
+        settings(min_confirm_queries=10),
+        trainer=unchanged_trainer,
+        progress=False,
+    )
+    assert result.status == "rejected" and result.decision.undecided
+    assert result.decision.reason.startswith("undecided: 8 queries, need 10")
+    assert context.registry.list() == [] and mlflow_versions(context.tracker) == []
 
 
 def test_a_general_set_that_does_not_decide_is_scored_for_live_and_candidate(
@@ -190,9 +211,14 @@ def test_a_passing_candidate_is_registered_with_its_lineage(world, tmp_path, mon
     assert result.status == "done" and result.version is not None
     assert result.version.version == "v1" and context.registry.aliases() == {"candidate": "v1"}
     assert len(result.trials) == 2
+    checks = result.decision.checks  # two sets: the winner was picked on other queries
+    assert checks["select_queries"] > 0 and checks["confirm_queries"] > 0
+    assert checks["select_queries"] + checks["confirm_queries"] == 8
     runs = context.tracker.client.search_runs([context.tracker.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["hp-0", "hp-1"]
     assert all("val_ndcg_at_10" in r.data.metrics for r in runs)
+    assert all("select_ips_dcg_at_10" in r.data.metrics for r in runs)
+    assert all(r.data.params["ordinal_mismatches"] == "0" for r in runs)
     lineage = context.tracker.lineage()["v1"]
     assert lineage["batch_id"] == "batch-0001" and lineage["parent"] is None
     assert lineage["dimension"] == 384 and lineage["mlflow_aliases"] == ["candidate"]

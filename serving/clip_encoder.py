@@ -110,8 +110,14 @@ class OnnxClipEncoder:
             out[start : start + len(rows)] = self._run(self._text, TEXT_OUTPUT, "input_ids", ids)
         return out
 
+    def preprocess(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """One image -> float32 (3, H, W) pixels, which `encode_images` takes as they are; lets
+        a caller free a full-size image before the next one is decoded."""
+        return self._preprocess(image)
+
     def encode_images(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
-        """Embed images (PIL or uint8 HxWx3) with the image tower: float32 [N, dimension]."""
+        """Embed images (PIL, uint8 HxWx3, or `preprocess` output) with the image tower:
+        float32 [N, dimension]."""
         out = np.zeros((len(images), self._dimension), dtype=np.float32)
         for start in range(0, len(images), self._batch_size):
             pixels = self._preprocess.batch(images[start : start + self._batch_size])

@@ -2,17 +2,73 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class SpaceType(StrEnum):
     cosine = "cosinesimil"
     l2 = "l2"
     inner_product = "innerproduct"
+
+
+_HOST = re.compile(
+    r"^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
+)
+
+
+class ImageSettings(BaseModel):
+    """Where a document's image may come from and how large it may be (serving/doc_images.py).
+
+    Over the API an image is a base64 `data:` URI or an http(s) URL on `allowed_hosts`; a URL
+    never reaches a loopback, private, link-local or metadata address (serving/image_fetch.py).
+    Local paths are read only by `clicktune index --trust-local-images` and for documents
+    already in the index (reindex, training); no setting lets the API read them.
+    """
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="image URL hosts: exact names or '*.suffix' (any name under suffix); "
+        "empty: data: URIs only",
+    )
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="encoded, per image")
+    max_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        le=89_478_485,  # Pillow's own decompression-bomb threshold
+        description="width * height read from the header, refused before decoding",
+    )
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    fetch_timeout_s: float = Field(default=10.0, gt=0, le=120, description="whole fetch")
+    decode_batch: int = Field(
+        default=16, ge=1, le=1024, description="images decoded and embedded at a time"
+    )
+    formats: list[str] = Field(
+        default_factory=lambda: ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"],
+        min_length=1,
+        description="Pillow formats an image may be in; others are not decoded at all",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str]) -> list[str]:
+        cleaned = [h.strip().lower().rstrip(".") for h in hosts]
+        for host in cleaned:
+            if not _HOST.match(host):
+                raise ValueError(
+                    f"allowed_hosts entry {host!r} must be a host name or '*.suffix' "
+                    "(no scheme, port, path or bare '*')"
+                )
+        return cleaned
+
+    @field_validator("formats")
+    @classmethod
+    def _upper(cls, formats: list[str]) -> list[str]:
+        return [f.upper() for f in formats]
 
 
 class IndexSettings(BaseModel):
@@ -24,11 +80,11 @@ class IndexSettings(BaseModel):
     text_fields: list[str] = Field(default_factory=lambda: ["title", "text"])
     image_field: str | None = Field(
         default="image",
-        description="path, URL or data: URI of a document's image; a CLIP model embeds it "
-        "instead of the text fields (serving/doc_images.py); None: images are ignored",
+        description="data: URI or URL (a path: trusted bulk indexing only) of a document's image; "
+        "a CLIP model embeds it instead of the text fields (serving/doc_images.py); None: images "
+        "are ignored",
     )
-    image_timeout_s: float = Field(default=10.0, gt=0, description="fetching an image URL")
-    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="per image")
+    images: ImageSettings = Field(default_factory=ImageSettings)
     space_type: SpaceType = SpaceType.cosine
     hnsw_m: int = Field(default=16, ge=2, le=100)
     ef_construction: int = Field(default=128, ge=2)

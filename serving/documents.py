@@ -5,10 +5,11 @@ A write reaches the live index and, while they exist, the index a reindex is bui
 Each index is embedded with its own model (the version in its name): the slot's encoder when it
 is that version, else `encoder_for(version)` (loaded from the registry, cached by the caller).
 The text embedded is `document_text(doc, index.text_fields)` (title + text by default), as for
-`clicktune index`. With a CLIP model, a document whose `index.image_field` is set (a path, URL
-or base64 data: URI) is embedded from that image by the image tower instead (see
-`serving.doc_images`); an image that cannot be read answers 422. A document without `_id` gets
-a random one; the answer lists the ids.
+`clicktune index`. With a CLIP model, a document whose `index.image_field` is set (a base64
+data: URI or a URL on `index.images.allowed_hosts`; never a local path) is embedded from that
+image by the image tower instead (see `serving.doc_images`); an image field of another form
+(under any model) or an image that cannot be used answers 422 with a generic reason. A
+document without `_id` gets a random one; the answer lists the ids.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.app import ApiError
 from serving.config import ServingSettings
 from serving.corpus import document_text
-from serving.doc_images import embed_documents
+from serving.doc_images import check_image_sources, embed_documents
 from serving.encoder import Encoder
 from serving.errors import BulkIndexError, CorpusError, DocumentIndexError
 from serving.index_versions import index_version, write_targets
@@ -79,6 +80,7 @@ def documents_router(
         texts = [document_text(doc, settings.index.text_fields) for doc in docs]
         _check_lengths(texts, settings.max_text_chars)
         try:
+            check_image_sources(docs, settings.index)
             live, targets = _targets(doc_index)
             vectors: dict[str, Any] = {}  # model version -> vectors, each model runs once
             written = 0

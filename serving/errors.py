@@ -4,6 +4,8 @@
      ├── RegistryError          unknown version or alias, bad model directory, version exists
      ├── ModelLoadError         a model directory that cannot be served (files, graph, metadata)
      ├── CorpusError            a corpus file or line that is not a valid document
+     │    └── ImageError        a document's image cannot be used (`.problem`: source, fetch,
+     │                          too large, not decodable); its text is safe to show a client
      ├── DocumentIndexError     OpenSearch refused or could not be reached
      │    ├── BulkIndexError    some documents of a bulk write failed (`.errors` holds them)
      │    └── ReindexError      a reindex cannot start, resume or finish (`ReindexPendingError`)
@@ -18,6 +20,7 @@ the boundary with `raise ... from exc`; every message names the bad value and th
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "CorpusError",
     "DocumentIndexError",
     "ExperimentError",
+    "ImageError",
+    "ImageProblem",
     "ModelLoadError",
     "QueryLogError",
     "ReindexError",
@@ -50,6 +55,32 @@ class ModelLoadError(ServingError):
 
 class CorpusError(ServingError):
     """A corpus file or one of its lines is not a valid document."""
+
+
+class ImageProblem(StrEnum):
+    """Why an image was refused; the client sees only this, never the cause."""
+
+    SOURCE = "could not be used: not an allowed source"
+    FETCH = "could not be fetched"
+    TOO_LARGE = "is larger than serving.index.images.max_bytes"
+    TOO_MANY_PIXELS = "has more pixels than serving.index.images.max_pixels"
+    UNDECODABLE = "is not a decodable image within the limits"
+
+
+class ImageError(CorpusError):
+    """A document's image cannot be used. `str()` is generic (no addresses, no socket errors:
+    no port-scan oracle); `detail` holds the cause for the server log."""
+
+    def __init__(
+        self, problem: ImageProblem, detail: str, *, limit: int | None = None, label: str = "image"
+    ) -> None:
+        self.problem, self.detail, self.limit, self.label = problem, detail, limit, label
+        suffix = f"={limit}" if limit is not None else ""
+        super().__init__(f"{label} {problem.value}{suffix}")
+
+    def about(self, label: str) -> ImageError:
+        """The same error, its message naming `label` (e.g. "image of document 'a'")."""
+        return ImageError(self.problem, self.detail, limit=self.limit, label=label)
 
 
 class DocumentIndexError(ServingError):

@@ -74,8 +74,14 @@ class ImagePreprocessing:
         return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)  # (3, H, W)
 
     def batch(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
-        """Images -> float32 (N, 3, height, width)."""
-        return np.stack([self(image) for image in images])
+        """Images -> float32 (N, 3, height, width); an image already preprocessed (a float32
+        (3, height, width) array from `__call__`) is taken as it is."""
+        return np.stack([image if self.done(image) else self(image) for image in images])
+
+    def done(self, image: Image.Image | np.ndarray) -> bool:
+        """Whether `image` is already this preprocessing's output (uint8 HxWx3 never is)."""
+        shape = (3, self.height, self.width)
+        return isinstance(image, np.ndarray) and image.dtype == np.float32 and image.shape == shape
 
     def _resize(self, image: Image.Image) -> Image.Image:
         resample = _INTERPOLATION[self.interpolation]

@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from serving.doc_images import embed_documents
+from serving.doc_images import ImageReader, embed_documents
 from serving.encoder import Encoder
 from serving.errors import DocumentIndexError
 from serving.vector_index import DocumentIndex
@@ -47,11 +47,13 @@ def index_corpus(
     batch_size: int = 64,
     progress: bool = True,
     total: int | None = None,
+    images: ImageReader | None = None,
 ) -> IndexReport:
     """Embed `docs` in batches into a new index for `encoder.version`, then swap the alias.
 
     The alias moves only after every document is written and the count checks out; on any
-    failure the partial index is deleted and the alias keeps pointing where it did.
+    failure the partial index is deleted and the alias keeps pointing where it did. `images`
+    reads documents' images (default: the API's policy, no local paths).
     """
     started = time.perf_counter()
     batches = _batches(iter(docs), batch_size)
@@ -61,7 +63,7 @@ def index_corpus(
     index = doc_index.create_version(encoder.version, encoder.dimension)
     try:
         written = _write(
-            itertools.chain([first], batches), encoder, doc_index, index, progress, total
+            itertools.chain([first], batches), encoder, doc_index, index, progress, total, images
         )
         count = doc_index.refresh(index)
         if count != written:
@@ -87,11 +89,12 @@ def _write(
     index: str,
     progress: bool,
     total: int | None,
+    images: ImageReader | None,
 ) -> int:
     written = 0
     with tqdm(total=total, unit="docs", desc=index, disable=not progress) as bar:
         for batch in batches:
-            vectors = embed_documents(encoder, batch, doc_index.settings)  # images: CLIP tower
+            vectors = embed_documents(encoder, batch, doc_index.settings, images)  # CLIP tower
             written += doc_index.bulk_index(index, batch, vectors)
             bar.update(len(batch))
     return written

@@ -31,7 +31,7 @@ from opensearchpy.exceptions import OpenSearchException
 from opensearchpy.helpers import streaming_bulk
 from tqdm import tqdm
 
-from serving.doc_images import embed_documents
+from serving.doc_images import ImageReader, embed_documents
 from serving.encoder import Encoder
 from serving.errors import DocumentIndexError, ReindexError, ReindexPendingError
 from serving.index_versions import alias_holders, move_aliases, prune_indexes
@@ -98,8 +98,12 @@ class Reindexer:
         batch_size: int = 256,
         progress: bool = True,
         alias: str | None = None,
+        images: ImageReader | None = None,
     ) -> None:
         self.doc_index = doc_index
+        # Documents already in the index: the API admitted only data: URIs and allowed hosts,
+        # so a local path there was written by `clicktune index --trust-local-images`.
+        self.images = images or ImageReader(doc_index.settings.images, local_paths=True)
         self.encoder = encoder
         self.batch_size = batch_size
         self.progress = progress
@@ -183,7 +187,7 @@ class Reindexer:
         writer.start()
         try:
             for docs, last_sort in self._pages(checkpoint.source, checkpoint.search_after):
-                vectors = embed_documents(self.encoder, docs, self.doc_index.settings)
+                vectors = embed_documents(self.encoder, docs, self.doc_index.settings, self.images)
                 self._put(work, (docs, vectors, last_sort), failure)
         finally:
             self._put(work, None, failure)
@@ -274,7 +278,7 @@ class Reindexer:
         if missing:
             found = self.doc_index.get_documents(missing, index=checkpoint.source)
             docs = [{"_id": i, **found[i]} for i in missing if i in found]
-            vectors = embed_documents(self.encoder, docs, self.doc_index.settings)
+            vectors = embed_documents(self.encoder, docs, self.doc_index.settings, self.images)
             self._create_all(checkpoint.target, docs, vectors)
         for doc_id in extra:
             self._client.delete(index=checkpoint.target, id=doc_id, params={"ignore": 404})

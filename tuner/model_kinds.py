@@ -136,8 +136,12 @@ class ClipKind:
     def documents(
         self, source: DocumentSource, ids: Sequence[str], fields: DocFields
     ) -> dict[str, Any]:
-        from serving.doc_images import load_image
+        from serving.config import ImageSettings
+        from serving.doc_images import ImageReader, load_image
 
+        # Documents already in the index: a local path there came from `clicktune index
+        # --trust-local-images` (the API admits only data: URIs and allowed hosts).
+        reader = ImageReader(ImageSettings(), local_paths=True)
         found = source.get_documents(list(ids))
         docs: dict[str, Any] = _texts(found, fields.text_fields)
         for doc_id, doc in found.items():
@@ -145,7 +149,7 @@ class ClipKind:
             if not value:
                 continue
             try:
-                docs[doc_id] = load_image(value)
+                docs[doc_id] = load_image(value, reader)
             except CorpusError as exc:  # one unreadable image must not stop the iteration
                 log.warning("document %r: image skipped: %s", doc_id, exc)
         return docs

@@ -38,10 +38,19 @@ def index(
     path: Annotated[Path, typer.Argument(help="dataset dir with corpus.jsonl, or a .jsonl file")],
     model: Annotated[str | None, typer.Option("--model", help="model version or alias")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    trust_local_images: Annotated[
+        bool,
+        typer.Option(
+            "--trust-local-images",
+            help="read image fields that are local paths or file:// URLs (a dataset you trust; "
+            "the API never reads them)",
+        ),
+    ] = False,
 ) -> None:
     """Embed a corpus (DATASET_DIR or JSONL) into a new index and move the alias onto it."""
     from clicktune.clients import opensearch_client
     from serving.corpus import corpus_file, read_corpus
+    from serving.doc_images import ImageReader
     from serving.errors import ServingError
     from serving.indexer import index_corpus
     from serving.vector_index import DocumentIndex
@@ -58,6 +67,7 @@ def index(
             batch_size=settings.serving.encoder.batch_size,
             progress=not as_json,
             total=total,
+            images=ImageReader(settings.serving.index.images, local_paths=trust_local_images),
         )
     except ServingError as exc:
         fail(str(exc))

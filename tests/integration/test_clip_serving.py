@@ -26,8 +26,8 @@ from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
 from clicktune.clients import kafka_options  # noqa: E402
 from clicktune.local_http import free_port  # noqa: E402
-from serving.config import EncoderSettings, IndexSettings  # noqa: E402
-from serving.doc_images import load_image  # noqa: E402
+from serving.config import EncoderSettings, ImageSettings, IndexSettings  # noqa: E402
+from serving.doc_images import ImageReader, load_image  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
 from serving.model_loader import image_tower, load_model_dir  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
@@ -43,6 +43,9 @@ class Clip:
         self.encoder: Any = load_model_dir(home / "models" / "versions" / "c1", EncoderSettings())
 
 
+LOCAL = ImageReader(ImageSettings(), local_paths=True)
+
+
 @pytest.fixture(scope="module")
 def clip_server(services, opensearch, tmp_path_factory) -> Iterator[Clip]:  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("clip")
@@ -54,7 +57,8 @@ def clip_server(services, opensearch, tmp_path_factory) -> Iterator[Clip]:  # ty
     corpus = [{"_id": n, "title": f"{n} swatch", "image": str(f)} for n, f in files.items()]
     corpus.append({"_id": "text-only", "title": "a plain text document"})
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
-    index_corpus(corpus, encoder, docs, batch_size=4, progress=False)  # what `clicktune index` runs
+    # what `clicktune index --trust-local-images` runs
+    index_corpus(corpus, encoder, docs, batch_size=4, progress=False, images=LOCAL)
     port = free_port()
     env = {
         **os.environ,
@@ -98,7 +102,7 @@ def test_the_index_holds_image_vectors_from_the_image_tower(clip_server, opensea
     mapping = opensearch.indices.get_mapping(index=live)[live]["mappings"]["properties"]
     assert mapping["embedding"]["dimension"] == 32 and mapping["image"]["index"] is False
     tower = image_tower(clip_server.encoder)
-    navy = tower.encode_images([load_image(str(clip_server.files["navy"]))])[0]
+    navy = tower.encode_images([load_image(str(clip_server.files["navy"]), LOCAL)])[0]
     assert np.allclose(_stored_vector(opensearch, live, "navy"), navy, atol=1e-5)
     text = clip_server.encoder.encode(["a plain text document"])[0]
     assert np.allclose(_stored_vector(opensearch, live, "text-only"), text, atol=1e-5)
@@ -119,7 +123,16 @@ def test_documents_with_base64_images_are_indexed_and_text_search_finds_them(
 
     bad = {"documents": [{"_id": "bad", "image": "data:image/png;base64,bm9wZQ=="}]}
     refused = clip_server.http.post("/v1/documents", json=bad)
-    assert refused.status_code == 422 and "not a readable image" in refused.text
+    assert refused.status_code == 422 and "not a decodable image" in refused.text
+    # Over the API: no local path, no file:// URL, no host off serving.index.images.allowed_hosts
+    for value in (
+        str(clip_server.files["gold"]),
+        clip_server.files["gold"].as_uri(),
+        clip_server.url,
+    ):
+        bad = {"documents": [{"_id": "bad", "image": value}]}
+        refused = clip_server.http.post("/v1/documents", json=bad)
+        assert refused.status_code == 422 and "not an allowed source" in refused.text
 
     search = clip_server.http.post("/v1/search", json={"query": "gold swatch", "k": 20})
     assert search.status_code == 200, search.text

@@ -33,6 +33,16 @@ def test_grey_pixels_normalise_with_the_models_mean_and_std() -> None:
     assert np.allclose(out[:, 0, 0], expected, atol=1e-6)
 
 
+def test_a_batch_takes_already_preprocessed_images_as_they_are() -> None:
+    # What OnnxClipEncoder.preprocess hands back: doc_images frees the full image after it
+    prep = ImagePreprocessing.from_meta(META)
+    images = [Image.new("RGB", (9, 6), (51, 102, 153)), Image.new("RGB", (5, 5), (0, 9, 0))]
+    small = [prep(image) for image in images]
+    assert prep.done(small[0]) and not prep.done(np.zeros((3, 4, 4), dtype=np.uint8))
+    assert np.array_equal(prep.batch(small), prep.batch(images))
+    assert np.array_equal(prep.batch([small[0], images[1]]), prep.batch(images))
+
+
 @pytest.mark.parametrize(
     ("meta", "message"),
     [

@@ -13,14 +13,21 @@ import pytest
 from PIL import Image
 
 from serving.batcher import MicroBatcher
-from serving.config import EncoderSettings, IndexSettings
-from serving.doc_images import document_images, embed_documents, load_image
+from serving.config import EncoderSettings, ImageSettings, IndexSettings
+from serving.doc_images import (
+    ImageReader,
+    check_image_sources,
+    document_images,
+    embed_documents,
+    load_image,
+)
 from serving.encoder import HashingEncoder, OnnxTextEncoder
-from serving.errors import CorpusError, ModelLoadError, SwapRefusedError
+from serving.errors import CorpusError, ImageError, ImageProblem, ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper, check_encoder, live_index_kind
 from serving.model_loader import image_tower, load_model_dir, model_kind
 from serving.registry import LocalRegistry
 from serving.slot import ModelSlot
+from tests.unit.serving.test_image_fetch import claimed_size_png
 from tests.unit.serving.tiny_model import build_tiny_model
 
 PROBES = ["wing lift", "x"]
@@ -55,32 +62,73 @@ def data_uri(rgb: tuple[int, int, int]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_images_load_from_a_path_a_file_url_and_a_data_uri(tmp_path) -> None:  # type: ignore[no-untyped-def]
+TRUSTED = ImageReader(ImageSettings(), local_paths=True)  # `clicktune index --trust-local-images`
+
+
+def test_only_a_trusted_reader_reads_paths_and_file_urls(tmp_path) -> None:  # type: ignore[no-untyped-def]
     red = png(tmp_path / "red.png", (200, 0, 0))
     for value in (str(red), red.as_uri(), data_uri((200, 0, 0))):
-        image = load_image(value)
+        image = load_image(value, TRUSTED)
         assert image.mode == "RGB" and image.getpixel((0, 0)) == (200, 0, 0)
+    for value in (str(red), red.as_uri(), f"file://localhost{red}"):  # the API's default
+        with pytest.raises(ImageError, match="could not be used: not an allowed source"):
+            load_image(value)
+    with pytest.raises(ImageError, match="not an allowed source"):
+        load_image(f"file://otherhost{red}", TRUSTED)
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("/no/such/image.png", "neither a file, a URL nor a data: URI"),
-        ("data:image/png;base64,@@@", "invalid base64"),
-        ("data:image/png,rawbytes", "must be base64"),
-        ("data:image/png;base64," + base64.b64encode(b"not an image").decode(), "not a readable"),
-        (42, "must be a non-empty string"),
+        ("/no/such/image.png", "not an allowed source"),
+        ("data:image/png;base64,@@@", "is not a decodable image within the limits"),
+        ("data:image/png,rawbytes", "is not a decodable image within the limits"),
+        ("data:image/png;base64," + base64.b64encode(b"not an image").decode(), "not a decod"),
+        (42, "not an allowed source"),
+        ("  ", "not an allowed source"),
     ],
 )
-def test_unreadable_images_are_refused_with_the_value(value, message) -> None:  # type: ignore[no-untyped-def]
+def test_unusable_images_are_refused_with_a_generic_reason(value, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CorpusError, match=message):
-        load_image(value)
+        load_image(value, TRUSTED)
 
 
-def test_an_image_over_the_size_cap_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    big = png(tmp_path / "big.png", (1, 2, 3))
-    with pytest.raises(CorpusError, match="exceeds max_image_bytes=10"):
-        load_image(str(big), max_bytes=10)
+def noisy_png(size: int) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_image_over_the_size_cap_is_refused_naming_the_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    raw = noisy_png(64)
+    (tmp_path / "big.png").write_bytes(raw)
+    small = ImageSettings(max_bytes=1024)
+    for value in (
+        str(tmp_path / "big.png"),
+        "data:image/png;base64," + base64.b64encode(raw).decode(),
+    ):
+        with pytest.raises(ImageError, match=r"larger than serving.index.images.max_bytes=1024$"):
+            load_image(value, ImageReader(small, local_paths=True))
+
+
+def bomb_uri(width: int, height: int) -> str:
+    return "data:image/png;base64," + base64.b64encode(claimed_size_png(width, height)).decode()
+
+
+@pytest.mark.parametrize("size", [(5_000, 5_000), (100_000, 100_000)])
+def test_a_decompression_bomb_is_refused_before_decoding(size) -> None:  # type: ignore[no-untyped-def]
+    # 25 M pixels trip our limit; 10 G pixels trip Pillow's own DecompressionBombError first
+    reader = ImageReader(ImageSettings(max_pixels=1_000_000))
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb_uri(*size), reader)
+    assert caught.value.problem is ImageProblem.TOO_MANY_PIXELS
+    assert str(caught.value).endswith("more pixels than serving.index.images.max_pixels=1000000")
+
+
+def test_formats_off_the_list_are_not_decoded() -> None:
+    with pytest.raises(ImageError, match="not a decodable image"):
+        load_image(data_uri((1, 2, 3)), ImageReader(ImageSettings(formats=["jpeg"])))
 
 
 def test_clip_embeds_image_documents_by_image_and_the_rest_by_text(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -92,12 +140,54 @@ def test_clip_embeds_image_documents_by_image_and_the_rest_by_text(tmp_path) -> 
     ]
     # Behind the micro-batcher, as `clicktune serve` wraps every encoder.
     served = MicroBatcher(clip, window_ms=0.0)
-    vectors = embed_documents(served, docs, IndexSettings())
+    vectors = embed_documents(served, docs, IndexSettings(), TRUSTED)
     assert vectors.shape == (3, 8) and clip.images_seen == 2
-    assert np.allclose(vectors[0], clip.encode_images([load_image(docs[0]["image"])])[0])
+    assert np.allclose(vectors[0], clip.encode_images([load_image(docs[0]["image"], TRUSTED)])[0])
     assert np.allclose(vectors[2], clip.encode_images([load_image(docs[2]["image"])])[0])
     assert np.allclose(vectors[1], clip.encode(["plain text document"])[0])
     assert not np.allclose(vectors[0], clip.encode(["red shoe"])[0])
+    # The API's reader refuses the path, naming the document and nothing of the cause
+    with pytest.raises(ImageError) as caught:
+        embed_documents(served, docs, IndexSettings())
+    assert str(caught.value) == "image of document 'a' could not be used: not an allowed source"
+
+
+def test_images_are_decoded_and_embedded_one_bounded_batch_at_a_time() -> None:
+    docs = [{"_id": str(i), "image": data_uri((i * 20, 0, 0))} for i in range(5)]
+    docs.insert(2, {"_id": "text", "title": "no image"})
+    settings = IndexSettings(images=ImageSettings(decode_batch=2))
+    clip, plain = PreprocessingClip(), FakeClip()
+    vectors = embed_documents(clip, docs, settings)
+    assert clip.batches == [2, 2, 1]  # never more than decode_batch images held at once
+    assert all(kind == "preprocessed" for kind in clip.kinds)  # full-size images freed early
+    assert np.allclose(vectors, embed_documents(plain, docs, IndexSettings()))
+
+
+class PreprocessingClip(FakeClip):
+    """A tower with `preprocess` (as OnnxClipEncoder): gets small arrays, not decoded images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.kinds: list[str] = []
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(image, dtype=np.float32)[:1, :1]  # (1, 1, 3): only the mean colour
+
+    def encode_images(self, images: list) -> np.ndarray:  # type: ignore[type-arg]
+        self.batches.append(len(images))
+        self.kinds += ["preprocessed" if isinstance(i, np.ndarray) else "image" for i in images]
+        return super().encode_images(images)
+
+
+def test_the_api_refuses_image_fields_it_could_never_read_under_any_model() -> None:
+    # A text model ignores images, but a later CLIP reindex reads what is stored now
+    ok = [{"_id": "a", "image": data_uri((1, 1, 1))}, {"_id": "b", "title": "none"}]
+    check_image_sources(ok, IndexSettings())
+    for value in ("/etc/passwd", "file:///etc/passwd", "http://169.254.169.254/latest"):
+        with pytest.raises(ImageError, match="document 'x' could not be used: not an allowed"):
+            check_image_sources([{"_id": "x", "image": value}], IndexSettings())
+    check_image_sources([{"_id": "x", "image": "/etc/passwd"}], IndexSettings(image_field=None))
 
 
 def test_a_text_model_or_no_image_field_ignores_images(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from serving.clip_encoder import OnnxClipEncoder
-from serving.config import EncoderSettings, IndexSettings
-from serving.doc_images import embed_documents, load_image
+from serving.config import EncoderSettings, ImageSettings, IndexSettings
+from serving.doc_images import ImageReader, embed_documents, load_image
 from serving.model_loader import load_model_dir
 from serving.registry import LocalRegistry
 from tests.unit.tuner.clip_support import COLOURS, register_tiny_clip, write_swatches
@@ -102,14 +102,15 @@ def test_clip_scoring_embeds_text_queries_against_image_documents(world) -> None
     context, _, docs = world
     start = start_model(context.registry, "unused-text-base")
     embed = clip_embedder(start.model)
-    image = load_image(docs["navy"]["image"])
+    local = ImageReader(ImageSettings(), local_paths=True)  # the swatches are local files
+    image = load_image(docs["navy"]["image"], local)
     mixed = embed(["navy swatch", image, "crimson swatch"])
     assert mixed.shape == (3, 32) and np.allclose(np.linalg.norm(mixed, axis=1), 1, atol=1e-5)
     assert np.allclose(mixed[1], embed([image])[0], atol=1e-5)
     assert embed([]).shape == (0, 32)
     # The exported model agrees with the torch embedder on both towers (what serving indexes).
     served = load_model_dir(context.registry.get("c1").path, EncoderSettings())
-    vectors = embed_documents(served, [docs["navy"], docs["plain"]], IndexSettings())
+    vectors = embed_documents(served, [docs["navy"], docs["plain"]], IndexSettings(), local)
     assert float(vectors[0] @ mixed[1]) > 0.9999
     assert float(vectors[1] @ embed([docs["plain"]["title"]])[0]) > 0.9999
 

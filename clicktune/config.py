@@ -34,6 +34,9 @@ SECRET_KEYS = {
     ("kafka", "sasl_password"),
     ("serving", "admin_token"),
     ("admin", "token"),
+    ("auth", "read_token"),
+    ("auth", "write_token"),
+    ("auth", "query_signing_key"),
 }
 
 
@@ -103,6 +106,26 @@ class AdminSettings(BaseModel):
     token: SecretStr | None = None
 
 
+class AuthSettings(BaseModel):
+    """Bearer tokens of the serving API per scope (serving/auth.py), and the query id key.
+
+    The admin token (CLICKTUNE_ADMIN__TOKEN) grants every scope; a write token grants write
+    and read. Tokens and the key have no defaults: CLICKTUNE_AUTH__READ_TOKEN,
+    CLICKTUNE_AUTH__WRITE_TOKEN, CLICKTUNE_AUTH__QUERY_SIGNING_KEY.
+    """
+
+    read_token: SecretStr | None = None
+    write_token: SecretStr | None = None
+    protect_reads: bool = Field(
+        default=False,
+        description="embeddings, search, models and task reads need a read token too "
+        "(off: open, as ml-commons connectors and front ends call them)",
+    )
+    query_signing_key: SecretStr | None = Field(
+        default=None, description="HMAC key: /v1/search issues signed query ids (query_ids.py)"
+    )
+
+
 class Settings(BaseSettings):
     """Everything clicktune reads from configuration, one section per component."""
 
@@ -115,6 +138,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     services: LocalServicesSettings = Field(default_factory=LocalServicesSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     tuner: TunerSettings = Field(default_factory=TunerSettings)

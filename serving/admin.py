@@ -1,21 +1,22 @@
-"""The admin API: registry models, promote and rollback, behind a bearer token.
+"""The admin API: registry models, promote and rollback, for the `admin` scope.
 
-No token configured -> every admin route answers 503 (admin disabled); no `Authorization:
-Bearer` header -> 401; a wrong token -> 403. Promote and rollback check and swap the model on
+Every route needs the admin token (CLICKTUNE_ADMIN__TOKEN; serving/auth.py answers 503 when
+none is configured, 401 without it or with a wrong one, 403 for a lesser token). Promote and
+rollback check and swap the model on
 this replica first, then move the alias in the registry, then tell the other replicas on the
 control topic (they also find the alias move by polling the registry).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.app import ApiError
+from serving.api_errors import ApiError
+from serving.auth import Scope, requires
 from serving.errors import RegistryError, ServingError, SwapRefusedError
 from serving.hotswap import HotSwapper, SwapResult
 from serving.registry import ModelVersion
@@ -24,8 +25,6 @@ from serving.replicas import ControlPublisher, model_changed
 __all__ = ["PromoteRequest", "admin_router"]
 
 log = logging.getLogger(__name__)
-
-DISABLED = "admin disabled: set CLICKTUNE_ADMIN__TOKEN"
 
 
 class PromoteRequest(BaseModel):
@@ -39,12 +38,11 @@ class PromoteRequest(BaseModel):
 
 def admin_router(
     swapper: HotSwapper,
-    token: str | None,
     alias: str = "production",
     publisher: ControlPublisher | None = None,
 ) -> APIRouter:
-    """The `/admin/models*` routes; `token` None disables them (503)."""
-    router = APIRouter(prefix="/admin", dependencies=[Depends(_bearer(token))])
+    """The `/admin/models*` routes, all of scope `admin`."""
+    router = APIRouter(prefix="/admin", dependencies=[requires(Scope.ADMIN)])
 
     @router.get("/models")
     def models() -> dict[str, Any]:
@@ -83,24 +81,6 @@ def admin_router(
         return _answer(result, alias, publisher, reindex=False)
 
     return router
-
-
-def _bearer(token: str | None) -> Any:
-    def check(request: Request) -> None:
-        if not token:
-            raise ApiError(503, DISABLED, "admin_disabled")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ApiError(
-                401,
-                "admin routes need an 'Authorization: Bearer <token>' header",
-                "unauthorized",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise ApiError(403, "the admin token is wrong", "forbidden")
-
-    return check
 
 
 def _answer(

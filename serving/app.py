@@ -3,6 +3,9 @@
 `create_app` takes every collaborator as an argument (model slot, document index, query log,
 settings); nothing connects or loads a model here. Handlers are plain `def`s, so FastAPI runs
 the CPU-bound encoding in its thread pool and the event loop stays free.
+
+Every route declares the token scope it needs (serving/auth.py; the app refuses to start with
+one that does not), and every body passes `BodyLimits` (serving/body_limits.py) first.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from serving.ab import ArmRouter
+from serving.api_errors import ApiError
 from serving.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
+from serving.auth import Authenticator, Scope, requires, undeclared_routes
+from serving.body_limits import BodyLimits, route_limits
 from serving.config import ServingSettings
 from serving.encoder import ServableEncoder
-from serving.errors import DocumentIndexError, QueryLogError
+from serving.errors import DocumentIndexError, QueryLogError, ServingError
 from serving.hybrid import HybridSearch
 from serving.metrics import install_metrics
+from serving.query_ids import QueryIdSigner
 from serving.query_log import QueryLog
 from serving.randomize import ResultRandomizer
 from serving.slot import ModelSlot
@@ -37,15 +44,8 @@ APPLICATION = "clicktune"
 ARM = "production"
 RETRY_AFTER_S = "5"
 DEFAULT_K = 10
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, a message naming the value and the rule, an error type."""
-
-    def __init__(self, status: int, message: str, kind: str, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-        self.headers = headers or {}
+READ = [requires(Scope.READ)]
+PUBLIC = [requires(Scope.PUBLIC)]
 
 
 def create_app(
@@ -58,36 +58,40 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     hybrid: HybridSearch | None = None,
     arms: ArmRouter | None = None,
+    authenticator: Authenticator | None = None,
+    signer: QueryIdSigner | None = None,
 ) -> FastAPI:
-    """The FastAPI app of one serving replica, wired to the given collaborators."""
+    """The FastAPI app of one serving replica, wired to the given collaborators.
+
+    `authenticator` None: no token is configured, so every route that needs one answers 503
+    (reads stay open). `signer`: /v1/search issues signed query ids (serving/query_ids.py).
+    """
     app = FastAPI(title="clicktune", version="1")
+    app.state.authenticator = authenticator or Authenticator()
     limits = _Limits(settings)
     randomize = ResultRandomizer(settings.randomization)
 
     @app.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        body = {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
-
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            message = f"body of {length} bytes exceeds max_body_bytes={settings.max_body_bytes}"
-            return _api_error(request, ApiError(413, message, "request_too_large"))
-        return await call_next(request)
+        return exc.response()
 
     if collector is not None:  # the UBI collector (serving/collector.py)
         app.include_router(collector)
     for router in routers:  # admin (serving/admin.py), documents (serving/documents.py)
         app.include_router(router)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=settings.max_body_bytes,
+        max_depth=settings.max_json_depth,
+        per_path=route_limits(app.routes),  # the collector's own, smaller, limit
+    )
     install_metrics(app, slot, arms=arms.ledger if arms is not None else None)  # GET /metrics
     if settings.cors_origins:  # browsers post events from the shop's own origin
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"]
         )
 
-    @app.post("/v1/embeddings", response_model=dict[str, Any])
+    @app.post("/v1/embeddings", response_model=dict[str, Any], dependencies=READ)
     def embeddings(body: EmbeddingsRequest) -> Response:
         encoder = _encoder(slot)
         texts = limits.check(body.texts())
@@ -113,12 +117,12 @@ def create_app(
             }
         )
 
-    @app.post("/embed", response_model=list[list[float]])
+    @app.post("/embed", response_model=list[list[float]], dependencies=READ)
     def embed(body: EmbedRequest) -> Response:
         encoder = _encoder(slot)
         return _json(encoder.encode(limits.check(body.texts())))
 
-    @app.post("/v1/search")
+    @app.post("/v1/search", dependencies=READ)
     def search(body: SearchRequest) -> dict[str, Any]:
         encoder = _encoder(slot)
         limits.check([body.query])
@@ -143,7 +147,7 @@ def create_app(
         except DocumentIndexError as exc:
             raise _unavailable(f"document index unavailable: {exc}") from exc
         hits, randomized = randomize.shuffle(hits, k) if fetch else (hits, None)
-        record = _query_record(body, hits, encoder.version, served_from)
+        record = _query_record(body, hits, encoder.version, served_from, signer)
         if randomized:
             record["query_attributes"]["randomized"] = randomized
         return _logged_answer(record, encoder.version, ARM, hits)
@@ -159,7 +163,7 @@ def create_app(
         hits, randomized = list(routed.hits), None
         if fetch and routed.arm != "interleave":  # an interleaved list's order is the experiment
             hits, randomized = randomize.shuffle(hits, k)
-        record = _query_record(body, hits, routed.model_version, routed.index)
+        record = _query_record(body, hits, routed.model_version, routed.index, signer)
         record["query_attributes"].update(routed.attributes)
         if randomized:
             record["query_attributes"]["randomized"] = randomized
@@ -180,7 +184,7 @@ def create_app(
             "hits": [_hit(h) for h in hits],
         }
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=READ)
     def models() -> dict[str, Any]:
         encoder = _encoder(slot)
         return {
@@ -195,11 +199,11 @@ def create_app(
             ],
         }
 
-    @app.get("/healthz")
+    @app.get("/healthz", dependencies=PUBLIC)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", dependencies=PUBLIC)
     def readyz() -> JSONResponse:
         encoder = slot.current
         try:
@@ -215,6 +219,12 @@ def create_app(
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready", "model_version": encoder.version, "index": live})
 
+    undeclared = undeclared_routes(app.routes)
+    if undeclared:
+        raise ServingError(
+            f"routes {undeclared} declare no token scope: add "
+            "dependencies=[requires(Scope.<PUBLIC|READ|WRITE|ADMIN>)] (serving/auth.py)"
+        )
     return app
 
 
@@ -271,10 +281,12 @@ def _hit(hit: Hit) -> dict[str, Any]:
     return {**hit.source, "id": hit.id, "score": hit.score}
 
 
-def _query_record(body: SearchRequest, hits: list[Hit], version: str, index: str) -> dict:
+def _query_record(
+    body: SearchRequest, hits: list[Hit], version: str, index: str, signer: QueryIdSigner | None
+) -> dict:
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {
-        "query_id": str(uuid.uuid4()),
+        "query_id": signer.issue() if signer is not None else str(uuid.uuid4()),
         "timestamp": now,
         "client_id": body.client_id,
         "user_query": body.query,

@@ -165,6 +165,16 @@ class CollectorSettings(BaseModel):
     max_records: int = Field(default=1000, ge=1, description="records per request")
     send_timeout_s: float = Field(default=5.0, gt=0, description="wait for Kafka's acks=all")
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503")
+    rate_per_s: float = Field(
+        default=20.0, ge=0, description="requests a second per client address; 0 = no limit"
+    )
+    burst: int = Field(default=100, ge=1, description="requests a client may send at once")
+    max_attribute_keys: int = Field(
+        default=64, ge=1, description="keys of a record's event_attributes / query_attributes"
+    )
+    max_attribute_value_bytes: int = Field(
+        default=8192, ge=16, description="one attribute's value, as compact JSON"
+    )
 
 
 class ABSettings(BaseModel):
@@ -235,7 +245,12 @@ class ServingSettings(BaseModel):
     index: IndexSettings = Field(default_factory=IndexSettings)
     max_batch_inputs: int = Field(default=256, ge=1)
     max_text_chars: int = Field(default=20_000, ge=1)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="per request, chunked or not (413)"
+    )
+    max_json_depth: int = Field(
+        default=32, ge=2, le=512, description="nesting of a JSON body's arrays and objects (422)"
+    )
     max_k: int = Field(default=100, ge=1, le=10_000, description="most hits /v1/search returns")
     query_log_timeout_s: float = Field(
         default=10.0, gt=0, description="wait this long for Kafka to ack a UBI query record"

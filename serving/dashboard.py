@@ -30,12 +30,14 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from serving.auth import Scope, requires
 from serving.config import DashboardSettings
 
 __all__ = ["Collector", "DashboardSources", "Source", "dashboard_router"]
 
 Source = Callable[[], dict[str, Any]]
 NO_TASK_STORE = "no task store configured"
+PUBLIC = [requires(Scope.PUBLIC)]  # see the module docstring
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Collector:
 
 def dashboard_router(sources: DashboardSources, settings: DashboardSettings) -> APIRouter:
     """`GET /dashboard` (the page) and `GET /dashboard/data` (what it polls)."""
-    router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+    router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=PUBLIC)
     page = resources.files("serving").joinpath("dashboard.html").read_text(encoding="utf-8")
     collector = Collector(sources, settings.source_timeout_s)
     cache = _Cache(settings.cache_s)

@@ -9,7 +9,8 @@ The text embedded is `document_text(doc, index.text_fields)` (title + text by de
 data: URI or a URL on `index.images.allowed_hosts`; never a local path) is embedded from that
 image by the image tower instead (see `serving.doc_images`); an image field of another form
 (under any model) or an image that cannot be used answers 422 with a generic reason. A
-document without `_id` gets a random one; the answer lists the ids.
+document without `_id` gets a random one; the answer lists the ids. Both routes need the
+`write` scope (serving/auth.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from fastapi import APIRouter
 from opensearchpy.exceptions import OpenSearchException
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.app import ApiError
+from serving.api_errors import ApiError
+from serving.auth import Scope, requires
 from serving.config import ServingSettings
 from serving.corpus import document_text
 from serving.doc_images import check_image_sources, embed_documents
@@ -69,7 +71,7 @@ def documents_router(
     encoder_for: EncoderFor | None = None,
 ) -> APIRouter:
     """The `/v1/documents` routes, bound to the slot and the document index."""
-    router = APIRouter()
+    router = APIRouter(dependencies=[requires(Scope.WRITE)])
 
     @router.post("/v1/documents")
     def add_documents(body: DocumentsRequest) -> dict[str, Any]:

@@ -64,9 +64,7 @@ def public_address(address: IPAddress) -> bool:
 def host_allowed(host: str, allowed_hosts: Sequence[str]) -> bool:
     """`host` (lower case, no trailing dot) equals an entry or lies under a `*.suffix` one."""
     for entry in allowed_hosts:
-        if entry.startswith("*.") and host.endswith(entry[1:]) and len(host) > len(entry) - 1:
-            return True
-        if host == entry:
+        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
             return True
     return False
 
@@ -78,7 +76,8 @@ def system_resolve(host: str, port: int) -> list[IPAddress]:
 
 
 class ImageFetcher:
-    """GET image URLs under the module's rules; `resolve` and `address_ok` are test seams."""
+    """GET image URLs under the module's rules; `resolve`, `address_ok` and `transport` (a
+    factory, one transport per fetch) are seams for tests."""
 
     def __init__(
         self,
@@ -86,10 +85,12 @@ class ImageFetcher:
         *,
         resolve: Resolve = system_resolve,
         address_ok: AddressCheck = public_address,
+        transport: Callable[[], httpx.BaseTransport] | None = None,
     ) -> None:
         self._settings = settings
         self._resolve = resolve
         self._address_ok = address_ok
+        self._transport = transport
 
     def check_source(self, url: str) -> None:
         """Raise `ImageError(SOURCE)` unless `url` is http(s) on an allowed host (no network)."""
@@ -100,7 +101,11 @@ class ImageFetcher:
         self._target(url)  # a refused source must not read as a fetch failure
         deadline = time.monotonic() + self._settings.fetch_timeout_s
         timeout = httpx.Timeout(self._settings.fetch_timeout_s)
-        with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout) as client:
+        transport = self._transport() if self._transport else None
+        # trust_env=False: no proxy from the environment may stand between check and connect
+        with httpx.Client(
+            transport=transport, trust_env=False, follow_redirects=False, timeout=timeout
+        ) as client:
             for _ in range(self._settings.max_redirects + 1):
                 with self._get(client, url, deadline) as response:
                     if response.is_redirect and "location" in response.headers:

@@ -29,6 +29,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from serving.arm_health import LATENCY_BOUNDS_MS, HealthLedger
+from serving.auth import Scope, requires
 from serving.encoder import DelegatingEncoder, ServableEncoder
 from serving.slot import ModelSlot
 
@@ -171,7 +172,7 @@ def install_metrics(
             if status >= 400:
                 metrics.errors.labels(route, str(status)).inc()
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[requires(Scope.PUBLIC)])
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

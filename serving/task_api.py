@@ -5,6 +5,8 @@
     GET  /api/v1/fine-tuning/task?status=&limit=&offset=   newest first
     PUT  /api/v1/fine-tuning/task/{id}/cancel     (POST too) cancel a pending or running task
 
+Creating and cancelling need the `write` scope, reading `read` (serving/auth.py).
+
 Tasks are stored in OpenSearch (`serving.tasks`) and run by the tuner worker (`clicktune tuner
 run`). A task created without `batch_id` is stored with `batch_id: null`: releasing the current
 batch is the tuner's work, so the worker releases it when it takes the task and records its id.
@@ -17,7 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.app import ApiError
+from serving.api_errors import ApiError
+from serving.auth import Scope, requires
 from serving.tasks import (
     OpenSearchTaskStore,
     TaskConflictError,
@@ -32,6 +35,8 @@ from serving.tasks import (
 __all__ = ["CreateTaskRequest", "task_router"]
 
 PREFIX = "/api/v1/fine-tuning/task"
+READ = [requires(Scope.READ)]
+WRITE = [requires(Scope.WRITE)]
 
 
 class CreateTaskRequest(BaseModel):
@@ -51,7 +56,7 @@ def task_router(store: OpenSearchTaskStore, max_limit: int = 100) -> APIRouter:
     """The task routes over `store`."""
     router = APIRouter(prefix=PREFIX, tags=["fine-tuning tasks"])
 
-    @router.post("", status_code=201)
+    @router.post("", status_code=201, dependencies=WRITE)
     def create(body: CreateTaskRequest, response: Response) -> dict[str, Any]:
         task = new_task(body.fine_tuning_method, body.batch_id, body.metadata, body.idempotency_key)
         try:
@@ -62,11 +67,11 @@ def task_router(store: OpenSearchTaskStore, max_limit: int = 100) -> APIRouter:
             response.status_code = 200  # the task this idempotency key already made
         return stored.as_dict()
 
-    @router.get("/{task_id}")
+    @router.get("/{task_id}", dependencies=READ)
     def get(task_id: str) -> dict[str, Any]:
         return _call(store.get, task_id).as_dict()
 
-    @router.get("")
+    @router.get("", dependencies=READ)
     def list_(
         status: TaskStatus | None = None,
         limit: int = Query(default=20, ge=1),
@@ -79,8 +84,8 @@ def task_router(store: OpenSearchTaskStore, max_limit: int = 100) -> APIRouter:
         except TaskError as exc:
             raise _unavailable(exc) from exc
 
-    @router.put("/{task_id}/cancel")
-    @router.post("/{task_id}/cancel")
+    @router.put("/{task_id}/cancel", dependencies=WRITE)
+    @router.post("/{task_id}/cancel", dependencies=WRITE)
     def cancel(task_id: str) -> dict[str, Any]:
         return _call(cancel_task, store, task_id).as_dict()
 

@@ -12,8 +12,13 @@ import typer
 from clicktune.cli.common import fail, settings_of
 
 if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when serving
+    from fastapi import FastAPI
+    from pydantic import SecretStr
+
     from clicktune.config import Settings
+    from serving.auth import Authenticator
     from serving.config import EncoderSettings
+    from serving.query_ids import QueryIdSigner
     from serving.slot import ModelSlot
     from serving.vector_index import DocumentIndex
 
@@ -31,19 +36,12 @@ def serve(
 
     from clicktune.cli.index import load_encoder
     from clicktune.clients import kafka_options, opensearch_client
-    from serving.app import create_app
-    from serving.collector import KafkaRecordSink, collector_router
-    from serving.hybrid import HybridSearch
-    from serving.query_log import KafkaQueryLog
-    from serving.slot import ModelSlot
-    from serving.vector_index import DocumentIndex
 
     settings = settings_of(ctx)
     serving = settings.serving
     ref = model or serving.model_version
     encoder = load_encoder(settings, ref)
     client = opensearch_client(settings.opensearch)
-    doc_index = DocumentIndex(client, serving.index)
     try:
         # max_block_ms: a send never blocks (on missing metadata) past the collector's timeout.
         producer = KafkaProducer(
@@ -54,7 +52,41 @@ def serve(
         )
     except KafkaError as exc:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}")
+    app, followers = build_app(settings, encoder, client, producer, ref)
+    typer.echo(
+        f"serving model {encoder.version!r} (dimension {encoder.dimension}) "
+        f"on http://{host or serving.host}:{port or serving.port}",
+        err=True,
+    )
+    for follower in followers:
+        follower.start()
+    try:
+        uvicorn.run(app, host=host or serving.host, port=port or serving.port, log_level="info")
+    finally:
+        for follower in followers:
+            follower.stop()
+        producer.close(timeout=5)
+
+
+def build_app(
+    settings: Settings, encoder: Any, client: Any, producer: Any, ref: str
+) -> tuple[FastAPI, list[Any]]:
+    """The app `clicktune serve` runs, with every router it mounts, and the threads to start.
+
+    Nothing here sends a request, except the Kafka consumer of the control topic
+    (`serving.hot_swap.listen_control`), which connects when it is made.
+    """
+    from serving.app import create_app
+    from serving.collector import KafkaRecordSink, collector_router
+    from serving.hybrid import HybridSearch
+    from serving.query_log import KafkaQueryLog
+    from serving.slot import ModelSlot
+    from serving.vector_index import DocumentIndex
+
+    serving = settings.serving
+    doc_index = DocumentIndex(client, serving.index)
     query_log = KafkaQueryLog(producer, settings.ingest.queries_topic, serving.query_log_timeout_s)
+    signer = _signer(settings)
     collector = None
     if serving.collector.enabled:
         collector = collector_router(
@@ -63,6 +95,7 @@ def serve(
             queries_topic=settings.ingest.queries_topic,
             events_topic=settings.ingest.events_topic,
             max_record_bytes=settings.ingest.max_record_bytes,
+            signer=signer,
         )
     slot = ModelSlot(_batched(encoder, serving.encoder), name=ref)
     routers, followers = _replica(settings, slot, doc_index, producer, ref)
@@ -79,21 +112,42 @@ def serve(
             dashboard_router_for(settings, slot, client, arms, ref, tasks=tasks_source(tasks))
         )
     app = create_app(
-        slot, doc_index, query_log, serving, collector, routers=routers, hybrid=hybrid, arms=arms
+        slot,
+        doc_index,
+        query_log,
+        serving,
+        collector,
+        routers=routers,
+        hybrid=hybrid,
+        arms=arms,
+        authenticator=authenticator_of(settings),
+        signer=signer,
     )
-    typer.echo(
-        f"serving model {encoder.version!r} (dimension {encoder.dimension}) "
-        f"on http://{host or serving.host}:{port or serving.port}",
-        err=True,
-    )
-    for follower in followers:
-        follower.start()
-    try:
-        uvicorn.run(app, host=host or serving.host, port=port or serving.port, log_level="info")
-    finally:
-        for follower in followers:
-            follower.stop()
-        producer.close(timeout=5)
+    return app, followers
+
+
+def authenticator_of(settings: Settings) -> Authenticator:
+    """The tokens per scope from the environment (clicktune/config.py `admin`, `auth`)."""
+    from serving.auth import Authenticator, Scope
+
+    auth = settings.auth
+    tokens = {
+        Scope.ADMIN: _secret(settings.admin.token),
+        Scope.WRITE: _secret(auth.write_token),
+        Scope.READ: _secret(auth.read_token),
+    }
+    return Authenticator(tokens, open_reads=not auth.protect_reads)
+
+
+def _signer(settings: Settings) -> QueryIdSigner | None:
+    from serving.query_ids import QueryIdSigner
+
+    key = _secret(settings.auth.query_signing_key)
+    return QueryIdSigner(key.encode("utf-8")) if key else None
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _replica(
@@ -122,9 +176,8 @@ def _replica(
     )
     alias = ref if ref in registry.aliases() else "production"
     publisher = ControlPublisher(producer, settings.kafka.control_topic)
-    token = settings.admin.token.get_secret_value() if settings.admin.token else None
     routers = [
-        admin_router(swapper, token, alias=alias, publisher=publisher),
+        admin_router(swapper, alias=alias, publisher=publisher),
         documents_router(slot, doc_index, serving, encoder_for=_registry_encoders(settings)),
         _task_router(settings, doc_index),
     ]

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -72,8 +73,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def _send(handler: BaseHTTPRequestHandler, body: bytes, **headers: str) -> None:
     handler.send_response(200)
-    handler.send_header("Content-Length", str(len(body)))
-    for name, value in headers.items():
+    for name, value in {"Content_Length": str(len(body)), **headers}.items():
         handler.send_header(name.replace("_", "-"), value)
     handler.end_headers()
     handler.wfile.write(body)
@@ -82,7 +82,7 @@ def _send(handler: BaseHTTPRequestHandler, body: bytes, **headers: str) -> None:
 def _redirect(to: str) -> Any:
     def route(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(302)
-        handler.send_header("Location", to)
+        handler.send_header("Location", to.format(port=handler.server.server_address[1]))
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
@@ -112,12 +112,13 @@ def server() -> Iterator[Any]:
         "/gzip.png": lambda h: _send(h, png_bytes(), Content_Encoding="gzip"),
         "/big": lambda h: _send(h, b"x" * 4096),
         "/big-unsized": _unsized(b"x" * 4096),
+        "/claims-big": lambda h: _send(h, b"x" * 10, Content_Length=str(10**9)),
         "/slow": _slow,
         "/bomb.png": lambda h: _send(h, claimed_size_png(100_000, 100_000)),
         "/to-red": _redirect("/red.png"),
         "/to-metadata": _redirect("http://metadata.test/latest/meta-data/"),
         "/to-internal": _redirect("http://internal.test/"),
-        "/to-unlisted": _redirect("http://elsewhere.example/x.png"),
+        "/to-unlisted": _redirect("http://elsewhere.example:{port}/red.png"),
         "/to-file": _redirect("file:///etc/passwd"),
         "/loop": _redirect("/loop"),
     }
@@ -139,7 +140,7 @@ def closed_port() -> int:
 
 
 def fake_resolve(host: str, port: int) -> list[IPv4Address | IPv6Address]:
-    if host in ("images.test", "a.cdn.test", "closed.test"):
+    if host in ("images.test", "a.cdn.test", "closed.test", "elsewhere.example"):
         return [LOOPBACK]
     if host in FORBIDDEN:
         return [ip_address(a) for a in FORBIDDEN[host]]
@@ -151,6 +152,15 @@ def loopback_or_public(address: IPv4Address | IPv6Address) -> bool:
     return address == LOOPBACK or public_address(address)
 
 
+class LoopbackOnly(httpx.HTTPTransport):
+    """Connects to 127.0.0.1 only, whatever the code under test asks for (even when broken)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host != "127.0.0.1":
+            raise AssertionError(f"the test tried to connect to {request.url.host}")
+        return super().handle_request(request)
+
+
 ALLOWED = ["images.test", "*.cdn.test", "closed.test", *FORBIDDEN]
 
 
@@ -159,7 +169,12 @@ def reader(**settings: Any) -> ImageReader:
         allowed_hosts=settings.pop("allowed_hosts", ALLOWED),
         **{"fetch_timeout_s": 1.0, "max_bytes": 2048, **settings},
     )
-    fetcher = ImageFetcher(image_settings, resolve=fake_resolve, address_ok=loopback_or_public)
+    fetcher = ImageFetcher(
+        image_settings,
+        resolve=fake_resolve,
+        address_ok=loopback_or_public,
+        transport=LoopbackOnly,
+    )
     return ImageReader(image_settings, fetcher=fetcher)
 
 
@@ -204,7 +219,7 @@ def test_sources_other_than_data_uris_and_allowed_hosts_are_refused_unread(value
 def test_a_host_resolving_to_a_forbidden_address_is_refused_before_connecting(host) -> None:  # type: ignore[no-untyped-def]
     # The product's own address check: no exception for loopback here
     settings = ImageSettings(allowed_hosts=[host])
-    fetcher = ImageFetcher(settings, resolve=fake_resolve)
+    fetcher = ImageFetcher(settings, resolve=fake_resolve, transport=LoopbackOnly)
     error = refusal(f"http://{host}/img.png", ImageReader(settings, fetcher=fetcher))
     assert error.problem is ImageProblem.FETCH and "forbidden" in error.detail
 
@@ -237,7 +252,7 @@ def test_refused_timed_out_and_forbidden_read_the_same_to_a_client(server, caplo
     assert "HTTP status 404" in logged and "content-encoding 'gzip'" in logged
 
 
-@pytest.mark.parametrize("path", ["/big", "/big-unsized"])
+@pytest.mark.parametrize("path", ["/big", "/big-unsized", "/claims-big"])
 def test_a_body_over_max_bytes_is_refused_naming_the_limit(path, server) -> None:  # type: ignore[no-untyped-def]
     error = refusal(url(server, path), reader(max_bytes=1024))
     assert str(error) == "image of document 'd' is larger than serving.index.images.max_bytes=1024"

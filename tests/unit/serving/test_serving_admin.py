@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.admin import DISABLED, admin_router
+from serving.admin import admin_router
 from serving.app import create_app
+from serving.auth import Authenticator, Scope
 from serving.config import ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import ServingError
@@ -49,18 +50,27 @@ def parts(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def _client(parts, token: str | None = TOKEN) -> TestClient:  # type: ignore[no-untyped-def]
     slot, swapper, index, publisher = parts
-    router = admin_router(swapper, token, publisher=publisher)
-    app = create_app(slot, index, InMemoryQueryLog(), ServingSettings(), routers=[router])
+    router = admin_router(swapper, publisher=publisher)
+    tokens = {Scope.ADMIN: token, Scope.WRITE: "w-token"}
+    app = create_app(
+        slot,
+        index,
+        InMemoryQueryLog(),
+        ServingSettings(),
+        routers=[router],
+        authenticator=Authenticator(tokens),
+    )
     return TestClient(app)
 
 
 @pytest.mark.parametrize(
     ("token", "headers", "status", "message"),
     [
-        (None, AUTH, 503, DISABLED),
+        (None, AUTH, 503, "set CLICKTUNE_ADMIN__TOKEN"),
         (TOKEN, {}, 401, "Authorization: Bearer"),
         (TOKEN, {"Authorization": "Basic abc"}, 401, "Authorization: Bearer"),
-        (TOKEN, {"Authorization": "Bearer wrong"}, 403, "wrong"),
+        (TOKEN, {"Authorization": "Bearer wrong"}, 401, "matches no configured token"),
+        (TOKEN, {"Authorization": "Bearer w-token"}, 403, "needs 'admin'"),
     ],
 )
 def test_admin_needs_the_token(parts, token, headers, status: int, message: str) -> None:

@@ -35,11 +35,14 @@ from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import wait_healthy  # noqa: E402
 from tests.unit.tuner.clip_support import register_tiny_clip, write_swatches  # noqa: E402
 
+WRITE_TOKEN = "t-clip-write"
+
 
 class Clip:
     def __init__(self, url: str, name: str, home: Path, files: dict[str, Path], topic: str):
         self.url, self.name, self.home, self.files, self.topic = url, name, home, files, topic
-        self.http = httpx.Client(base_url=url, timeout=60)
+        auth = {"Authorization": f"Bearer {WRITE_TOKEN}"}  # /v1/documents needs scope write
+        self.http = httpx.Client(base_url=url, timeout=60, headers=auth)
         self.encoder: Any = load_model_dir(home / "models" / "versions" / "c1", EncoderSettings())
 
 
@@ -71,6 +74,7 @@ def clip_server(services, opensearch, tmp_path_factory) -> Iterator[Clip]:  # ty
         "CLICKTUNE_SERVING__INDEX__ALIAS": name,
         "CLICKTUNE_SERVING__INDEX__PREFIX": name,
         "CLICKTUNE_SERVING__HOT_SWAP__POLL_S": "0",
+        "CLICKTUNE_AUTH__WRITE_TOKEN": WRITE_TOKEN,
     }
     log = (home / "serve.log").open("w")
     process = subprocess.Popen(

@@ -46,6 +46,7 @@ ROUNDS = [0.30, 0.34, 0.37]  # nDCG@10 of the demo report's rounds
 CLICK_RATE = {CONTROL: 0.2, CANDIDATE: 0.6}
 QUERIES_PER_ARM = 60
 WAITING_RECORDS = 3
+ADMIN_TOKEN = "t-dash-admin"
 
 
 def _registry(home: Path) -> LocalRegistry:
@@ -149,6 +150,7 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
         "CLICKTUNE_SERVING__DASHBOARD__POLL_S": "1",
         "CLICKTUNE_SERVING__DASHBOARD__CACHE_S": "0",
         "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{name}-tasks",
+        "CLICKTUNE_ADMIN__TOKEN": ADMIN_TOKEN,  # creating a task needs scope write
     }
     log = home / "serve.log"
     with log.open("w") as out:
@@ -172,6 +174,7 @@ def test_dashboard_in_headless_chromium(dashboard: dict, opensearch: Any, tmp_pa
     task = httpx.post(
         f"{dashboard['url']}/api/v1/fine-tuning/task",
         json={"fine_tuning_method": "weighted-infonce", "idempotency_key": "dash-1"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         timeout=30,
     )
     assert task.status_code in (200, 201), task.text

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
+from serving.auth import Authenticator, Scope
 from serving.config import IndexSettings, ServingSettings
 from serving.documents import documents_router
 from serving.encoder import HashingEncoder
@@ -116,7 +117,11 @@ def test_writes_and_deletes_during_a_reindex_reach_the_new_index(
     slot = ModelSlot(encoder_for("v1"))
     serving = ServingSettings(index=doc_index.settings)
     router = documents_router(slot, doc_index, serving, encoder_for=encoder_for)
-    api = TestClient(create_app(slot, doc_index, InMemoryQueryLog(), serving, routers=[router]))
+    auth = Authenticator({Scope.WRITE: "t-write"})
+    app = create_app(
+        slot, doc_index, InMemoryQueryLog(), serving, routers=[router], authenticator=auth
+    )
+    api = TestClient(app, headers={"Authorization": "Bearer t-write"})
     reindexer = Reindexer(
         doc_index, SlowEncoder("v2", 0.2), tmp_path, batch_size=25, progress=False
     )

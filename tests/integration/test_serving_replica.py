@@ -183,7 +183,7 @@ def test_replicas_follow_the_control_topic(server: Server, settings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 403), (AUTH, 200)]
+    ("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 401), (AUTH, 200)]
 )
 def test_admin_token_over_http(server: Server, headers: dict, status: int) -> None:
     assert server.http.get("/admin/models", headers=headers).status_code == status
@@ -206,7 +206,10 @@ def test_documents_are_embedded_into_the_live_index(server: Server) -> None:
         {"_id": "d2", "title": "heat", "text": "shock"},
         {"title": "boundary", "text": "layer flow"},
     ]
-    answer = server.http.post("/v1/documents", json={"documents": docs, "refresh": True})
+    answer = server.http.post(
+        "/v1/documents", json={"documents": docs, "refresh": True}, headers=AUTH
+    )
+    assert server.http.post("/v1/documents", json={"documents": docs}).status_code == 401
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["indexed"] == 3 and body["ids"][:2] == ["d1", "d2"]

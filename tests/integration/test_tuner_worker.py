@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
+from serving.auth import Authenticator, Scope
 from serving.config import ServingSettings
 from serving.encoder import HashingEncoder
 from serving.query_log import InMemoryQueryLog
@@ -42,8 +43,9 @@ def api(opensearch, unique: str) -> Iterator[TestClient]:  # type: ignore[no-unt
         InMemoryQueryLog(),
         ServingSettings(),
         routers=[task_router(store)],
+        authenticator=Authenticator({Scope.WRITE: "t-write"}),
     )
-    yield TestClient(app)
+    yield TestClient(app, headers={"Authorization": "Bearer t-write"})
     opensearch.indices.delete(index=index, ignore_unavailable=True)
 
 

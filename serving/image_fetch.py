@@ -138,9 +138,6 @@ class ImageFetcher:
         scheme, host, port = self._hop(url)
         addresses = self._checked_addresses(url, host, port)
         parts = urlsplit(url)
-        where = {"path": parts.path or "/"} | (
-            {"query": parts.query.encode()} if parts.query else {}
-        )
         default_port = port == _DEFAULT_PORTS[scheme]
         headers = {
             "Host": host if default_port else f"{host}:{port}",
@@ -151,7 +148,9 @@ class ImageFetcher:
         last: Exception | None = None
         for address in addresses:  # the checked addresses only, in the resolver's order
             # Built from parts, never joined: a path like "//other.host/" must stay a path.
-            pinned = httpx.URL(scheme=scheme, host=str(address), port=port, **where)
+            pinned = httpx.URL(scheme=scheme, host=str(address), port=port, path=parts.path or "/")
+            if parts.query:
+                pinned = pinned.copy_with(query=parts.query.encode())
             request = client.build_request(
                 "GET",
                 pinned,

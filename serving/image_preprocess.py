@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from PIL import Image
@@ -78,7 +78,7 @@ class ImagePreprocessing:
         (3, height, width) array from `__call__`) is taken as it is."""
         return np.stack([image if self.done(image) else self(image) for image in images])
 
-    def done(self, image: Image.Image | np.ndarray) -> bool:
+    def done(self, image: Image.Image | np.ndarray) -> TypeGuard[np.ndarray]:
         """Whether `image` is already this preprocessing's output (uint8 HxWx3 never is)."""
         shape = (3, self.height, self.width)
         return isinstance(image, np.ndarray) and image.dtype == np.float32 and image.shape == shape

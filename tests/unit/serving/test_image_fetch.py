@@ -195,6 +195,13 @@ def test_an_allowed_host_is_fetched_at_the_checked_address_with_its_name(server)
     assert server.hits == [("/red.png", f"images.test:{port}")]
     # `*.suffix` entries take names under the suffix; redirects on allowed hosts are followed
     assert load_image(url(server, "/to-red", "a.cdn.test"), reader()).size == (8, 8)
+    # The query travels; a path that looks like an authority stays a path on the checked host
+    assert load_image(url(server, "/red.png?v=1&w=2"), reader()).size == (8, 8)
+    with pytest.raises(ImageError, match="could not be fetched"):
+        load_image(url(server, "//elsewhere.example/red.png"), reader())
+    (query, _), (path, host) = server.hits[-2:]
+    assert query == "/red.png?v=1&w=2" and path.lstrip("/") == "elsewhere.example/red.png"
+    assert host == f"images.test:{port}"
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def test_posted_events_and_queries_reach_opensearch_through_kafka_and_the_worker
             query = {"query_id": "q0", "timestamp": "2025-06-01T12:00:00Z", "user_query": "drill"}
             queries = httpx.post(f"{url}/v1/queries", json=query)
 
-            bad = event(202) | {"timestamp": "1999-01-01T00:00:00Z"}
+            bad = event(202) | {"timestamp": "last tuesday"}
             invalid = httpx.post(f"{url}/v1/events", json=[event(203), bad])
             huge = httpx.post(f"{url}/v1/events", json=[event(i) for i in range(1000)])
         producer.close(timeout=5)

@@ -124,11 +124,13 @@ class GateSettings(BaseModel):
 
     enabled: bool = True
     primary_metric: str = Field(
-        default="ips_dcg@10",
-        pattern="^(ips_dcg@10|ndcg@10|mrr@10|recall@10|recall@100)$",
-        description="ips_dcg@10: the counterfactual DCG of re-ranking each validation session's "
-        "shown hits, unbiased under position bias (tuner/session_eval.py); the others are "
-        "computed on click labels, which favour the live model",
+        default="dr_dcg@10",
+        pattern="^(dr_dcg@10|ips_dcg@10|ndcg@10|mrr@10|recall@10|recall@100)$",
+        description="dr_dcg@10: the off-policy estimate of each validation query's DCG@10 from "
+        "the live model's own log, crediting documents below the page that shuffled searches "
+        "showed (tuner/offline_estimate.py); ips_dcg@10: re-ranking each session's shown hits "
+        "only (tuner/session_eval.py); the others are computed on click labels, which favour "
+        "the live model",
     )
     min_improvement: float = Field(
         default=0.0, description="candidate must beat live on the primary metric by more than this"
@@ -140,6 +142,23 @@ class GateSettings(BaseModel):
         description="ips_dcg@10: one-sided confidence that the candidate is better; the lower "
         "bound of the mean over confirm queries of the per-query paired differences (mean - "
         "t * SE, tuner/gate.py) must beat min_improvement; stated in every decision",
+    )
+    promote_confidence: float = Field(
+        default=0.99,
+        ge=0.5,
+        lt=1.0,
+        description="with an online stage (worker rollout two_stage): a candidate whose lower "
+        "bound at this confidence beats min_improvement goes live without the online test",
+    )
+    promote_directly: bool = Field(
+        default=True, description="False: every candidate goes through the online test"
+    )
+    noninferiority_margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        lt=1.0,
+        description="with an online stage: a candidate whose lower bound at `confidence` is "
+        "above -margin x live's value is registered and tested online; below, rejected",
     )
     select_fraction: float = Field(
         default=0.5,
@@ -178,6 +197,9 @@ class RolloutMode(StrEnum):
 
     promote = "promote"  # straight to production once its index is built
     ab = "ab"  # an A/B arm first; the A/B policy promotes or rolls it back
+    # offline first: strong evidence promotes, a non-inferior candidate becomes an interleaved
+    # arm that the sequential test promotes or rolls back, anything else is rejected
+    two_stage = "two_stage"
 
 
 class WorkerSettings(BaseModel):
@@ -198,11 +220,21 @@ class WorkerSettings(BaseModel):
     lease_s: float = Field(
         default=60.0, gt=0, description="a worker silent this long loses the lease to a standby"
     )
-    rollout: RolloutMode = RolloutMode.ab
+    rollout: RolloutMode = RolloutMode.two_stage
     ab_traffic: float = Field(default=0.1, gt=0, lt=1, description="candidate arm's share")
-    ab_mode: str = Field(default="split", pattern="^(split|interleave)$")
+    ab_mode: str = Field(
+        default="split",
+        pattern="^(split|interleave)$",
+        description="rollout ab's arm; two_stage always interleaves",
+    )
     ab_max_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="an undecided A/B test is rolled back after"
+    )
+    ab_max_queries: int | None = Field(
+        default=20_000,
+        ge=1,
+        description="traffic budget: an experiment still undecided after this many of its "
+        "searches is rolled back (None: only ab_max_s bounds it)",
     )
     max_resumes: int = Field(
         default=2, ge=0, description="times a stage is resumed after a worker died in it"

@@ -44,17 +44,36 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
 
 from tuner.config import GateSettings
 
-__all__ = ["GateDecision", "Paired", "decide", "lower_bound", "query_means", "t_quantile"]
+__all__ = [
+    "GateDecision",
+    "Paired",
+    "Verdict",
+    "decide",
+    "lower_bound",
+    "query_means",
+    "t_quantile",
+]
 
 log = logging.getLogger(__name__)
 GENERAL_FALLBACK = "ndcg@10"  # the general set's metric when the primary is sessions-only
 PAIRED_METRIC = "ips_dcg@10"  # the metric with per-session values (tuner.session_eval)
+PAIRED_METRICS = frozenset({PAIRED_METRIC, "dr_dcg@10"})  # per session / per query values
+
+
+class Verdict(StrEnum):
+    """What the offline stage says (module doc: the two stages)."""
+
+    promote = "promote"  # strong evidence of a gain: may go live without an online test
+    online = "online"  # not worse by more than the margin: registered, the online test decides
+    reject = "reject"
+    undecided = "undecided"  # too little data to judge; the live model stays
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,7 @@ class GateDecision:
     general_live: dict[str, float] | None = None
     checks: dict[str, float] = field(default_factory=dict)
     undecided: bool = False  # too few confirm queries to judge; the live model stays
+    verdict: Verdict = Verdict.reject
 
 
 @dataclass(frozen=True)
@@ -97,71 +117,122 @@ def decide(
     general_candidate: dict[str, float] | None = None,
     general_live: dict[str, float] | None = None,
     paired: Paired | None = None,
+    online: bool = False,
 ) -> GateDecision:
     """Apply the gate to the candidate's and the live model's metrics on the confirm part;
-    `paired` holds their per-session ips_dcg@10 there, which the bound reads."""
+    `paired` holds their per-query (or per-session) values there, which the bounds read.
+    `online`: an online test follows a registration (module doc: the two stages)."""
     metric = settings.primary_metric
     checks: dict[str, float] = {"confidence": settings.confidence}
-    record = ""
+    if online:
+        checks["promote_confidence"] = settings.promote_confidence
+    record = _record(settings, paired, online) if paired is not None else ""
     if paired is not None:
         checks.update(_sizes(paired))
-        record = _record(settings, paired)
 
-    def verdict(passed: bool, reason: str, undecided: bool = False) -> GateDecision:
+    def verdict(kind: Verdict, reason: str) -> GateDecision:
         return GateDecision(
-            passed,
+            kind in (Verdict.promote, Verdict.online),
             reason + record,
             candidate,
             live,
             general_candidate,
             general_live,
             dict(checks),
-            undecided,
+            kind is Verdict.undecided,
+            kind,
         )
 
     if not settings.enabled:
-        return verdict(True, "gate disabled (tuner.gate.enabled = false)")
+        return verdict(Verdict.promote, "gate disabled (tuner.gate.enabled = false)")
     if paired is not None and paired.confirm_queries < settings.min_confirm_queries:
         reason = (
             f"undecided: {paired.confirm_queries} queries, need {settings.min_confirm_queries} "
             f"(gate.min_confirm_queries) in the confirm part; the live model stays"
         )
-        return verdict(False, reason, undecided=True)
-    if not candidate or not live:
-        reason = "no validation session with an outcome: the gate cannot measure the candidate"
-        return verdict(False, reason)
+        return verdict(Verdict.undecided, reason)
+    if not candidate or not live or metric not in candidate or metric not in live:
+        reason = f"no validation data for {metric}: the gate cannot measure the candidate"
+        return verdict(Verdict.reject, reason)
     gain = candidate[metric] - live[metric]
     checks["improvement"] = round(gain, 6)
-    bound, note = gain, ""
-    if metric == PAIRED_METRIC and paired is not None:
-        differences = paired.candidate - paired.live
-        per_query = float(query_means(differences, paired.queries).mean())
-        bound = lower_bound(differences, settings.confidence, paired.queries)
-        checks["improvement_per_query"] = round(per_query, 6)
-        checks["improvement_lower_bound"] = round(bound, 6)
-        note = (
-            f"; per query {per_query:+.4f}, its {settings.confidence:.0%} lower bound "
-            f"{bound:+.4f} over {paired.confirm_queries} queries"
+    bounds = _bounds(settings, paired if metric in PAIRED_METRICS else None, gain, online)
+    checks.update({k: round(v, 6) for k, v in bounds.items()})
+    note = _bounds_note(settings, bounds, paired)
+    summary = f"{metric} {live[metric]:.4f} -> {candidate[metric]:.4f} ({gain:+.4f}{note})"
+    margin = settings.noninferiority_margin * abs(live[metric])
+    if bounds["promote_bound"] > settings.min_improvement and settings.promote_directly:
+        kind, why = Verdict.promote, "strong offline evidence of a gain"
+    elif online and bounds["improvement_lower_bound"] > -margin:
+        kind = Verdict.online
+        why = (
+            f"not worse than live by more than {margin:.4f} (gate.noninferiority_margin "
+            f"{settings.noninferiority_margin:.0%} of live): the online test decides"
         )
-    if bound <= settings.min_improvement:
-        reason = (
+    else:
+        level = f" at {bounds['promote_level']:.0%}" if paired is not None else ""
+        rule = f"not above gate.min_improvement {settings.min_improvement}{level}"
+        if online:
+            rule += f", and possibly worse than live by more than {margin:.4f} (non-inferiority)"
+        shown = (
             f"{metric} {candidate[metric]:.4f} vs live {live[metric]:.4f}: improvement "
-            f"{gain:+.4f}{note}; not above gate.min_improvement {settings.min_improvement}"
+            f"{gain:+.4f}{note}"
         )
-        return verdict(False, reason)
-    if general_candidate is not None and general_live is not None:
-        general = metric if metric in general_live else GENERAL_FALLBACK
-        regression = general_live[general] - general_candidate[general]
-        checks["general_regression"] = round(regression, 6)
-        if settings.general_decides and regression > settings.max_general_regression:
-            reason = (
-                f"general set {general} fell {regression:.4f} "
-                f"({general_live[general]:.4f} -> {general_candidate[general]:.4f}), more than "
-                f"gate.max_general_regression {settings.max_general_regression}"
-            )
-            return verdict(False, reason)
-    reason = f"{metric} {live[metric]:.4f} -> {candidate[metric]:.4f} ({gain:+.4f}{note})"
-    return verdict(True, reason)
+        return verdict(Verdict.reject, f"{shown}; {rule}")
+    regression = _general_regression(settings, metric, general_candidate, general_live)
+    if regression is not None:
+        checks["general_regression"] = round(regression[0], 6)
+        if settings.general_decides and regression[0] > settings.max_general_regression:
+            return verdict(Verdict.reject, regression[1])
+    return verdict(kind, f"{why}: {summary}")
+
+
+def _bounds(
+    settings: GateSettings, paired: Paired | None, gain: float, online: bool
+) -> dict[str, float]:
+    """The per-query mean gain and its lower bounds: at `confidence` (non-inferiority, or the
+    improvement test without an online stage) and at the level a direct promotion needs."""
+    level = settings.promote_confidence if online else settings.confidence
+    if paired is None:
+        return {"improvement_lower_bound": gain, "promote_bound": gain, "promote_level": level}
+    differences = paired.candidate - paired.live
+    return {
+        "improvement_per_query": float(query_means(differences, paired.queries).mean()),
+        "improvement_lower_bound": lower_bound(differences, settings.confidence, paired.queries),
+        "promote_bound": lower_bound(differences, level, paired.queries),
+        "promote_level": level,
+    }
+
+
+def _bounds_note(settings: GateSettings, bounds: dict[str, float], paired: Paired | None) -> str:
+    if paired is None:
+        return ""
+    note = (
+        f"; per query {bounds['improvement_per_query']:+.4f}, its "
+        f"{settings.confidence:.0%} lower bound {bounds['improvement_lower_bound']:+.4f}"
+    )
+    if bounds["promote_level"] != settings.confidence:
+        note += f", {bounds['promote_level']:.0%} bound {bounds['promote_bound']:+.4f}"
+    return note + f" over {paired.confirm_queries} queries"
+
+
+def _general_regression(
+    settings: GateSettings,
+    metric: str,
+    general_candidate: dict[str, float] | None,
+    general_live: dict[str, float] | None,
+) -> tuple[float, str] | None:
+    """How far the candidate fell on the general set, and the reason if that rejects it."""
+    if general_candidate is None or general_live is None:
+        return None
+    general = metric if metric in general_live else GENERAL_FALLBACK
+    regression = general_live[general] - general_candidate[general]
+    reason = (
+        f"general set {general} fell {regression:.4f} "
+        f"({general_live[general]:.4f} -> {general_candidate[general]:.4f}), more than "
+        f"gate.max_general_regression {settings.max_general_regression}"
+    )
+    return regression, reason
 
 
 def _sizes(paired: Paired) -> dict[str, float]:
@@ -173,15 +244,18 @@ def _sizes(paired: Paired) -> dict[str, float]:
     }
 
 
-def _record(settings: GateSettings, paired: Paired) -> str:
-    """The reason's last words: the confidence and the data of both parts."""
+def _record(settings: GateSettings, paired: Paired, online: bool = False) -> str:
+    """The reason's last words: the confidence levels and the data of both parts."""
     select = (
         f"select part {paired.select_queries} queries, {paired.select_sessions} sessions"
         if paired.select_queries
         else "no select part (one hyperparameter set: nothing was selected)"
     )
+    levels = f"confidence {settings.confidence:.0%}"
+    if online:
+        levels += f", direct promotion at {settings.promote_confidence:.0%}"
     return (
-        f" [confidence {settings.confidence:.0%}; confirm part {paired.confirm_queries} "
+        f" [{levels}; confirm part {paired.confirm_queries} "
         f"queries, {len(paired.queries)} sessions; {select}]"
     )
 

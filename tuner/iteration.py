@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource
-from tuner.config import TunerSettings
+from tuner.config import GateSettings, RolloutMode, TunerSettings
 from tuner.errors import NoTrainingDataError
 from tuner.gate import GateDecision, Paired, decide
 from tuner.history import history, sample
 from tuner.int8_variant import Int8Outcome, add_int8_variant
 from tuner.judged import JudgedCollection
 from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for, kind_named
+from tuner.offline_estimate import DR_DCG, OffPolicyLog, offpolicy_log, offpolicy_scoring
 from tuner.ordinals import OrdinalCheck, check_ordinals, ordinal_metrics, report_ordinals
 from tuner.pairs import PairStats, TrainingPair, build_pairs
 from tuner.propensity import Propensity, from_settings
@@ -126,29 +127,29 @@ def run_training_iteration(
     trainer: Trainer | None = None,
     notify: Notify = log.info,
     progress: bool = True,
+    online: bool | None = None,
 ) -> IterationResult:
-    """Train on `released` (+ replay), gate the best candidate, register it if it passes."""
+    """Train on `released` (+ replay), gate the best candidate, register it if it passes.
+
+    `online`: whether an online test follows a registration (default: unless the worker's
+    rollout is `promote`); with one, a candidate that is not worse offline is registered for it
+    (`GateDecision.verdict` online) and strong offline evidence may promote it directly."""
     kind = kind_of(context.registry, start_ref)
-    data = _prepare(released, context, settings, notify, kind)
+    live_version = _live_version(context.registry, start_ref)
+    data = _prepare(released, context, settings, notify, kind, live_version)
     start = start_model(context.registry, settings.train.base_model, start_ref)
     trainer = trainer if trainer is not None else start.kind.train
     sets = hyperparameter_sets(settings.train, settings.search)
-    keys = (o.query for o in data.judgments.outcomes)
-    split = select_confirm(keys, settings.gate.select_fraction, settings.batches.seed, len(sets))
+    gate = _gate_settings(settings, data, notify)
+    keys = [o.query for o in data.judgments.outcomes]
+    if data.offpolicy is not None:
+        keys += list(data.offpolicy.queries)
+    split = select_confirm(keys, gate.select_fraction, settings.batches.seed, len(sets))
     notify(
         f"start model: {start.source}; scoring it on {len(data.validation)} sessions "
         f"({len(split.select)} select, {len(split.confirm)} confirm queries)"
     )
-    score = Scorer(
-        data.judgments,
-        data.doc_texts,
-        context.general,
-        settings.gate.general_split,
-        settings.gate.general_max_queries,
-        embedder=start.kind.embedder,
-        rank_against=settings.gate.rank_against,
-        select=split.select,
-    )
+    score = _scorer(data, context, gate, start, split)
     live = score(start.model)
     common = {
         "batch_id": released.batch.batch_id,
@@ -164,18 +165,19 @@ def run_training_iteration(
         score,
         context.tracker,
         trainer,
-        settings.gate.primary_metric,
+        gate.primary_metric,
         common,
         progress,
     )
-    best = best_trial(trials, settings.gate.primary_metric)
+    best = best_trial(trials, gate.primary_metric)
     decision = decide(
-        settings.gate,
+        gate,
         best.scores.validation,
         live.validation,
         best.scores.general,
         live.general,
-        paired=_paired(best.scores, live, data.judgments, split),
+        paired=_paired(best.scores, live, data, split, gate.primary_metric),
+        online=settings.worker.rollout != RolloutMode.promote if online is None else online,
     )
     notify(f"gate {'passed' if decision.passed else 'rejected'}: {decision.reason}")
     if best.scores.general and live.general:
@@ -213,16 +215,72 @@ def run_training_iteration(
 
 
 def _paired(
-    candidate: Scores, live: Scores, judgments: SessionJudgments, split: SelectConfirm
+    candidate: Scores, live: Scores, data: _Prepared, split: SelectConfirm, metric: str
 ) -> Paired | None:
-    """Both models' per-session ips_dcg@10 on the confirm part, if scored, with the select
-    part's size for the record."""
+    """Both models' values on the confirm part that `metric`'s bound reads (dr_dcg@10: per
+    query; ips_dcg@10: per session), with the select part's size for the record."""
+    if metric == DR_DCG and data.offpolicy is not None:
+        if candidate.per_query is None or live.per_query is None:
+            return None
+        selected = sum(s.query in split.select for s in data.offpolicy.searches)
+        return Paired(
+            candidate.per_query,
+            live.per_query,
+            candidate.per_query_keys,
+            len(split.select),
+            selected,
+        )
     if candidate.per_session is None or live.per_session is None:
         return None
-    selected = sum(o.query in split.select for o in judgments.outcomes)
+    selected = sum(o.query in split.select for o in data.judgments.outcomes)
     return Paired(
         candidate.per_session, live.per_session, candidate.queries, len(split.select), selected
     )
+
+
+def _gate_settings(settings: TunerSettings, data: _Prepared, notify: Notify) -> GateSettings:
+    """The gate's settings for this round: `dr_dcg@10` needs the live model's own log; without
+    one (no session served by the live model's policy) the round gates on `ips_dcg@10`."""
+    gate = settings.gate
+    if gate.primary_metric == DR_DCG and data.offpolicy is None:
+        notify(
+            "no held-out search served by the live model on its own policy: the gate uses "
+            "ips_dcg@10 (shown hits re-ordered) instead of dr_dcg@10 this round"
+        )
+        return gate.model_copy(update={"primary_metric": "ips_dcg@10"})
+    return gate
+
+
+def _scorer(
+    data: _Prepared,
+    context: IterationContext,
+    gate: GateSettings,
+    start: StartPoint,
+    split: SelectConfirm,
+) -> Scorer:
+    """Scores any model on this round's validation data (and the general set), the same way."""
+    offpolicy = None
+    if data.offpolicy is not None and gate.primary_metric == DR_DCG:
+        embed = start.kind.embedder(start.model)
+        offpolicy = offpolicy_scoring(data.offpolicy, embed, data.doc_texts, data.propensity)
+    return Scorer(
+        data.judgments,
+        data.doc_texts,
+        context.general,
+        gate.general_split,
+        gate.general_max_queries,
+        embedder=start.kind.embedder,
+        rank_against=gate.rank_against,
+        select=split.select,
+        offpolicy=offpolicy,
+    )
+
+
+def _live_version(registry: ModelRegistry, ref: str) -> str | None:
+    try:
+        return registry.get(ref).version
+    except RegistryError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -236,6 +294,8 @@ class _Prepared:
     doc_texts: dict[str, Any]  # id -> text, or PIL image for a CLIP model's image documents
     propensity_curve: tuple[float, ...]
     ordinals: tuple[OrdinalCheck, ...] = ()
+    propensity: Propensity | None = None
+    offpolicy: OffPolicyLog | None = None  # the live model's own held-out log (dr_dcg@10)
 
 
 def _prepare(
@@ -244,6 +304,7 @@ def _prepare(
     settings: TunerSettings,
     notify: Notify,
     kind: ModelKind = TEXT,
+    live_version: str | None = None,
 ) -> _Prepared:
     batches = settings.batches
     earlier = history(context.store, context.source, released.batch, batches)
@@ -254,11 +315,15 @@ def _prepare(
     learn = learning_data([*splits.train, *replayed], validation, settings)
     pairs, stats, judgments = learn.pairs, learn.stats, learn.judgments
     curve = tuple(round(learn.propensity(k), 4) for k in range(settings.propensity_max_rank))
+    offpolicy = None
+    if settings.gate.primary_metric == DR_DCG:
+        offpolicy = offpolicy_log(validation, live_version, settings.outcome_weights)
+    doc_ids = sorted({*judgments.doc_ids, *(offpolicy.doc_ids if offpolicy else ())})
     doc_texts = doc_texts_for(
         context.documents,
         pairs,
         context.text_fields,
-        judgments.doc_ids,
+        doc_ids,
         kind=kind,
         image_field=context.image_field,
     )
@@ -269,7 +334,17 @@ def _prepare(
         f"held out earlier); {len(pairs)} pairs; p(k) {curve[:5]}..."
     )
     return _Prepared(
-        splits, replayed, validation, pairs, stats, judgments, doc_texts, curve, learn.ordinals
+        splits,
+        replayed,
+        validation,
+        pairs,
+        stats,
+        judgments,
+        doc_texts,
+        curve,
+        learn.ordinals,
+        learn.propensity,
+        offpolicy,
     )
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from serving.corpus import document_text
 from tuner.judged import JudgedCollection
 from tuner.metrics import DEPTH_100, rank_metrics
+from tuner.offline_estimate import DR_DCG, OffPolicyScoring
 from tuner.pairs import query_key
 from tuner.propensity import Propensity, clipped_inverse_propensity
 from tuner.sessions import Session
@@ -285,6 +286,8 @@ class Scores:
     per_session: np.ndarray | None = None  # ips_dcg@10 per confirm session, for the gate
     queries: tuple[str, ...] = ()  # the query key of each `per_session` value
     selection: dict[str, float] | None = None  # select-part metrics; None: no split
+    per_query: np.ndarray | None = None  # dr_dcg@10 per confirm query (tuner.offline_estimate)
+    per_query_keys: tuple[str, ...] = ()  # the query key of each `per_query` value
 
     @property
     def for_selection(self) -> dict[str, float]:
@@ -307,6 +310,7 @@ class Scorer:
     embedder: Callable[..., Embed] = torch_embedder  # model -> Embed (CLIP: tuner.model_kinds)
     rank_against: RankAgainst = "shown"
     select: frozenset[str] = frozenset()
+    offpolicy: OffPolicyScoring | None = None  # dr_dcg@10 on the live model's own log
 
     def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
         embed = self.embedder(model)
@@ -314,12 +318,39 @@ class Scorer:
         if self.judgments.qrels:
             ranked = rank_sessions(embed, self.judgments, self.doc_texts, self.rank_against)
             scores = split_scores(self.judgments, ranked, self.select)
+        if self.offpolicy is not None:
+            values = self.offpolicy.values(embed, self.doc_texts)
+            scores = with_offpolicy(scores, self.offpolicy.queries, values, self.select)
         if self.general is not None:
             general = evaluate_collection_in_memory(
                 embed, self.general, self.general_split, self.general_max_queries
             )
             scores = replace(scores, general=general)
         return scores
+
+
+def with_offpolicy(
+    scores: Scores, queries: Sequence[str], values: np.ndarray, select: Collection[str]
+) -> Scores:
+    """`scores` with `dr_dcg@10`: the mean of the per-query `values` over the confirm queries
+    (and over the select queries for the search), and the confirm part's values for the gate."""
+    confirm = np.array([q not in select for q in queries], dtype=bool)
+    validation = {**scores.validation, DR_DCG: _mean(values[confirm])}
+    selection = scores.selection
+    if select:
+        selection = {**(selection or {}), DR_DCG: _mean(values[~confirm])}
+    keys = tuple(q for q, c in zip(queries, confirm, strict=True) if c)
+    return replace(
+        scores,
+        validation=validation,
+        selection=selection,
+        per_query=values[confirm],
+        per_query_keys=keys,
+    )
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else 0.0
 
 
 def split_scores(

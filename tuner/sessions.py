@@ -52,6 +52,8 @@ class Session:
     randomized: bool = False  # the serving side shuffled the top hits (serving/randomize.py)
     explored_depth: int | None = None  # how many top hits were shuffled (randomized only)
     application: str | None = None  # the UBI `application` the query came from
+    model_version: str | None = None  # the model that served it (`query_attributes`)
+    arm: str | None = None  # production, or an experiment's control / candidate / interleave
 
     def rank_of(self, object_id: str) -> int | None:
         """The 0-based rank at which `object_id` was shown, or None if it was not shown."""
@@ -229,7 +231,13 @@ def _session(
         randomized=bool(attributes.get("randomized")),
         explored_depth=_explored_depth(attributes.get("randomized")),
         application=application if isinstance(application, str) else None,
+        model_version=_text_or_none(attributes.get("model_version")),
+        arm=_text_or_none(attributes.get("arm")),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _explored_depth(label: Any) -> int | None:

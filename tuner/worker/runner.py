@@ -26,8 +26,9 @@ from serving.tasks import (
     TaskRecord,
 )
 from tuner.config import RolloutMode, WorkerSettings
+from tuner.gate import Verdict
 from tuner.iteration import Notify
-from tuner.worker.stages import TrainOutcome
+from tuner.worker.stages import OnlineCheck, TrainOutcome
 
 __all__ = ["LeaseLostError", "Stages", "TaskRunner"]
 
@@ -47,7 +48,9 @@ class Stages(Protocol):
     def adopt(self, version: str) -> None: ...
     def reindex(self, version: str) -> str: ...
     def start_ab(self, version: str, traffic: float, mode: str) -> str: ...
-    def ab_decision(self, started_at: float, max_s: float) -> tuple[str, str]: ...
+    def ab_decision(
+        self, started_at: float, max_s: float, max_queries: int | None = None
+    ) -> OnlineCheck: ...
     def promote(self, version: str) -> dict[str, Any]: ...
     def clean_up(self, version: str | None) -> list[str]: ...
 
@@ -183,25 +186,39 @@ class TaskRunner:
     def _reindex(self, task: TaskRecord) -> TaskRecord:
         index = self.stages.reindex(str(task.version))
         metrics = {**task.metrics, "index": index}
-        if self.settings.rollout == RolloutMode.ab:
+        if self._online_test(task):
             return self._move(task, Stage.ab_running, metrics=metrics)
         return self._move(task, Stage.promoting, metrics=metrics)
 
+    def _online_test(self, task: TaskRecord) -> bool:
+        """Whether the candidate goes through the online test: always with rollout ab, never with
+        promote; with two_stage unless the offline stage found strong evidence of a gain."""
+        rollout = self.settings.rollout
+        if rollout == RolloutMode.two_stage:
+            return task.metrics.get("verdict") != Verdict.promote.value
+        return rollout == RolloutMode.ab
+
     def _ab(self, task: TaskRecord) -> TaskRecord | None:
         if "experiment" not in task.notes:
-            experiment = self.stages.start_ab(
-                str(task.version), self.settings.ab_traffic, self.settings.ab_mode
-            )
+            two_stage = self.settings.rollout == RolloutMode.two_stage
+            mode = "interleave" if two_stage else self.settings.ab_mode
+            experiment = self.stages.start_ab(str(task.version), self.settings.ab_traffic, mode)
             notes = {**task.notes, "experiment": experiment, "ab_started_at": self.clock()}
             task = self.store.update(task, notes=notes)
-        action, reason = self.stages.ab_decision(
-            float(task.notes["ab_started_at"]), self.settings.ab_max_s
+        check = self.stages.ab_decision(
+            float(task.notes["ab_started_at"]),
+            self.settings.ab_max_s,
+            self.settings.ab_max_queries,
         )
-        log.info("task %s A/B: %s (%s)", task.id, action, reason)
-        if action == "promote":
-            return self._move(task, Stage.promoting, reason=reason)
-        if action == "rollback":
-            return self._move(task, Stage.rolling_back, reason=reason)
+        log.info(
+            "task %s online test: %s (%s) %s", task.id, check.action, check.reason, check.tally
+        )
+        metrics = {**task.metrics, "online": {**check.tally, "decision": check.action}}
+        if check.action == "promote":
+            return self._move(task, Stage.promoting, reason=check.reason, metrics=metrics)
+        if check.action == "rollback":
+            return self._move(task, Stage.rolling_back, reason=check.reason, metrics=metrics)
+        self.store.update(task, metrics=metrics)
         return None
 
     def _promote(self, task: TaskRecord) -> TaskRecord:

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from opensearchpy import OpenSearch
 
 from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
-from serving.ab_stats import decide, guard, metrics_of
+from serving.ab_stats import ExperimentMetrics, decide, guard, metrics_of
 from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings, EncoderSettings
 from serving.errors import ExperimentError
@@ -32,7 +32,7 @@ from tuner.batches import release_batch, reload_batch
 from tuner.config import TunerSettings
 from tuner.iteration import IterationContext, Notify, run_training_iteration
 
-__all__ = ["LoopStages", "TrainOutcome"]
+__all__ = ["LoopStages", "OnlineCheck", "TrainOutcome", "online_tally"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,29 @@ class _Built:
     """What `Rollout` reads of a reindex: the index it built."""
 
     index: str
+
+
+class OnlineCheck(NamedTuple):
+    """One poll of the online test: continue, promote or rollback, why, and its tally."""
+
+    action: str
+    reason: str
+    tally: dict[str, int] = {}
+
+
+def online_tally(metrics: ExperimentMetrics) -> dict[str, int]:
+    """The experiment's traffic so far: interleaved searches won, lost and tied by the
+    candidate, and the searches each arm of a split test served."""
+    interleave = metrics.interleave
+    split = {f"{name}_searches": arm.queries for name, arm in metrics.arms.items()}
+    interleaved = interleave.wins + interleave.losses + interleave.ties
+    return {
+        "wins": interleave.wins,
+        "losses": interleave.losses,
+        "ties": interleave.ties,
+        "searches": interleaved + sum(split.values()),
+        **split,
+    }
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,7 @@ class LoopStages:
             "pairs": result.pairs,
             "steps": result.train.steps,
             "gate": decision.checks,  # confidence, confirm / select queries and sessions, bound
+            "verdict": decision.verdict.value,  # promote | online | reject | undecided
         }
         if decision.general_candidate is not None:  # the general set, rejected candidates too
             metrics["candidate_general"] = decision.general_candidate
@@ -156,32 +180,45 @@ class LoopStages:
         self.experiments.save(experiment)
         return experiment.id
 
-    def ab_decision(self, started_at: float, max_s: float) -> tuple[str, str]:
-        """The A/B policy's action (continue, promote, rollback) and its reason.
+    def ab_decision(
+        self, started_at: float, max_s: float, max_queries: int | None = None
+    ) -> OnlineCheck:
+        """The A/B policy's action (continue, promote, rollback), its reason and the tally so far.
 
         The guards look at the replicas' arm health first and need no UBI data, so a candidate
-        that errs or is slow is stopped at the first poll after a replica reported it."""
+        that errs or is slow is stopped at the first poll after a replica reported it. An
+        experiment still undecided after `max_s` seconds or `max_queries` of its searches is
+        rolled back: the live model stays."""
         experiment = self.experiments.load()
         if experiment is None:
-            return "rollback", "the experiment is gone (stopped by hand)"
+            return OnlineCheck("rollback", "the experiment is gone (stopped by hand)")
         try:
             health = self.arm_health.read(experiment.id) if self.arm_health is not None else {}
         except ExperimentError as exc:
             # e.g. 503 while the shard of a health index created a moment ago starts: no
             # decision without the guards, and no failed task for a hiccup; the next poll retries
             if self._ab_overdue(started_at, max_s):
-                return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {exc}"
+                return OnlineCheck("rollback", f"no decision after {max_s:.0f} s (ab_max_s): {exc}")
             log.warning("A/B guards not checked this poll: %s", exc)
-            return "continue", f"arm health unreadable, the guards retry next poll: {exc}"
+            return OnlineCheck("continue", f"arm health unreadable, guards retry next poll: {exc}")
         broken = guard(health, self.ab_settings)
         if broken is not None:
-            return "rollback", f"guard: {broken}"
+            return OnlineCheck("rollback", f"guard: {broken}")
         metrics = metrics_of(self.client, experiment, *self.ubi_indexes)
         metrics.health = health
         decision = decide(experiment, metrics, self.ab_settings)
-        if decision.action == "continue" and self._ab_overdue(started_at, max_s):
-            return "rollback", f"no decision after {max_s:.0f} s (ab_max_s): {decision.reason}"
-        return decision.action, decision.reason
+        tally = online_tally(metrics)
+        if decision.action == "continue":
+            if self._ab_overdue(started_at, max_s):
+                why = f"no decision after {max_s:.0f} s (ab_max_s): {decision.reason}"
+                return OnlineCheck("rollback", why, tally)
+            if max_queries is not None and tally["searches"] >= max_queries:
+                why = (
+                    f"no decision after {tally['searches']} searches (ab_max_queries="
+                    f"{max_queries}): {decision.reason}; the live model stays"
+                )
+                return OnlineCheck("rollback", why, tally)
+        return OnlineCheck(decision.action, decision.reason, tally)
 
     def _ab_overdue(self, started_at: float, max_s: float) -> bool:
         return self.clock() - started_at > max_s

@@ -48,14 +48,14 @@ def test_a_general_set_that_does_not_decide_is_recorded_only() -> None:
 
 
 def test_no_validation_data_is_a_rejection_unless_the_gate_is_off() -> None:
-    assert not decide(GateSettings(), {}, {}).passed
+    assert not decide(GateSettings(primary_metric="ips_dcg@10"), {}, {}).passed
     assert decide(GateSettings(enabled=False), {}, {}).passed
 
 
 def test_the_default_gates_on_ips_dcg_and_checks_the_general_set_on_ndcg() -> None:
     live = {**LIVE, "ips_dcg@10": 2.70}
     candidate = {**LIVE, "ndcg@10": 0.45, "ips_dcg@10": 2.81}  # click-label nDCG lower
-    settings = GateSettings(max_general_regression=0.02)
+    settings = GateSettings(primary_metric="ips_dcg@10", max_general_regression=0.02)
     decision = decide(settings, candidate, live)
     assert decision.passed and decision.checks["improvement"] == 0.11
     rejected = decide(settings, candidate, live, scores(0.45), LIVE)
@@ -72,11 +72,18 @@ def test_a_gain_within_the_noise_of_the_paired_sessions_is_rejected() -> None:
     candidate = {**LIVE, "ips_dcg@10": float(noisy.mean())}
     assert candidate["ips_dcg@10"] > live["ips_dcg@10"]
     independent = Paired(noisy, live_values, [f"q{i}" for i in range(4000)])  # a query each
-    decision = decide(GateSettings(), candidate, live, paired=independent)
+    decision = decide(
+        GateSettings(primary_metric="ips_dcg@10"), candidate, live, paired=independent
+    )
     assert not decision.passed
     assert "its 90% lower bound -0.0" in decision.reason
     assert decision.checks["improvement_lower_bound"] < 0 < decision.checks["improvement"]
-    mean_only = decide(GateSettings(confidence=0.5), candidate, live, paired=independent)
+    mean_only = decide(
+        GateSettings(primary_metric="ips_dcg@10", confidence=0.5),
+        candidate,
+        live,
+        paired=independent,
+    )
     assert mean_only.passed
 
 
@@ -87,7 +94,7 @@ def test_a_clear_paired_gain_passes_with_its_lower_bound() -> None:
     live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
     candidate = {**LIVE, "ips_dcg@10": float(better.mean())}
     paired = Paired(better, live_values, [f"q{i}" for i in range(4000)])
-    decision = decide(GateSettings(), candidate, live, paired=paired)
+    decision = decide(GateSettings(primary_metric="ips_dcg@10"), candidate, live, paired=paired)
     assert decision.passed and "lower bound +0.0" in decision.reason
     assert 0 < decision.checks["improvement_lower_bound"] < decision.checks["improvement"]
 
@@ -121,7 +128,7 @@ def test_sessions_of_one_query_count_as_one_query_in_the_bound() -> None:
     as the confidence allows (10% at 0.9). Sessions taken as independent pass far more."""
     queries = [f"q{i}" for i in range(40) for _ in range(10)]
     alone = [f"s{i}" for i in range(400)]  # every session its own query: the naive bound
-    settings = GateSettings(confidence=0.9)
+    settings = GateSettings(primary_metric="ips_dcg@10", confidence=0.9)
     rng = np.random.default_rng(11)
     passed = {"clustered": 0, "naive": 0}
     repetitions = 400
@@ -144,11 +151,21 @@ def test_too_few_confirm_queries_leave_the_decision_undecided() -> None:
     values = np.linspace(1.0, 2.0, 12)
     paired = Paired(values + 1.0, values, [f"q{i % 6}" for i in range(12)], 5, 9)
     candidate, live = {**LIVE, "ips_dcg@10": 2.5}, {**LIVE, "ips_dcg@10": 1.5}
-    decision = decide(GateSettings(min_confirm_queries=8), candidate, live, paired=paired)
+    decision = decide(
+        GateSettings(primary_metric="ips_dcg@10", min_confirm_queries=8),
+        candidate,
+        live,
+        paired=paired,
+    )
     assert not decision.passed and decision.undecided
     assert decision.reason.startswith("undecided: 6 queries, need 8")
     assert "the live model stays" in decision.reason
-    assert decide(GateSettings(min_confirm_queries=6), candidate, live, paired=paired).passed
+    assert decide(
+        GateSettings(primary_metric="ips_dcg@10", min_confirm_queries=6),
+        candidate,
+        live,
+        paired=paired,
+    ).passed
 
 
 def test_every_decision_states_its_confidence_and_both_parts() -> None:
@@ -157,7 +174,9 @@ def test_every_decision_states_its_confidence_and_both_parts() -> None:
     paired = Paired(live_values + 0.5, live_values, [f"q{i % 25}" for i in range(200)], 20, 150)
     candidate = {**LIVE, "ips_dcg@10": float(live_values.mean()) + 0.5}
     live = {**LIVE, "ips_dcg@10": float(live_values.mean())}
-    decision = decide(GateSettings(confidence=0.95), candidate, live, paired=paired)
+    decision = decide(
+        GateSettings(primary_metric="ips_dcg@10", confidence=0.95), candidate, live, paired=paired
+    )
     assert decision.passed
     assert decision.checks["confidence"] == 0.95
     assert (decision.checks["confirm_queries"], decision.checks["confirm_sessions"]) == (25, 200)
@@ -165,5 +184,10 @@ def test_every_decision_states_its_confidence_and_both_parts() -> None:
     assert "confidence 95%; confirm part 25 queries, 200 sessions" in decision.reason
     assert "select part 20 queries, 150 sessions" in decision.reason
     nothing_selected = Paired(paired.candidate, paired.live, paired.queries)
-    rejected = decide(GateSettings(min_improvement=1.0), candidate, live, paired=nothing_selected)
+    rejected = decide(
+        GateSettings(primary_metric="ips_dcg@10", min_improvement=1.0),
+        candidate,
+        live,
+        paired=nothing_selected,
+    )
     assert not rejected.passed and "no select part (one hyperparameter set" in rejected.reason

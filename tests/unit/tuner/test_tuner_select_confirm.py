@@ -78,7 +78,7 @@ def false_pass_rate(sets_told: int, repetitions: int = 300) -> float:
 
     Each repetition draws forty queries of four sessions; every set's per-session ips_dcg@10 is
     the live model's plus noise that is zero on average (part shared by a query's sessions)."""
-    settings = GateSettings(confidence=0.9, min_confirm_queries=5)
+    settings = GateSettings(primary_metric="ips_dcg@10", confidence=0.9, min_confirm_queries=5)
     passed = 0
     for repetition in range(repetitions):
         rng = np.random.default_rng(repetition)

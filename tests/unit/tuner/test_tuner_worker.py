@@ -12,7 +12,7 @@ from tuner.batches import Batch, BatchStore
 from tuner.config import RolloutMode, WorkerSettings
 from tuner.worker.lock import Lease
 from tuner.worker.runner import TaskRunner
-from tuner.worker.stages import TrainOutcome
+from tuner.worker.stages import OnlineCheck, TrainOutcome
 from tuner.worker.trigger import check, decide
 
 SETTINGS = WorkerSettings(min_new_sessions=10, min_interval_s=600, rollout=RolloutMode.promote)
@@ -75,6 +75,8 @@ class FakeStages:
         self.registry: list[str] = ["base"]
         self.outcome, self.fail_in = outcome, fail_in
         self.decisions = ["continue", "promote"]
+        self.verdict = "promote"  # the offline stage's verdict on a registered candidate
+        self.modes: list[str] = []
         self.on_train: Any = None
 
     def _call(self, name: str) -> None:
@@ -100,7 +102,7 @@ class FakeStages:
         if self.outcome != "done":
             return TrainOutcome("rejected", None, "gate: no better", {"candidate": {}})
         self.registry.append("v1")
-        return TrainOutcome("done", "v1", "gate passed", {"pairs": 3})
+        return TrainOutcome("done", "v1", "gate passed", {"pairs": 3, "verdict": self.verdict})
 
     def adopt(self, version: str) -> None:
         self._call(f"adopt {version}")
@@ -111,11 +113,14 @@ class FakeStages:
 
     def start_ab(self, version: str, traffic: float, mode: str) -> str:
         self._call("start_ab")
+        self.modes.append(mode)
         return "exp1"
 
-    def ab_decision(self, started_at: float, max_s: float) -> tuple[str, str]:
+    def ab_decision(
+        self, started_at: float, max_s: float, max_queries: int | None = None
+    ) -> OnlineCheck:
         self._call("ab_decision")
-        return self.decisions.pop(0), "policy"
+        return OnlineCheck(self.decisions.pop(0), "policy", {"wins": 3, "searches": 9})
 
     def promote(self, version: str) -> dict[str, Any]:
         self._call("promote")
@@ -183,6 +188,26 @@ def test_ab_mode_waits_for_the_policy_then_promotes() -> None:
     final = runner.run(store.get(waiting.id))
     assert final.status == TaskStatus.done and final.resumes == 0
     assert stages.calls.count("start_ab") == 1 and stages.calls[-1] == "promote"
+
+
+def test_two_stage_promotes_strong_offline_evidence_without_an_online_test() -> None:
+    store, stages = _store(), FakeStages()
+    settings = SETTINGS.model_copy(update={"rollout": RolloutMode.two_stage})
+    final = TaskRunner(store, stages, settings, "w1").run(_queued(store))
+    assert final.status == TaskStatus.done and "start_ab" not in stages.calls
+
+
+def test_two_stage_tests_a_non_inferior_candidate_interleaved_and_records_the_tally() -> None:
+    store, stages = _store(), FakeStages()
+    stages.verdict, stages.decisions = "online", ["continue", "rollback"]
+    settings = SETTINGS.model_copy(update={"rollout": RolloutMode.two_stage, "ab_mode": "split"})
+    runner = TaskRunner(store, stages, settings, "w1")
+    waiting = runner.run(_queued(store))
+    assert waiting.stage == Stage.ab_running and stages.modes == ["interleave"]
+    assert waiting.metrics["online"] == {"wins": 3, "searches": 9, "decision": "continue"}
+    final = runner.run(store.get(waiting.id))
+    assert final.status == TaskStatus.rejected and final.reason == "policy"
+    assert final.metrics["online"]["decision"] == "rollback" and "promote" not in stages.calls
 
 
 def test_a_failing_stage_fails_the_task_with_the_reason_after_cleaning_up() -> None:

@@ -53,7 +53,7 @@ def test_a_candidate_failing_on_two_replicas_is_rolled_back_with_the_summed_coun
             ledger.record(experiment, CANDIDATE, 5.0, failed=i < failures)
             ledger.record(experiment, CONTROL, 5.0, failed=False)
         HealthReporter(ledger, store, replica, 60).flush()
-    action, reason = stages.ab_decision(started_at=0.0, max_s=1e12)
+    action, reason, _ = stages.ab_decision(started_at=0.0, max_s=1e12)
     assert action == "rollback"
     assert reason.startswith("guard: ") and "6 of 50 searches failed" in reason
 
@@ -70,7 +70,7 @@ def test_unreadable_arm_health_keeps_the_experiment_running_until_ab_max_s(
 ) -> None:
     stages, _ = _stages(tmp_path, _UnreadableHealth())
     stages.clock = lambda: 100.0
-    action, reason = stages.ab_decision(started_at=50.0, max_s=600.0)
+    action, reason, _ = stages.ab_decision(started_at=50.0, max_s=600.0)
     assert action == "continue" and "503" in reason  # the UBI indexes were not read either
-    action, reason = stages.ab_decision(started_at=-900.0, max_s=600.0)
+    action, reason, _ = stages.ab_decision(started_at=-900.0, max_s=600.0)
     assert action == "rollback" and "ab_max_s" in reason

@@ -102,8 +102,9 @@ def _batch(context, tuner_settings, batch_id: str | None, now: bool):  # type: i
 def _run(released, context, tuner_settings, notify, as_json: bool):  # type: ignore[no-untyped-def]
     from tuner.iteration import run_training_iteration
 
+    # No online test follows a manual run: a candidate must show its gain offline.
     return run_training_iteration(
-        released, context, tuner_settings, notify=notify, progress=not as_json
+        released, context, tuner_settings, notify=notify, progress=not as_json, online=False
     )
 
 

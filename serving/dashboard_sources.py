@@ -215,6 +215,34 @@ def _from_report(path: Path) -> dict[str, Any]:
         "series": series,
         "references": references,
         "uplift_ndcg@10_pct": uplift,
+        "decisions": [_decision_row(r) for r in rounds[1:]],
+    }
+
+
+def _decision_row(round_: dict[str, Any]) -> dict[str, Any]:
+    """One round's decision in words: the gate's verdict, estimate and bound; the online test's
+    wins / losses / ties and searches; the outcome; and (demo --score-candidates) the
+    candidate's true nDCG@10 delta on the test queries."""
+    offline, online = round_.get("offline") or {}, round_.get("online") or {}
+    estimate, bound = offline.get("improvement_per_query"), offline.get("improvement_lower_bound")
+    offline_text = offline.get("verdict", "-")
+    if estimate is not None and bound is not None:
+        offline_text += f" {estimate:+.4f} (LB {bound:+.4f})"
+    online_text = "-"
+    if online:
+        online_text = (
+            f"{online.get('wins', 0)}/{online.get('losses', 0)}/{online.get('ties', 0)} in "
+            f"{online.get('searches', 0)} searches: {online.get('decision', '?')}"
+        )
+    candidate = (round_.get("candidate_exact") or {}).get("ndcg@10")
+    live = (round_.get("live_exact") or {}).get("ndcg@10")
+    delta = round(candidate - live, 4) if candidate is not None and live is not None else None
+    return {
+        "round": round_.get("round"),
+        "offline": offline_text,
+        "online": online_text,
+        "outcome": round_.get("status"),
+        "true_delta": delta,
     }
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from clicktune.cli.common import fail, settings_of
+from tuner.config import RolloutMode
 from tuner.simulator import ClickModel, UserModel
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "products-synth"
@@ -86,6 +87,23 @@ def demo(
     dbn_continue: Annotated[
         float, typer.Option(help="dbn: probability of going on to the next rank unsatisfied")
     ] = 0.9,
+    rollout: Annotated[
+        RolloutMode,
+        typer.Option(
+            help="two_stage: a candidate the offline gate calls not worse is tested online, "
+            "interleaved with the live model on the shoppers' next searches, unless the offline "
+            "evidence of a gain is strong; promote: the gate alone decides"
+        ),
+    ] = RolloutMode.two_stage,
+    online_passes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="two_stage: at most this many passes of the train queries for an online test "
+            "(its traffic budget; undecided by then: rolled back)",
+        ),
+    ] = 3,
     references_only: Annotated[
         bool,
         typer.Option(
@@ -149,6 +167,8 @@ def demo(
         references=references,
         score_candidates=score_candidates,
         user=user,
+        rollout=rollout,
+        online_passes=online_passes,
     )
     interrupt_on_sigterm()
     config_path = ctx.find_root().obj.config_path

@@ -34,6 +34,7 @@ from serving.indexer import index_corpus
 from serving.model_loader import load_model_dir
 from serving.registry import LocalRegistry
 from serving.vector_index import DocumentIndex
+from tuner.config import RolloutMode
 from tuner.judged import JudgedCollection, load_collection
 from tuner.offline_eval import evaluate_collection
 from tuner.simulator import ClickSimulator, UserModel
@@ -59,6 +60,8 @@ class DemoOptions:
     score_candidates: bool = False  # each round's candidate on the test queries, rejected too
     user: UserModel = field(default_factory=lambda: UserModel(eta=1.0, noise=0.05))
     seed: int = 0
+    rollout: RolloutMode = RolloutMode.two_stage  # or promote: straight after the gate
+    online_passes: int = 3  # at most this many passes of the train queries for an online test
 
 
 @dataclass
@@ -73,18 +76,31 @@ class RoundResult:
     # each ranking the whole corpus for the test queries (exact search, as the references)
     candidate_exact: dict[str, float] | None = None
     live_exact: dict[str, float] | None = None
+    # the two stages of the decision: the gate's verdict and bounds, and the online test's tally
+    offline: dict[str, Any] | None = None
+    online: dict[str, Any] | None = None
 
 
 def namespace_env(
-    run_id: str, home: Path, randomize: float = 0.0, explore_depth: int = 10
+    run_id: str,
+    home: Path,
+    randomize: float = 0.0,
+    explore_depth: int = 10,
+    rollout: RolloutMode = RolloutMode.two_stage,
+    online_budget: int | None = None,
 ) -> dict[str, str]:
     """Environment overrides that give one demo run its own topics, indexes, alias and home,
     and the share of searches whose top `explore_depth` hits the serving side shuffles. The
     tuner worker triggers on each round's sessions at once (no grace period, no minimum interval)
-    and promotes a candidate that passes the gate straight away (the demo measures every round)."""
+    and decides with `rollout`: two_stage tests a candidate the gate calls non-inferior as an
+    interleaved arm on the shoppers' next searches, within `online_budget` searches."""
+    budget = (
+        {"CLICKTUNE_TUNER__WORKER__AB_MAX_QUERIES": str(online_budget)} if online_budget else {}
+    )
     return {
+        **budget,
         "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}-tasks",
-        "CLICKTUNE_TUNER__WORKER__ROLLOUT": "promote",
+        "CLICKTUNE_TUNER__WORKER__ROLLOUT": rollout.value,
         "CLICKTUNE_TUNER__WORKER__MIN_NEW_SESSIONS": str(MIN_ROUND_SESSIONS),
         "CLICKTUNE_TUNER__WORKER__MIN_INTERVAL_S": "0",
         "CLICKTUNE_TUNER__BATCHES__GRACE_S": "0",
@@ -133,9 +149,18 @@ class ClosedLoop:
         self.collection: JudgedCollection = load_collection(options.dataset)
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.run_id = run_id or f"demo-{_slug(self.collection.name)}-{stamp}"
+        train_queries = len(self.collection.split_queries("train"))
+        # the online test's traffic budget, a little under what the passes send, so that it
+        # decides (or rolls back) by the last pass
+        budget = int(0.9 * options.online_passes * options.users_per_query * train_queries)
         os.environ.update(
             namespace_env(
-                self.run_id, options.report_dir / "home", options.randomize, options.explore_depth
+                self.run_id,
+                options.report_dir / "home",
+                options.randomize,
+                options.explore_depth,
+                options.rollout,
+                max(1, budget),
             )
         )
         if options.score_candidates:
@@ -225,7 +250,11 @@ class ClosedLoop:
         timings["ingest"] = _since(started) - timings["traffic"]
         trained = self._train(number)
         timings["task"] = _since(started) - timings["traffic"] - timings["ingest"]
-        scored = _exact_scores(trained)
+        if trained.get("stage") == "ab_running":
+            online_started = time.perf_counter()
+            trained = self._online(number, serve, ingest, trained, traffic)
+            timings["online"] = _since(online_started)
+        scored = {**_exact_scores(trained), **_decision(trained)}
         if trained.get("status") != "done":
             self.echo(
                 f"round {number}: candidate {trained.get('status')} "
@@ -244,12 +273,42 @@ class ClosedLoop:
             return result, serve
         version = str(trained["version"])
         live = self.doc_index.live_index()
-        self.echo(f"round {number}: the tuner worker promoted {version} (index {live})")
+        how = "after the online test" if trained.get("metrics", {}).get("online") else "offline"
+        self.echo(f"round {number}: the tuner worker promoted {version} {how} (index {live})")
         result = self._measure(number, version, traffic)
         result.status, result.seconds = "promoted", {**timings, **result.seconds}
         result.candidate_exact, result.live_exact = scored["candidate_exact"], scored["live_exact"]
+        result.offline, result.online = scored["offline"], scored["online"]
         serve.stop()
         return result, ServeProcess(self.logs / f"serve-{number}.log")
+
+    def _online(
+        self,
+        number: int,
+        serve: ServeProcess,
+        ingest: ChildProcess,
+        task: dict[str, Any],
+        traffic: dict[str, int],
+    ) -> dict[str, Any]:
+        """The online stage: the shoppers search on (every search now an interleaving of the
+        live model and the candidate) and the tuner worker polls the sequential test after each
+        pass, until it promotes or rolls back (at the latest at its traffic budget)."""
+        for attempt in range(1, self.options.online_passes + 1):
+            self.echo(f"round {number}: online test, pass {attempt}: {task.get('reason', '')}")
+            sent = self._traffic(number, serve.url, online_pass=attempt)
+            for key, value in sent.items():
+                traffic[f"online_{key}"] = traffic.get(f"online_{key}", 0) + value
+            self._wait_for_ingest(ingest)
+            task = self._train(number, suffix=f"-online-{attempt}")
+            online = task.get("metrics", {}).get("online", {})
+            self.echo(
+                f"round {number}: online test after pass {attempt}: {online.get('wins', 0)} wins, "
+                f"{online.get('losses', 0)} losses, {online.get('ties', 0)} ties: "
+                f"{online.get('decision', task.get('status'))}"
+            )
+            if task.get("stage") != "ab_running":
+                return task
+        return task
 
     def _import_base(self) -> None:
         from tuner.publish import import_model
@@ -302,12 +361,11 @@ class ClosedLoop:
             seconds={"measure": evaluation.seconds},
         )
 
-    def _traffic(self, number: int, url: str) -> dict[str, int]:
+    def _traffic(self, number: int, url: str, online_pass: int = 0) -> dict[str, int]:
         from kafka import KafkaProducer
 
-        simulator = ClickSimulator(
-            self.collection.qrels, self.options.user, seed=self.options.seed + number
-        )
+        seed = self.options.seed + number + 1000 * online_pass  # each pass its own shoppers
+        simulator = ClickSimulator(self.collection.qrels, self.options.user, seed=seed)
         producer = KafkaProducer(**kafka_options(self.settings.kafka), acks="all", linger_ms=20)
         try:
             report = simulate_round(
@@ -315,7 +373,7 @@ class ClosedLoop:
                 self.collection,
                 simulator,
                 EventSink(producer, self.settings.ingest.events_topic),
-                round_number=number,
+                round_number=number + 1000 * online_pass,
                 users_per_query=self.options.users_per_query,
                 seed=self.options.seed,
             )
@@ -345,14 +403,15 @@ class ClosedLoop:
             time.sleep(1)
         raise RuntimeError(f"ingest did not catch up in {timeout_s:.0f} s: want {targets}")
 
-    def _train(self, number: int) -> dict[str, Any]:
+    def _train(self, number: int, suffix: str = "") -> dict[str, Any]:
         """One pass of the tuner worker: its trigger sees the round's sessions, queues a task
-        and runs it to the end (`clicktune tuner run --once --json`); the task's record."""
+        and runs it to the end or to its online test, or polls the online test of a task
+        waiting in it (`clicktune tuner run --once --json`); the task's record."""
         args = [sys.executable, "-m", "clicktune", "tuner", "run", "--once", "--json"]
         env = dict(os.environ)
         if self.options.max_steps is not None:
             env["CLICKTUNE_TUNER__TRAIN__MAX_STEPS"] = str(self.options.max_steps)
-        log_path = self.logs / f"tuner-{number}.log"
+        log_path = self.logs / f"tuner-{number}{suffix}.log"
         self.echo(f"round {number}: tuner worker (log: {log_path})")
         with log_path.open("w") as stderr:
             done = subprocess.run(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
@@ -381,6 +440,33 @@ def _exact_scores(task: dict[str, Any]) -> dict[str, dict[str, float] | None]:
         "candidate_exact": _rounded(metrics.get("candidate_general")),
         "live_exact": _rounded(metrics.get("live_general")),
     }
+
+
+def _decision(task: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """The two stages of the task's decision: the gate's verdict with its estimate and bounds,
+    and the online test's tally and outcome (None where the task did not get there)."""
+    metrics = task.get("metrics") or {}
+    gate = metrics.get("gate") or {}
+    offline = None
+    if metrics.get("verdict"):
+        offline = {
+            "verdict": metrics["verdict"],
+            **{k: gate[k] for k in OFFLINE_FIGURES if k in gate},
+        }
+    online = dict(metrics["online"]) if metrics.get("online") else None
+    if online is not None:
+        online["reason"] = task.get("reason")
+    return {"offline": offline, "online": online}
+
+
+OFFLINE_FIGURES = (
+    "improvement_per_query",
+    "improvement_lower_bound",
+    "promote_bound",
+    "confidence",
+    "promote_confidence",
+    "confirm_queries",
+)
 
 
 def _rounded(metrics: dict[str, float] | None) -> dict[str, float] | None:

@@ -37,6 +37,8 @@ def build_report(
                 "seconds": r.seconds,
                 "candidate_exact": _pick(r.candidate_exact),
                 "live_exact": _pick(r.live_exact),
+                "offline": r.offline,
+                "online": r.online,
             }
             for r in rounds
         ],
@@ -101,27 +103,35 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"# clicktune demo on {report['dataset']}",
         "",
         "| round | live model | status | nDCG@10 | MRR@10 | Recall@100 | nDCG@10 vs base "
-        "| candidate vs live, exact |",
-        "|---|---|---|---|---|---|---|---|",
+        "| candidate vs live, exact | offline | online |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rounds"]:
         m = r["metrics"]
         lines.append(
             f"| {r['round']} | {r['model_version']} | {r['status']} | {m['ndcg@10']:.4f} | "
             f"{m['mrr@10']:.4f} | {m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} "
-            f"| {_candidate_vs_live(r)} |"
+            f"| {_candidate_vs_live(r)} | {offline_cell(r.get('offline'))} "
+            f"| {online_cell(r.get('online'))} |"
         )
     for name in REFERENCES:
         m = report.get(name)
         if m:
             lines.append(
                 f"| ref | {name} | - | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | "
-                f"{m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} | - |"
+                f"{m['recall@100']:.4f} | {_relative(m['ndcg@10'], base)} | - | - | - |"
             )
     users = report.get("users")
     if users:
         shown = ", ".join(f"{k} {v}" for k, v in users.items())
         lines += ["", f"Simulated users: {shown}."]
+    if any(r.get("offline") for r in report["rounds"]):
+        lines += [
+            "",
+            "Offline: the gate's verdict (promote: strong evidence; online: not worse, tested "
+            "online; reject; undecided) with the per-query dr_dcg@10 gain and its lower bound. "
+            "Online: the interleaving test's candidate wins/losses/ties and the searches it took.",
+        ]
     if any(r.get("candidate_exact") for r in report["rounds"]):
         lines += [
             "",
@@ -141,6 +151,28 @@ def markdown_table(report: dict[str, Any]) -> str:
             "one fine-tune from the base each.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def offline_cell(offline: Mapping[str, Any] | None) -> str:
+    """The gate's verdict with its per-query estimate and lower bound, e.g.
+    'online: +0.0123 (LB -0.0045)'; '-' when no candidate was gated."""
+    if not offline:
+        return "-"
+    estimate = offline.get("improvement_per_query")
+    bound = offline.get("improvement_lower_bound")
+    if estimate is None or bound is None:
+        return str(offline.get("verdict", "-"))
+    return f"{offline['verdict']}: {estimate:+.4f} (LB {bound:+.4f})"
+
+
+def online_cell(online: Mapping[str, Any] | None) -> str:
+    """The interleaving test's wins / losses / ties, searches and outcome; '-' without one."""
+    if not online:
+        return "-"
+    return (
+        f"{online.get('decision', '?')}: {online.get('wins', 0)}/{online.get('losses', 0)}/"
+        f"{online.get('ties', 0)} in {online.get('searches', 0)} searches"
+    )
 
 
 def ipw_gain(report: Mapping[str, Any]) -> float | None:

@@ -3,13 +3,18 @@ processes (serve, ingest worker, tuner worker) run the loop and the report has t
 and the round's candidate scored on the test queries beside the live model (`--score-candidates`).
 
 Short on purpose (one shopper per query, a few training steps): this checks the plumbing of the
-main job, not the uplift, which the demo's own report measures at full length. The references
-the run skipped are then trained with `--references-only` from the run's stored sessions.
+main job, not the uplift, which the demo's own report measures at full length. The gate is set
+to send every candidate to the online stage (no direct promotion, a wide non-inferiority
+margin), so the round runs an interleaved test on the shoppers' next pass, against the real
+servers; one pass is under the test's minimum, so its traffic budget rolls the candidate back.
+The references the run skipped are then trained with `--references-only` from the run's stored
+sessions.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +30,18 @@ def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) 
     report_dir = tmp_path / "report"
     args = ["demo", "--rounds", "1", "--users-per-query", "1", "--max-steps", "4"]
     args += ["--no-references", "--score-candidates", "--report", str(report_dir)]
+    args += ["--online-passes", "1"]
+    env = {
+        **os.environ,
+        "CLICKTUNE_TUNER__GATE__PROMOTE_DIRECTLY": "false",
+        "CLICKTUNE_TUNER__GATE__NONINFERIORITY_MARGIN": "0.99",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "clicktune", *args], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "clicktune", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     report = json.loads((report_dir / "report.json").read_text()) if done.returncode == 0 else {}
     try:
@@ -35,8 +50,18 @@ def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) 
         assert report["supervised"] is None and report["clicks"] is None
         first = report["rounds"][1]
         assert first["round"] == 1 and set(first["metrics"]) == METRICS
-        assert first["status"] in {"promoted", "rejected"}, first
+        assert first["status"] == "rejected", first
         assert first["traffic"]["searches"] > 100 and first["traffic"]["clicks"] > 0
+        # the two stages: offline not worse (as configured), then an interleaved test that the
+        # shoppers' next pass fed and the traffic budget ended, leaving the base live
+        assert first["offline"]["verdict"] == "online", first
+        online = first["online"]
+        assert online["decision"] == "rollback" and "ab_max_queries" in online["reason"], online
+        assert online["wins"] + online["losses"] + online["ties"] == online["searches"] > 100
+        assert online["wins"] + online["losses"] > 0  # clicks credited to the teams
+        assert first["traffic"]["online_searches"] >= online["searches"]
+        assert "online test after pass 1" in done.stdout
+        assert first["model_version"] == "base"
         # the tuner scored its candidate and the live base on the test queries, not deciding
         assert set(first["candidate_exact"]) == METRICS and set(first["live_exact"]) == METRICS
         assert "candidate vs live, exact" in (report_dir / "report.md").read_text()

@@ -151,3 +151,34 @@ def test_a_dataset_that_is_not_a_collection_fails_before_starting_anything(tmp_p
         result.output
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_each_round_reports_both_stages_of_its_decision() -> None:
+    from clicktune.demo.loop import _decision
+
+    task = {
+        "status": "rejected",
+        "reason": "win share - 1/2 -0.0400, Lambda 25.3 >= 20 (alpha=0.05)",
+        "metrics": {
+            "verdict": "online",
+            "gate": {"improvement_per_query": 0.0123, "improvement_lower_bound": -0.0045},
+            "online": {"wins": 40, "losses": 61, "ties": 900, "searches": 1001,
+                       "decision": "rollback"},
+        },
+    }  # fmt: skip
+    decided = _decision(task)
+    assert decided["offline"] == {
+        "verdict": "online",
+        "improvement_per_query": 0.0123,
+        "improvement_lower_bound": -0.0045,
+    }
+    assert decided["online"]["reason"].startswith("win share")
+    rounds = [
+        ROUNDS[0],
+        RoundResult(1, "base", metrics(0.60), status="rejected", **decided),
+    ]
+    report = build_report("products-synth", rounds, REFERENCES)
+    assert report["rounds"][1]["online"]["wins"] == 40
+    table = markdown_table(report)
+    assert "| online: +0.0123 (LB -0.0045) | rollback: 40/61/900 in 1001 searches |" in table
+    assert _decision({"status": "rejected", "metrics": {}}) == {"offline": None, "online": None}

@@ -302,6 +302,25 @@ def test_uplift_reads_the_newest_report_else_registry_metrics(
         "values": [None, 0.25, 0.28],
     }
 
+    # the two stages of each round's decision, with the candidate's true delta
+    body["rounds"][2].update(
+        live_exact={"ndcg@10": 0.25},
+        offline={"verdict": "online", "improvement_per_query": 0.0123,
+                 "improvement_lower_bound": -0.0045},
+        online={"wins": 40, "losses": 61, "ties": 900, "searches": 1001, "decision": "rollback"},
+    )  # fmt: skip
+    path.write_text(json.dumps(body))
+    assert read()["decisions"] == [
+        {"round": 1, "offline": "-", "online": "-", "outcome": "promoted", "true_delta": None},
+        {
+            "round": 2,
+            "offline": "online +0.0123 (LB -0.0045)",
+            "online": "40/61/900 in 1001 searches: rollback",
+            "outcome": "rejected",
+            "true_delta": 0.03,
+        },
+    ]
+
 
 def test_training_runs_are_the_trained_versions_newest_first(registry: LocalRegistry) -> None:
     runs = training_source(registry, shown=2)()["runs"]

@@ -262,13 +262,14 @@ def _interleave_estimate(tally_: InterleaveTally) -> tuple[float, float, int]:
 
 
 def _rank(event: dict, query: dict) -> int:
+    """The clicked hit's place in the list the query showed (-1: not shown). The event's
+    `position.ordinal` is not read: front ends count from 0 or 1, or leave it out, and the
+    tuner takes ranks from the shown list too."""
     attributes = event.get("event_attributes") or {}
-    ordinal = (attributes.get("position") or {}).get("ordinal")
-    if isinstance(ordinal, int):
-        return ordinal
-    object_id = (attributes.get("object") or {}).get("object_id")
-    hits = query.get("query_response_hit_ids") or []
-    return hits.index(object_id) if object_id in hits else -1
+    target = attributes.get("object") if isinstance(attributes, dict) else None
+    object_id = target.get("object_id") if isinstance(target, dict) else None
+    hits = [str(h) for h in query.get("query_response_hit_ids") or []]
+    return hits.index(str(object_id)) if object_id is not None and str(object_id) in hits else -1
 
 
 def _scan(client: OpenSearch, index: str, query: dict) -> Iterable[dict]:

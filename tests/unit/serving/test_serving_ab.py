@@ -124,7 +124,11 @@ def test_tally_joins_events_to_queries_by_arm() -> None:
         },
         {"query_id": "q3", "query_attributes": {"arm": CANDIDATE}, "query_response_hit_ids": ["a"]},
     ]
-    click = {"action_name": "click", "event_attributes": {"position": {"ordinal": 1}}}
+    # the rank is the hit's place in the shown list; a 1-based ordinal does not move it
+    click = {
+        "action_name": "click",
+        "event_attributes": {"object": {"object_id": "b"}, "position": {"ordinal": 2}},
+    }
     events = {"q2": [click, {"action_name": "purchase", "event_attributes": {}}]}
     metrics = tally(queries, events)
     assert metrics.arms[CONTROL].queries == 1 and metrics.arms[CONTROL].ctr == 0

@@ -19,7 +19,15 @@ from typing import Any
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-__all__ = ["SAMPLES", "rfc3339_times", "sample", "schema", "spec_records", "validator"]
+__all__ = [
+    "SAMPLES",
+    "json_values",
+    "rfc3339_times",
+    "sample",
+    "schema",
+    "spec_records",
+    "validator",
+]
 
 SPEC = Path(__file__).parent / "ubi_spec"
 SCHEMAS = {"event": "event.schema.json", "query": "query.request.schema.json"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
@@ -114,6 +114,22 @@ def produce(settings: Settings, topic: str, values: list[bytes]) -> list[Any]:
     metadata = [future.get(timeout=30) for future in futures]
     producer.close()
     return metadata
+
+
+def dead_letters(settings: Settings) -> list[Any]:
+    """Every record on the test's two dead-letter topics so far."""
+    s = settings.ingest
+    consumer = KafkaConsumer(
+        dlq_topic(s.queries_topic),
+        dlq_topic(s.events_topic),
+        **kafka_options(settings.kafka),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
+    letters = list(consumer)
+    consumer.close()
+    return letters
 
 
 def stored_count(opensearch: Any, index: str) -> int:

@@ -10,15 +10,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from opensearchpy import helpers
 
 from clicktune.cli.ingest import build_worker, read_status
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
-from ingest.dlq import dlq_topic
 from ingest.ids import content_id
-from tests.integration.ingest_support import drop_ingest_state
+from tests.integration.ingest_support import dead_letters, drop_ingest_state
 
 pytestmark = pytest.mark.integration
 
@@ -143,21 +142,6 @@ def _stored_ids(opensearch: Any, index: str) -> list[str]:
     return [hit["_id"] for hit in helpers.scan(opensearch, index=index, _source=False)]
 
 
-def _dead_letters(settings: Settings) -> list[Any]:
-    s = settings.ingest
-    consumer = KafkaConsumer(
-        dlq_topic(s.queries_topic),
-        dlq_topic(s.events_topic),
-        **kafka_options(settings.kafka),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    letters = list(consumer)
-    consumer.close()
-    return letters
-
-
 def test_every_valid_record_stored_once_and_every_invalid_one_dead_lettered(
     ingest_settings: Settings, opensearch: Any
 ) -> None:
@@ -185,7 +169,7 @@ def test_every_valid_record_stored_once_and_every_invalid_one_dead_lettered(
     assert sample["unknown_extra"] == {"kept": True}
     assert sample["timestamp"] == "2025-06-01T12:00:00.001Z"
 
-    letters = _dead_letters(ingest_settings)
+    letters = dead_letters(ingest_settings)
     assert {letter.value for letter in letters} == invalid
     for letter in letters:
         headers = dict(letter.headers)

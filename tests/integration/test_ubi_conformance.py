@@ -6,20 +6,19 @@ count, what it cannot train on."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from clicktune.cli.ingest import build_worker
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
-from ingest.dlq import dlq_topic
 from ingest.validate import RecordKind, ValidRecord, validate_record
-from tests.integration.ingest_support import drop_ingest_state
+from tests.integration import ingest_support
+from tests.integration.ingest_support import dead_letters
 from tests.ubi_spec_records import SAMPLES, sample, spec_records
 from tuner.sessions import read_sessions
 
@@ -29,21 +28,7 @@ N_PER_KIND = 250
 SENT_MS = 1_767_225_600_000  # the Kafka timestamp of every record: stamps queries without one
 
 
-@pytest.fixture()
-def ingest_settings(services: Settings, unique: str, opensearch: Any) -> Iterator[Settings]:
-    ingest = services.ingest.model_copy(
-        update={
-            "queries_topic": f"test.{unique}.queries",
-            "events_topic": f"test.{unique}.events",
-            "queries_index": f"test_{unique}_queries",
-            "events_index": f"test_{unique}_events",
-            "group_id": f"test-{unique}",
-            "progress_interval_s": 1.0,
-        }
-    )
-    settings = services.model_copy(update={"ingest": ingest})
-    yield settings
-    drop_ingest_state(opensearch, settings, f"test_{unique}_*")
+ingest_settings = ingest_support.ingest_settings  # the fixture: the test's own topics, indexes
 
 
 def drawn(strategy: st.SearchStrategy[Any], n: int) -> list[Any]:
@@ -108,7 +93,7 @@ def test_spec_valid_records_and_the_specs_samples_are_all_stored(
 
     sent = sum(len(batch) for batch in records.values())
     assert (stats.read, stats.dead_lettered) == (sent, 0)
-    assert _dead_letters(ingest_settings) == []
+    assert dead_letters(ingest_settings) == []
     for kind, ids in expected.items():
         opensearch.indices.refresh(index=indexes[kind])
         found = opensearch.mget(index=indexes[kind], body={"ids": sorted(ids)}, _source=False)
@@ -126,18 +111,3 @@ def test_spec_valid_records_and_the_specs_samples_are_all_stored(
     sessions = read_sessions(opensearch, s)  # whatever the spec let clients put there
     (int_session,) = [x for x in sessions if x.query_id == "q-int"]
     assert [a.object_id for a in int_session.actions] == ["12345"]
-
-
-def _dead_letters(settings: Settings) -> list[Any]:
-    s = settings.ingest
-    consumer = KafkaConsumer(
-        dlq_topic(s.queries_topic),
-        dlq_topic(s.events_topic),
-        **kafka_options(settings.kafka),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    letters = [(m.value, dict(m.headers).get("reason")) for m in consumer]
-    consumer.close()
-    return letters

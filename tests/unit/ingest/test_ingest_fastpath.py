@@ -25,23 +25,12 @@ from ingest.validate import (
     validate_record,
     validate_with_models,
 )
-from tests.ubi_spec_records import spec_records
+from tests.ubi_spec_records import json_values, spec_records
 
 MAX = 64 * 1024
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000)
 RECEIVED_MS = 1_767_225_600_000
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=4),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
 valid_ids = st.text(min_size=1, max_size=6) | st.sampled_from(["x" * 512, "é" * 512])
 ids = st.integers(0, 5).flatmap(lambda n: valid_ids if n else st.sampled_from(["", "x" * 513]))
 texts = st.text(max_size=6)

@@ -116,6 +116,25 @@ class LocalRegistry:
         self._write_json(self._history_file, history)
         self._move_alias(alias, version)
 
+    def archive(self, version: str, drop_aliases: tuple[str, ...] = ("candidate",)) -> Path:
+        """Move `version` out of the registry into `archived/` (e.g. a canceled task's
+        candidate); the aliases in `drop_aliases` that name it are removed, any other alias
+        naming it refuses the archive. Its number is never handed out again."""
+        aliases = self.aliases()
+        kept = sorted(a for a, v in aliases.items() if v == version and a not in drop_aliases)
+        if kept:
+            raise RegistryError(f"cannot archive {version!r}: alias(es) {kept} still name it")
+        if not _check_name_ok(version) or not (self._versions / version).is_dir():
+            raise RegistryError(f"cannot archive unknown version {version!r} in {self.root}")
+        dropped = {a: v for a, v in aliases.items() if v != version}
+        if dropped != aliases:
+            self._write_json(self._aliases_file, dropped)
+        archived = self.root / "archived"
+        archived.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix=f"{version}.", dir=archived))
+        os.rename(self._versions / version, target / version)
+        return target / version
+
     def alias_history(self, alias: str) -> builtins.list[str]:
         """The versions `alias` pointed at, oldest first; the last one is the current target."""
         return self._histories().get(alias, [])
@@ -177,7 +196,10 @@ class LocalRegistry:
         return sorted(p.name for p in self._versions.iterdir() if _check_name_ok(p.name))
 
     def _next_version(self) -> str:
-        numbers = [int(m.group(1)) for n in self._version_names() if (m := _AUTO_VERSION.match(n))]
+        archived = self.root / "archived"
+        gone = [p.name.split(".")[0] for p in archived.iterdir()] if archived.is_dir() else []
+        names = [*self._version_names(), *gone]
+        numbers = [int(m.group(1)) for n in names if (m := _AUTO_VERSION.match(n))]
         return f"v{max(numbers, default=0) + 1}"
 
     def _load(self, version: str, aliases: dict[str, str]) -> ModelVersion:

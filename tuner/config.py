@@ -239,6 +239,18 @@ class WorkerSettings(BaseModel):
     max_resumes: int = Field(
         default=2, ge=0, description="times a stage is resumed after a worker died in it"
     )
+    retry_initial_s: float = Field(
+        default=1.0, gt=0, description="first wait before a stage retries a transient error"
+    )
+    retry_max_s: float = Field(
+        default=60.0, gt=0, description="longest wait between tries (doubling from the first)"
+    )
+    stage_deadline_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="a stage still meeting transient OpenSearch / Kafka errors this long after "
+        "its first one fails the task",
+    )
 
 
 class TunerSettings(BaseModel):

@@ -116,6 +116,7 @@ class IterationContext:
     tracker: Tracker = NullTracker()
     general: JudgedCollection | None = None
     image_field: str | None = "image"  # CLIP models train on this field's images
+    task_id: str | None = None  # the worker's task: recorded in the version's metadata
 
 
 def run_training_iteration(
@@ -388,6 +389,8 @@ def _register(
     """Export, check parity, add int8 if it holds, then register: LocalRegistry, its
     `candidate` alias, MLflow."""
     metrics = _metrics(best, result)
+    if context.task_id is not None:  # a resumed task adopts only a version naming it
+        metrics["task_id"] = context.task_id
     with tempfile.TemporaryDirectory(prefix="clicktune-train-") as tmp:
         exported = start.kind.export(
             model,

@@ -91,8 +91,8 @@ def build_worker(settings: Settings) -> TunerWorker:
         arm_health=OpenSearchArmHealthStore(client, settings.serving.ab.health_index),
     )
 
-    def runner_for(lease_lost: Any) -> TaskRunner:
-        return TaskRunner(store, stages, worker_settings, me, lease_lost)
+    def runner_for(fence: Any) -> TaskRunner:
+        return TaskRunner(store, stages.fenced(fence), worker_settings, me, fence)
 
     return TunerWorker(
         store,

@@ -6,7 +6,8 @@ late run is run once, never twice at a time. A job refers to a module-level func
 (so it can be stored); the function finds this process's `TunerWorker` in `_WORKER`.
 
 Each tick first takes (or renews) the lease: a worker that does not hold it stands by and tries
-again at the next tick, so a standby takes over `lease_s` after the holder died.
+again at the next tick, so a standby takes over `lease_s` after the holder died. The tasks of a
+tick run behind the `Fence` of that tenure (`lock.py`): once it is lost they stop.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from serving.tasks import OpenSearchTaskStore, TaskRecord, new_task
 from tuner.batches import BatchStore
 from tuner.config import WorkerSettings
 from tuner.worker import trigger
-from tuner.worker.lock import Heartbeat, Lease
-from tuner.worker.runner import LeaseLostError, TaskRunner
+from tuner.worker.lock import Fence, Heartbeat, Lease, LeaseLostError
+from tuner.worker.runner import TaskRunner
 
 __all__ = ["TunerWorker", "run_scheduler", "worker_id"]
 
@@ -49,7 +50,7 @@ class TunerWorker:
         lease: Lease,
         batches: BatchStore,
         counter: trigger.SessionCounter,
-        runner_for: Callable[[Callable[[], bool]], TaskRunner],
+        runner_for: Callable[[Fence], TaskRunner],
         settings: WorkerSettings,
         grace: timedelta,
     ) -> None:
@@ -61,6 +62,7 @@ class TunerWorker:
         """Queue a task when the trigger says so; the decision (with counts) is returned."""
         if not self.lease.acquire():
             return self._standby()
+        fence = self.lease.fence()
         busy = self.store.unfinished()
         decision = trigger.check(
             self.batches,
@@ -73,6 +75,11 @@ class TunerWorker:
         answer: dict[str, Any] = {"trigger": decision.as_dict()}
         if decision.fire:
             metadata = {"trigger": decision.as_dict()}
+            try:
+                fence.check("queuing a task")
+            except LeaseLostError as exc:
+                log.error("%s", exc)
+                return {**answer, "stopped": str(exc)}
             task, _ = self.store.create(new_task(self.settings.fine_tuning_method, None, metadata))
             log.info("trigger queued task %s", task.id)
             answer["queued"] = task.id
@@ -87,11 +94,12 @@ class TunerWorker:
             if not self.lease.acquire():
                 return self._standby()
             done: list[dict[str, Any]] = []
-            with Heartbeat(self.lease) as beat:
-                runner = self.runner_for(beat.lost.is_set)
+            fence = self.lease.fence()
+            with Heartbeat(fence):
+                runner = self.runner_for(fence)
                 for task in self.store.unfinished()[:limit]:
                     done.append(self._run_one(runner, task))
-                    if beat.lost.is_set() or done[-1]["status"] in ("pending", "processing"):
+                    if fence.is_lost() or done[-1]["status"] in ("pending", "processing"):
                         break
             return {"tasks": done}
         finally:

@@ -4,6 +4,11 @@ Every method is safe to run again after a worker died in it: a batch released by
 is adopted, a reindex resumes from its checkpoint (the candidate alias only ever moves onto a
 complete index), an experiment already started for the version is kept, and a promotion that
 already happened is found done. The runner (`runner.py`) decides when each one runs.
+
+`fence` is the worker's lease tenure: the side effects deep inside a stage (a registration at the
+end of training, the candidate alias move) check it right before they happen. A version
+registered by a task records the task's id in its metadata (`metrics.task_id`), so a resumed
+training adopts only its own candidate.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -22,15 +27,16 @@ from serving.ab_stats import ExperimentMetrics, decide, guard, metrics_of
 from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings, EncoderSettings
 from serving.errors import ExperimentError
-from serving.index_versions import alias_holders, move_aliases
+from serving.index_versions import alias_holders, index_version, move_aliases
 from serving.model_loader import load_model_dir
-from serving.registry import LocalRegistry
+from serving.registry import LocalRegistry, ModelVersion
 from serving.reindex import CheckpointStore, Reindexer, abandon
 from serving.rollout import Publish, Rollout
 from serving.vector_index import DocumentIndex
 from tuner.batches import release_batch, reload_batch
 from tuner.config import TunerSettings
 from tuner.iteration import IterationContext, Notify, run_training_iteration
+from tuner.worker.lock import NO_FENCE, Fence
 
 __all__ = ["LoopStages", "OnlineCheck", "TrainOutcome", "online_tally"]
 
@@ -94,6 +100,11 @@ class LoopStages:
     publish: Publish | None = None
     arm_health: ArmHealthStore | None = None  # the replicas' per-arm counts, for the guards
     clock: Callable[[], float] = time.time
+    fence: Fence = NO_FENCE  # the lease tenure of the runner these stages work for
+
+    def fenced(self, fence: Fence) -> LoopStages:
+        """These stages for a runner holding `fence`."""
+        return replace(self, fence=fence)
 
     # -- releasing / training ---------------------------------------------------------------
     def batch_count(self) -> int:
@@ -106,17 +117,25 @@ class LoopStages:
         if len(released) > batches_before:
             return released[batches_before].batch_id
         grace = timedelta(seconds=self.settings.batches.grace_s)
+        self.fence.check("releasing a batch")
         batch = release_batch(self.context.store, self.context.source, datetime.now(UTC), grace)
         return batch.batch.batch_id
 
-    def versions(self) -> list[str]:
-        return [v.version for v in self.registry.list()]
+    def versions(self, task_id: str | None = None) -> list[str]:
+        """Registered versions, oldest first; with `task_id`, only those registered for it."""
+        found = self.registry.list()
+        if task_id is not None:
+            found = [v for v in found if v.metrics.get("task_id") == task_id]
+        return [v.version for v in found]
 
-    def train(self, batch_id: str, notify: Notify) -> TrainOutcome:
-        """One training iteration on `batch_id` (gate, ONNX export, registration as candidate)."""
+    def train(self, batch_id: str, notify: Notify, task_id: str | None = None) -> TrainOutcome:
+        """One training iteration on `batch_id` (gate, ONNX export, registration as candidate,
+        its metadata naming `task_id`)."""
+        registry = _FencedRegistry(self.context.registry, self.fence)
+        context = replace(self.context, registry=registry, task_id=task_id)
         released = reload_batch(self.context.store, self.context.source, batch_id)
         result = run_training_iteration(
-            released, self.context, self.settings, notify=notify, progress=False
+            released, context, self.settings, notify=notify, progress=False
         )
         decision = result.decision
         metrics: dict[str, Any] = {
@@ -137,6 +156,7 @@ class LoopStages:
     def adopt(self, version: str) -> None:
         """Finish the registration a dead worker started: the version is whole (registry adds
         are atomic and happen after the parity check); point `candidate` at it."""
+        self.fence.check(f"adopting {version}")
         self.registry.set_alias("candidate", version)
 
     # -- reindexing -------------------------------------------------------------------------
@@ -154,8 +174,10 @@ class LoopStages:
         )
         pending = reindexer.pending()
         if pending is not None and pending.model_version != version:
+            self.fence.check(f"abandoning the reindex for {pending.model_version}")
             dropped = abandon(self.doc_index, self.checkpoints, alias)
             log.warning("abandoned an interrupted reindex for another model: deleted %s", dropped)
+        self.fence.check(f"reindexing for {version}")
         return reindexer.run(resume=True).index
 
     # -- A/B --------------------------------------------------------------------------------
@@ -171,6 +193,7 @@ class LoopStages:
             )
         index = self.doc_index.settings
         control = self.registry.get("production").version
+        self.fence.check(f"starting the experiment for {version}")
         experiment = new_experiment(
             Arm(CONTROL, control, index.alias),
             Arm(CANDIDATE, version, index.candidate_alias),
@@ -226,6 +249,7 @@ class LoopStages:
     # -- promoting / cleaning up ------------------------------------------------------------
     def promote(self, version: str) -> dict[str, Any]:
         """Production alias and document alias onto `version` and its index, replicas told."""
+        self.fence.check(f"promoting {version}")
         self._stop_experiment(version)
         rollout = Rollout(
             self.registry, self.doc_index, lambda v: _Built(self.reindex(v)), self.publish
@@ -235,17 +259,42 @@ class LoopStages:
         self.context.tracker.set_alias("production", version)
         return result.as_dict()
 
-    def clean_up(self, version: str | None) -> list[str]:
-        """Undo what a stopped task left: its experiment, a partial reindex, the candidate
-        alias (the registered version and its complete index stay, like any kept version)."""
+    def clean_up(
+        self, version: str | None, *, drop_version: bool = False, keep_checkpoint: bool = False
+    ) -> list[str]:
+        """Undo what a stopped task left: its experiment, a partial reindex (unless
+        `keep_checkpoint`: a transient failure, the next run resumes it), the candidate alias.
+        The registered version and its complete index stay, like any kept version, unless
+        `drop_version` (a canceled task): then the version is archived and its idle indexes
+        deleted."""
+        self.fence.check(f"cleaning up after {version}")
         done: list[str] = []
         if self._stop_experiment(version):
             done.append("experiment stopped")
         alias = self.doc_index.settings.candidate_alias
-        if CheckpointStore(self.checkpoints, alias).load() is not None:
+        checkpoint = CheckpointStore(self.checkpoints, alias).load()
+        if checkpoint is not None and keep_checkpoint:
+            done.append(f"reindex checkpoint of {checkpoint.target} kept to resume")
+        elif checkpoint is not None:
             done.append(f"partial index {abandon(self.doc_index, self.checkpoints, alias)} deleted")
         if self._drop_candidate_alias():
             done.append(f"alias {alias} removed")
+        if drop_version and version is not None:
+            done += self._drop_version(version)
+        return done
+
+    def _drop_version(self, version: str) -> list[str]:
+        """Archive `version` and delete its indexes that no alias holds."""
+        if version not in self.versions():
+            return []
+        done = [f"version {version} archived"]
+        self.registry.archive(version)
+        client, prefix = self.doc_index.client, self.doc_index.settings.prefix
+        found = client.indices.get(index=f"{prefix}__{version}__*", params={"ignore": 404})
+        for name, body in found.items():
+            if index_version(self.doc_index, name) == version and not body.get("aliases"):
+                self.doc_index.delete(name)
+                done.append(f"index {name} deleted")
         return done
 
     def _stop_experiment(self, version: str | None) -> bool:
@@ -261,3 +310,22 @@ class LoopStages:
         if held:
             move_aliases(self.doc_index, [{"remove": {"index": i, "alias": alias}} for i in held])
         return bool(held)
+
+
+class _FencedRegistry:
+    """The registry as training writes it: every registration and alias move checks the fence
+    first, so a worker that lost its lease registers nothing."""
+
+    def __init__(self, registry: Any, fence: Fence) -> None:
+        self._registry, self._fence = registry, fence
+
+    def add(self, src_dir: Any, version: str | None = None) -> ModelVersion:
+        self._fence.check("registering a candidate")
+        return self._registry.add(src_dir, version)  # type: ignore[no-any-return]
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self._fence.check(f"pointing {alias!r} at {version}")
+        self._registry.set_alias(alias, version)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)  # reads: get, list, aliases

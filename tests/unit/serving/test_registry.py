@@ -98,3 +98,18 @@ def test_names_that_cannot_become_index_names_are_refused(
 ) -> None:
     with pytest.raises(RegistryError, match="is not allowed"):
         registry.add(model_dir(tmp_path / "a"), version=name)
+
+
+def test_archive_moves_a_version_out_and_never_reuses_its_number(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        registry.add(model_dir(tmp_path / name))
+    registry.set_alias("production", "v1")
+    registry.set_alias("candidate", "v2")
+    with pytest.raises(RegistryError, match=r"alias\(es\) \['production'\] still name it"):
+        registry.archive("v1")
+    archived = registry.archive("v2")  # a canceled task's candidate
+    assert archived.is_dir() and [v.version for v in registry.list()] == ["v1"]
+    assert registry.aliases() == {"production": "v1"}
+    assert registry.add(model_dir(tmp_path / "c")).version == "v3"

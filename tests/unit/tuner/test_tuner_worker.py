@@ -8,11 +8,11 @@ from typing import Any
 
 from serving.tasks import OpenSearchTaskStore, Stage, TaskRecord, TaskStatus, cancel_task, new_task
 from tests.unit.serving.task_fakes import FakeOpenSearch
+from tests.unit.tuner.worker_fakes import FakeStages
 from tuner.batches import Batch, BatchStore
 from tuner.config import RolloutMode, WorkerSettings
 from tuner.worker.lock import Lease
 from tuner.worker.runner import TaskRunner
-from tuner.worker.stages import OnlineCheck, TrainOutcome
 from tuner.worker.trigger import check, decide
 
 SETTINGS = WorkerSettings(min_new_sessions=10, min_interval_s=600, rollout=RolloutMode.promote)
@@ -67,70 +67,6 @@ def test_a_standby_takes_the_lease_only_after_it_expired() -> None:
 
 
 # -- runner ------------------------------------------------------------------------------------
-class FakeStages:
-    """Records the work asked of it; `fail_in` makes one stage raise."""
-
-    def __init__(self, outcome: str = "done", fail_in: str | None = None) -> None:
-        self.calls: list[str] = []
-        self.registry: list[str] = ["base"]
-        self.outcome, self.fail_in = outcome, fail_in
-        self.decisions = ["continue", "promote"]
-        self.verdict = "promote"  # the offline stage's verdict on a registered candidate
-        self.modes: list[str] = []
-        self.on_train: Any = None
-
-    def _call(self, name: str) -> None:
-        self.calls.append(name)
-        if name == self.fail_in:
-            raise RuntimeError(f"{name} broke")
-
-    def batch_count(self) -> int:
-        return 0
-
-    def release(self, batches_before: int) -> str:
-        self._call("release")
-        return "batch-0001"
-
-    def versions(self) -> list[str]:
-        return list(self.registry)
-
-    def train(self, batch_id: str, notify: Any) -> TrainOutcome:
-        self._call("train")
-        if self.on_train:
-            self.on_train()
-        notify("trained")
-        if self.outcome != "done":
-            return TrainOutcome("rejected", None, "gate: no better", {"candidate": {}})
-        self.registry.append("v1")
-        return TrainOutcome("done", "v1", "gate passed", {"pairs": 3, "verdict": self.verdict})
-
-    def adopt(self, version: str) -> None:
-        self._call(f"adopt {version}")
-
-    def reindex(self, version: str) -> str:
-        self._call("reindex")
-        return f"docs__{version}__1"
-
-    def start_ab(self, version: str, traffic: float, mode: str) -> str:
-        self._call("start_ab")
-        self.modes.append(mode)
-        return "exp1"
-
-    def ab_decision(
-        self, started_at: float, max_s: float, max_queries: int | None = None
-    ) -> OnlineCheck:
-        self._call("ab_decision")
-        return OnlineCheck(self.decisions.pop(0), "policy", {"wins": 3, "searches": 9})
-
-    def promote(self, version: str) -> dict[str, Any]:
-        self._call("promote")
-        return {"version": version}
-
-    def clean_up(self, version: str | None) -> list[str]:
-        self.calls.append("clean_up")
-        return ["alias removed"]
-
-
 def _store() -> OpenSearchTaskStore:
     return OpenSearchTaskStore(FakeOpenSearch(), "tasks")  # type: ignore[arg-type]
 
@@ -237,7 +173,7 @@ def test_a_version_the_dead_worker_registered_is_adopted_not_trained_again() -> 
     task = store.move(
         _queued(store), Stage.training, "dead", batch_id="b", notes={"versions_before": ["base"]}
     )
-    stages.registry.append("v7")  # registered, then killed before storing `registered`
+    stages.registered.append(("v7", task.id))  # registered, then killed before storing that
     final = TaskRunner(store, stages, SETTINGS, "w2").run(task)
     assert final.version == "v7" and final.status == TaskStatus.done
     assert "train" not in stages.calls and "adopt v7" in stages.calls
@@ -248,7 +184,7 @@ def test_a_version_registered_before_this_worker_lost_its_lease_is_adopted() -> 
     task = store.move(
         _queued(store), Stage.training, "w1", batch_id="b", notes={"versions_before": ["base"]}
     )
-    stages.registry.append("v1")  # w1 registered v1, then lost the lease before storing that
+    stages.registered.append(("v1", task.id))  # w1 registered v1, lost the lease before storing
     final = TaskRunner(store, stages, SETTINGS, "w1").run(task)  # w1 holds the lease again
     assert (final.version, final.resumes) == ("v1", 0)
     assert "train" not in stages.calls and "adopt v1" in stages.calls
@@ -276,7 +212,7 @@ def test_the_trigger_queues_one_task_and_a_second_worker_stands_by(tmp_path) -> 
             Lease(client, "lease", name, 60),  # type: ignore[arg-type]
             BatchStore(tmp_path),
             Counter(25),
-            lambda lost: TaskRunner(store, stages, SETTINGS, name, lost),
+            lambda fence: TaskRunner(store, stages, SETTINGS, name, fence),
             SETTINGS,
             grace=timedelta(0),
         )

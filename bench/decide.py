@@ -1,0 +1,429 @@
+"""The decision's error rates, measured: false promotes, false rejects and searches spent.
+
+    .venv/bin/python -m bench.decide [--collections products-synth cisi homedepot-dev]
+        [--seeds 0 1 2 3 4] [--click-model position cascade] [--users-per-query 10]
+        [--budget 20000] [--candidates equal noise-0.05 noise-0.1 noise-0.2 clicks supervised]
+        [--max-steps 100] [--max-length 256] [--cache reports/bench/decide/cache]
+        [--out reports/bench/decide] [--json FILE] [--quick]
+
+No servers. Per collection the live model is the base model (all-MiniLM-L6-v2) and each
+candidate (`bench/decide_models.py`: the live model itself, noisy copies, a click-trained and a
+supervised fine-tune) has a known true quality: its test nDCG@10 by exact search with the true
+judgments. Per user model and seed, one round:
+
+1. Logged searches of the live model on the train queries as the demo's shoppers make them
+   (`bench.uplift.simulate_sessions`: `--users-per-query` per query, a `--randomize` share
+   showing 10 of the live top `--explore-depth` shuffled, clicks by `tuner.simulator` under the
+   click model), split as the tuner splits a batch (`tuner.splits.split_sessions`) and read
+   with the tuner's `learning_data` (propensities fitted on the round).
+2. OLD gate, as before ca1ff4e: `ips_dcg@10` per validation session, the paired differences
+   taken as independent, promote when mean - z(0.9) * sd / sqrt(sessions) > 0 (the normal
+   bound of 483fe16).
+3. NEW decision, offline stage: the tuner's own `Scorer` with the `dr_dcg@10` off-policy
+   estimate on the live model's held-out log (`offpolicy_log`, `offpolicy_scoring`), one
+   hyperparameter set (so all validation queries confirm), and `tuner.gate.decide(...,
+   online=True)` with the default gate settings: promote, online, reject or undecided.
+4. NEW decision, online stage (verdict online): interleaved traffic on the train queries drawn
+   uniformly, each search `team_draft` of both models' exact top 10, clicked by the same user
+   model, `credit`ed into an `InterleaveTally`, and `serving.ab_stats.decide` (the mSPRT on the
+   win share, default `ABSettings`) after every search, until it promotes or rolls back, or
+   `--budget` searches (the worker's `ab_max_queries`) are spent: then rollback.
+
+A decision is a false promote when the candidate's true relative test delta is <= 0 and it was
+promoted, a false reject when the delta is >= +2% and it was not; candidates in between count
+for neither. Searches spent: the round's logged searches, plus the online ones for NEW. Rates
+come with Wilson 95% intervals over the rounds (seeds). The table goes to `--out`
+(decide.md, decide.json with every decision); `--json` writes the summary in the shape of
+`bench/results.py`. Quick: products-synth, seeds 0 1, 3 users per query, candidates equal and
+noise-0.05, budget 2,000, 64 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from bench.decide_models import (
+    TRAIN_ROUND_SEED,
+    Candidate,
+    Vectors,
+    build_candidates,
+    with_explored_depth,
+)
+from bench.decide_table import render, summarise, write_outputs
+from bench.uplift import simulate_sessions, tuner_settings
+from bench.users import add_user_arguments, user_model
+from tuner.simulator import ClickModel, ClickSimulator, UserModel
+
+REPO = Path(__file__).resolve().parent.parent
+SHOWN = 10
+OLD_CONFIDENCE = 0.9
+COLLECTIONS = ("products-synth", "homedepot-dev", "cisi", "cranfield")
+DEFAULT_CANDIDATES = ("equal", "noise-0.05", "noise-0.1", "noise-0.2", "clicks", "supervised")
+QUICK = {
+    "collections": ["products-synth"],
+    "seeds": [0, 1],
+    "users_per_query": 3,
+    "candidates": ["equal", "noise-0.05"],
+    "budget": 2000,
+    "max_length": 64,
+}
+
+
+@dataclass(frozen=True)
+class Round:
+    """One logged round as both gates read it: the live model's scores on its validation data."""
+
+    searches: int
+    scorer: Any  # tuner.session_eval.Scorer over Vectors (the "model" is its own Embed)
+    live: Any  # tuner.session_eval.Scores
+    gate: Any  # tuner.config.GateSettings (ips_dcg@10 when the round has no live-policy log)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One decision on one candidate in one round, by the old gate and by the new one."""
+
+    collection: str
+    user: str
+    candidate: str
+    seed: int
+    relative: float  # true relative change of test nDCG@10
+    old_promoted: bool
+    old_bound: float
+    verdict: str
+    new_bound: float  # the new gate's lower bound at `confidence`
+    online: str | None  # promote | rollback | budget; None: no online stage
+    online_searches: int
+    round_searches: int
+
+    @property
+    def new_promoted(self) -> bool:
+        return self.verdict == "promote" or self.online == "promote"
+
+    @property
+    def new_searches(self) -> int:
+        return self.round_searches + self.online_searches
+
+
+def naive_bound(differences: np.ndarray, confidence: float) -> float:
+    """The old gate's bound: mean - z * sd / sqrt(n) with every difference independent."""
+    n = int(differences.size)
+    mean = float(differences.mean()) if n else 0.0
+    if n < 2:
+        return mean
+    z = NormalDist().inv_cdf(confidence)
+    return mean - z * float(differences.std(ddof=1)) / math.sqrt(n)
+
+
+def error_kind(relative: float, better_by: float = 0.02) -> str | None:
+    """Which error a decision on a candidate `relative` better than live can make."""
+    if relative <= 0:
+        return "false_promote"
+    return "false_reject" if relative >= better_by else None
+
+
+def is_error(kind: str | None, promoted: bool) -> bool:
+    return (kind == "false_promote" and promoted) or (kind == "false_reject" and not promoted)
+
+
+def offline_round(
+    live: Vectors,
+    collection: Any,
+    doc_texts: dict[str, str],
+    args: argparse.Namespace,
+    user: UserModel,
+    seed: int,
+    settings: Any,
+) -> Round:
+    """Simulate one round of the live model's searches and prepare what both gates read."""
+    from tuner.iteration import learning_data
+    from tuner.offline_estimate import DR_DCG, offpolicy_log, offpolicy_scoring
+    from tuner.session_eval import Scorer
+    from tuner.splits import split_sessions
+
+    options = argparse.Namespace(**{**vars(args), "seed": seed})
+    sessions = simulate_sessions(live, collection, doc_texts, options, user)
+    sessions = with_explored_depth(sessions, args.explore_depth)
+    splits = split_sessions(sessions, settings.batches)
+    validation = splits.validation[: settings.batches.max_validation_sessions]
+    learn = learning_data(splits.train, validation, settings)
+    gate = settings.gate
+    offpolicy = offpolicy_log(validation, None, settings.outcome_weights)
+    scoring = None
+    if offpolicy is not None and gate.primary_metric == DR_DCG:
+        scoring = offpolicy_scoring(offpolicy, live, doc_texts, learn.propensity)
+    else:
+        gate = gate.model_copy(update={"primary_metric": "ips_dcg@10"})
+    scorer = Scorer(learn.judgments, doc_texts, embedder=_itself, offpolicy=scoring)
+    return Round(len(sessions), scorer, scorer(live), gate)
+
+
+def _itself(embed: Any) -> Any:
+    return embed
+
+
+def judge_offline(round_: Round, candidate: Vectors) -> tuple[bool, float, Any]:
+    """The old gate's promotion and bound, and the new gate's decision (online stage next)."""
+    from tuner.gate import Paired, decide
+
+    scores = round_.scorer(candidate)
+    live = round_.live
+    old_bound = naive_bound(scores.per_session - live.per_session, OLD_CONFIDENCE)
+    if round_.gate.primary_metric == "dr_dcg@10":
+        paired = Paired(scores.per_query, live.per_query, scores.per_query_keys)
+    else:
+        paired = Paired(scores.per_session, live.per_session, scores.queries)
+    decision = decide(round_.gate, scores.validation, live.validation, paired=paired, online=True)
+    return old_bound > 0, old_bound, decision
+
+
+def top_lists(vectors: Vectors, doc_texts: dict[str, str], queries: dict[str, str]) -> dict:
+    """Per query id, the model's exact top 10 document ids over the whole corpus."""
+    doc_ids = sorted(doc_texts)
+    ids = sorted(queries)
+    scores = vectors([queries[q] for q in ids]) @ vectors([doc_texts[d] for d in doc_ids]).T
+    top = np.argsort(-scores, axis=1)[:, :SHOWN]  # (queries, 10)
+    return {q: [doc_ids[j] for j in top[i]] for i, q in enumerate(ids)}
+
+
+def interleave(
+    live_tops: dict[str, list[str]],
+    candidate_tops: dict[str, list[str]],
+    qrels: dict[str, dict[str, int]],
+    user: UserModel,
+    budget: int,
+    seed: int,
+    ab: Any = None,
+) -> tuple[str, int]:
+    """The online stage: interleaved searches until serving's sequential test decides or
+    `budget` searches are spent. Returns (promote | rollback | budget, searches)."""
+    from serving.ab import Arm, Experiment
+    from serving.ab_stats import ExperimentMetrics
+    from serving.ab_stats import decide as ab_decide
+    from serving.config import ABSettings
+    from serving.interleave import InterleaveTally, credit, team_draft
+
+    ab = ab if ab is not None else ABSettings()
+    arm = Arm("control", "live", "live")
+    experiment = Experiment("bench", "", "interleave", 0.5, arm, Arm("candidate", "c", "c"), "")
+    metrics = ExperimentMetrics(arms={}, interleave=InterleaveTally())
+    simulator = ClickSimulator(qrels, user, seed=seed)
+    rng = random.Random(seed)
+    query_ids = sorted(live_tops)
+    for searches in range(1, budget + 1):
+        qid = rng.choice(query_ids)
+        merged, teams = team_draft(live_tops[qid], candidate_tops[qid], SHOWN, rng)
+        events = simulator.events(f"i{searches}", qid, merged, client_id="bench")
+        clicked = [_ordinal(e) for e in events if e["action_name"] == "click"]
+        metrics.interleave.add(credit(teams, clicked))
+        action = ab_decide(experiment, metrics, ab).action
+        if action != "continue":
+            return action, searches
+    return "budget", budget
+
+
+def _ordinal(event: dict) -> int:
+    return int(event["event_attributes"]["position"]["ordinal"])
+
+
+def run_collection(
+    name: str, args: argparse.Namespace, users: dict[str, UserModel]
+) -> list[Outcome]:
+    """Every decision on `name`: each user model x seed x candidate."""
+    from tuner.config import TunerSettings
+    from tuner.judged import load_collection
+    from tuner.references import corpus_texts
+
+    collection = load_collection(collection_path(name))
+    doc_texts = corpus_texts(collection)
+    settings = tuner_settings(TunerSettings(), args)
+    train_round = argparse.Namespace(**{**vars(args), "seed": TRAIN_ROUND_SEED})
+
+    def simulate(live: Vectors) -> list[Any]:
+        return simulate_sessions(live, collection, doc_texts, train_round, UserModel())
+
+    live, candidates = build_candidates(collection, name, args, settings, simulate, _say)
+    queries = collection.split_queries("train")
+    live_tops = top_lists(live, doc_texts, queries)
+    tops = {c.name: top_lists(c.vectors, doc_texts, queries) for c in candidates}
+    outcomes: list[Outcome] = []
+    for user_name, user in users.items():
+        for seed in args.seeds:
+            started = time.perf_counter()
+            round_ = offline_round(live, collection, doc_texts, args, user, seed, settings)
+            for candidate in candidates:
+                online_seed = seed * 1000 + len(outcomes)
+                outcomes.append(
+                    _decision(
+                        name,
+                        user_name,
+                        seed,
+                        round_,
+                        candidate,
+                        live_tops,
+                        tops,
+                        args,
+                        collection.qrels,
+                        user,
+                        online_seed,
+                    )
+                )
+            _say(
+                f"{name} {user_name} seed {seed}: "
+                + ", ".join(_short(o) for o in outcomes[-len(candidates) :])
+                + f" [{time.perf_counter() - started:.1f} s]"
+            )
+    return outcomes
+
+
+def _decision(
+    name: str,
+    user_name: str,
+    seed: int,
+    round_: Round,
+    candidate: Candidate,
+    live_tops: dict,
+    tops: dict,
+    args: argparse.Namespace,
+    qrels: dict,
+    user: UserModel,
+    online_seed: int,
+) -> Outcome:
+    old_promoted, old_bound, decision = judge_offline(round_, candidate.vectors)
+    online, spent = None, 0
+    if decision.verdict == "online":
+        online, spent = interleave(
+            live_tops, tops[candidate.name], qrels, user, args.budget, online_seed
+        )
+    return Outcome(
+        name,
+        user_name,
+        candidate.name,
+        seed,
+        round(candidate.relative, 6),
+        old_promoted,
+        round(old_bound, 6),
+        str(decision.verdict),
+        round(float(decision.checks.get("improvement_lower_bound", 0.0)), 6),
+        online,
+        spent,
+        round_.searches,
+    )
+
+
+def _short(outcome: Outcome) -> str:
+    old = "P" if outcome.old_promoted else "r"
+    new = outcome.verdict[0].upper() + (
+        f"/{outcome.online}@{outcome.online_searches}" if outcome.online else ""
+    )
+    return f"{outcome.candidate} old {old} new {new}"
+
+
+def collection_path(name: str) -> Path:
+    if name == "products-synth":
+        return REPO / "datasets" / "products-synth"
+    from tests.shared_data import SHARED_DATA
+
+    return SHARED_DATA / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    users = _check(parser, args)
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    for name in args.collections:
+        outcomes += run_collection(name, args, users)
+    elapsed = time.perf_counter() - started
+    rows = summarise(outcomes)
+    params = _params(args, elapsed)
+    print(render(rows, params))
+    write_outputs(Path(args.out), rows, [asdict(o) for o in outcomes], params, args.json)
+    return 0
+
+
+def _params(args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
+    skip = {"json", "out", "cache"}
+    params = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip
+    }
+    return {**params, "wall_s": round(elapsed, 1)}
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, UserModel]:
+    """Apply --quick, refuse bad values naming the rule, and build one user model per name."""
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    for key, least in (("users_per_query", 1), ("budget", 1), ("max_steps", 1)):
+        if getattr(args, key) < least:
+            parser.error(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= {least}")
+    if not args.seeds:
+        parser.error("--seeds needs at least one seed")
+    if not 0.0 <= args.randomize <= 1.0:
+        parser.error(f"--randomize {args.randomize} must lie in [0, 1]")
+    if args.explore_depth < SHOWN:
+        parser.error(f"--explore-depth {args.explore_depth} must be >= {SHOWN} (the page)")
+    for candidate in args.candidates:
+        if not _known_candidate(candidate):
+            parser.error(
+                f"--candidates: {candidate!r} is not one of equal, noise-<scale> (a number > 0), "
+                "clicks, supervised"
+            )
+    models = args.click_model if isinstance(args.click_model, list) else [args.click_model]
+    return {
+        m: user_model(parser, argparse.Namespace(**{**vars(args), "click_model": m}))
+        for m in dict.fromkeys(models)
+    }
+
+
+def _known_candidate(name: str) -> bool:
+    if name in ("equal", "clicks", "supervised"):
+        return True
+    try:
+        return name.startswith("noise-") and float(name.removeprefix("noise-")) > 0
+    except ValueError:
+        return False
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.decide", description=__doc__.split("\n")[0])
+    parser.add_argument("--collections", nargs="+", choices=COLLECTIONS, default=["products-synth"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--users-per-query", type=int, default=10)
+    parser.add_argument("--randomize", type=float, default=0.2)
+    parser.add_argument("--explore-depth", type=int, default=20)
+    parser.add_argument(
+        "--budget", type=int, default=20_000, help="online searches before a rollback"
+    )
+    parser.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
+    parser.add_argument("--max-steps", type=int, default=100, help="cap per fine-tune")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per text")
+    parser.add_argument("--cache", type=Path, default=REPO / "reports/bench/decide/cache")
+    parser.add_argument("--out", type=Path, default=REPO / "reports/bench/decide")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="a tiny run (module doc)")
+    add_user_arguments(parser)
+    click_model = next(a for a in parser._actions if a.dest == "click_model")
+    click_model.nargs = "+"  # several user models in one run, each its own rows
+    click_model.default = [ClickModel.position.value, ClickModel.cascade.value]
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,7 +85,8 @@ def create_app(
         max_depth=settings.max_json_depth,
         per_path=route_limits(app.routes),  # the collector's own, smaller, limit
     )
-    install_metrics(app, slot, arms=arms.ledger if arms is not None else None)  # GET /metrics
+    metrics = install_metrics(app, slot, arms=arms.ledger if arms is not None else None)
+    app.state.metrics = metrics  # GET /metrics; the composition root may add collectors
     if settings.cors_origins:  # browsers post events from the shop's own origin
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"]

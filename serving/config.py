@@ -235,6 +235,19 @@ class DashboardSettings(BaseModel):
     )
 
 
+class SpoolSettings(BaseModel):
+    """The local spool of UBI records while Kafka is down (serving/spool.py)."""
+
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="records beyond this (all topics, under $CLICKTUNE_HOME/spool/) are dropped",
+    )
+    replay_s: float = Field(
+        default=2.0, gt=0, le=3600, description="while Kafka is down, try to replay this often"
+    )
+
+
 class ServingSettings(BaseModel):
     """The HTTP API of the embedding and search service."""
 
@@ -263,3 +276,4 @@ class ServingSettings(BaseModel):
     ab: ABSettings = Field(default_factory=ABSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     randomization: RandomizationSettings = Field(default_factory=RandomizationSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)

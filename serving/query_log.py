@@ -1,13 +1,21 @@
-"""Where `/v1/search` publishes its UBI query records: Kafka in production, memory in tests."""
+"""Where `/v1/search` publishes its UBI query records: Kafka in production, memory in tests.
+
+`clicktune serve` uses `SpooledQueryLog`: the record goes to Kafka or, while Kafka does not take
+it, to the local spool (serving/spool.py); a search answers either way, even when the spool is
+full (the record is then dropped, counted and logged).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from serving.errors import QueryLogError
+from serving.spool import SpoolFullError
 
-__all__ = ["InMemoryQueryLog", "KafkaQueryLog", "QueryLog"]
+__all__ = ["InMemoryQueryLog", "KafkaQueryLog", "QueryLog", "SpooledQueryLog"]
 
 
 class QueryLog(Protocol):
@@ -38,6 +46,25 @@ class KafkaQueryLog:
                 f"query record {record.get('query_id')!r} not acknowledged by topic "
                 f"{self._topic!r} within {self._timeout_s} s: {exc}"
             ) from exc
+
+
+class _Sink(Protocol):
+    def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+class SpooledQueryLog:
+    """Publishes through a `SpoolingSink`: Kafka, or the spool while Kafka is down; a record the
+    full spool had to drop does not fail the search (the spool counted and logged it)."""
+
+    def __init__(self, sink: _Sink, topic: str) -> None:
+        self._sink, self._topic = sink, topic
+
+    def publish(self, record: dict[str, Any]) -> None:
+        key = str(record.get("query_id", "")).encode()
+        value = json.dumps(record, separators=(",", ":")).encode()
+        # Dropped when the spool is full: counted in clicktune_spool_dropped_total and logged.
+        with contextlib.suppress(SpoolFullError):
+            self._sink.send_many(self._topic, [(key, value)])
 
 
 class InMemoryQueryLog:

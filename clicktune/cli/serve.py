@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clicktune.cli.common import fail, settings_of
+from clicktune.cli.common import settings_of
 
 if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when serving
     from fastapi import FastAPI
@@ -29,29 +29,32 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (default: serving.port)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="model version or alias")] = None,
 ) -> None:
-    """Serve /v1/embeddings, /embed, /v1/search and the UBI collector on the live model."""
+    """Serve /v1/embeddings, /embed, /v1/search and the UBI collector on the live model.
+
+    Starts while Kafka is down: UBI records go to the local spool until it is back."""
     import uvicorn
     from kafka import KafkaProducer
-    from kafka.errors import KafkaError
 
     from clicktune.cli.index import load_encoder
     from clicktune.clients import kafka_options, opensearch_client
+    from serving.lazy_kafka import LazyProducer
 
     settings = settings_of(ctx)
     serving = settings.serving
     ref = model or serving.model_version
     encoder = load_encoder(settings, ref)
     client = opensearch_client(settings.opensearch)
-    try:
-        # max_block_ms: a send never blocks (on missing metadata) past the collector's timeout.
-        producer = KafkaProducer(
+    # Made by the spool replayer's thread (kafka-python blocks for 30 s without a broker).
+    # max_block_ms: a send never blocks (on missing metadata) past the collector's timeout.
+    producer = LazyProducer(
+        lambda: KafkaProducer(
             **kafka_options(settings.kafka),
             acks="all",
             linger_ms=5,
             max_block_ms=int(1000 * serving.collector.send_timeout_s),
-        )
-    except KafkaError as exc:
-        fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}")
+        ),
+        retry_s=serving.spool.replay_s,
+    )
     app, followers = build_app(settings, encoder, client, producer, ref)
     typer.echo(
         f"serving model {encoder.version!r} (dimension {encoder.dimension}) "
@@ -73,24 +76,34 @@ def build_app(
 ) -> tuple[FastAPI, list[Any]]:
     """The app `clicktune serve` runs, with every router it mounts, and the threads to start.
 
-    Nothing here sends a request, except the Kafka consumer of the control topic
-    (`serving.hot_swap.listen_control`), which connects when it is made.
+    Nothing here sends a request. UBI records go through the local spool
+    (`$CLICKTUNE_HOME/spool/`, serving/spool.py) whenever Kafka does not take them; the spool
+    replayer among the returned threads sends them on (and connects a `LazyProducer`).
     """
     from serving.app import create_app
     from serving.collector import KafkaRecordSink, collector_router
     from serving.hybrid import HybridSearch
-    from serving.query_log import KafkaQueryLog
+    from serving.query_log import SpooledQueryLog
     from serving.slot import ModelSlot
+    from serving.spool import Spool, SpoolingSink, SpoolReplayer, spool_metrics
     from serving.vector_index import DocumentIndex
 
     serving = settings.serving
     doc_index = DocumentIndex(client, serving.index)
-    query_log = KafkaQueryLog(producer, settings.ingest.queries_topic, serving.query_log_timeout_s)
+    spool = Spool(settings.home / "spool", serving.spool.max_bytes)
+    query_sink = SpoolingSink(KafkaRecordSink(producer, serving.query_log_timeout_s), spool)
+    query_log = SpooledQueryLog(query_sink, settings.ingest.queries_topic)
+    replayer = SpoolReplayer(
+        spool,
+        KafkaRecordSink(producer, serving.collector.send_timeout_s),
+        serving.spool.replay_s,
+        connect=getattr(producer, "connect", None),  # a LazyProducer connects on this thread
+    )
     signer = _signer(settings)
     collector = None
     if serving.collector.enabled:
         collector = collector_router(
-            KafkaRecordSink(producer, serving.collector.send_timeout_s),
+            SpoolingSink(KafkaRecordSink(producer, serving.collector.send_timeout_s), spool),
             serving.collector,
             queries_topic=settings.ingest.queries_topic,
             events_topic=settings.ingest.events_topic,
@@ -102,6 +115,7 @@ def build_app(
     hybrid = HybridSearch(client, serving.index, serving.hybrid)
     arms = _arm_router(settings, doc_index)
     followers.append(_health_reporter(settings, client, arms))
+    followers.append(replayer)
     if serving.dashboard.enabled:  # GET /dashboard (serving/dashboard.py)
         from clicktune.dashboard import dashboard_router_for
         from serving.dashboard_sources import tasks_source
@@ -123,6 +137,7 @@ def build_app(
         authenticator=authenticator_of(settings),
         signer=signer,
     )
+    app.state.metrics.registry.register(spool_metrics(spool))
     return app, followers
 
 
@@ -160,6 +175,7 @@ def _replica(
     from serving.admin import admin_router
     from serving.documents import documents_router, index_dimension
     from serving.hotswap import HotSwapper, live_index_kind
+    from serving.lazy_kafka import LazyConsumer
     from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
     from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
@@ -187,11 +203,14 @@ def _replica(
     if serving.hot_swap.poll_s > 0:
         followers.append(RegistryPoller(swapper, alias, serving.hot_swap.poll_s))
     if serving.hot_swap.listen_control:
-        consumer = KafkaConsumer(
-            settings.kafka.control_topic,
-            **kafka_options(settings.kafka),
-            group_id=None,  # every replica reads every message
-            auto_offset_reset="latest",
+        consumer = LazyConsumer(  # made on the listener's thread: Kafka may be down at start
+            lambda: KafkaConsumer(
+                settings.kafka.control_topic,
+                **kafka_options(settings.kafka),
+                group_id=None,  # every replica reads every message
+                auto_offset_reset="latest",
+            ),
+            retry_s=serving.spool.replay_s,
         )
         followers.append(ControlListener(consumer, swapper, alias))
     return routers, followers

@@ -14,9 +14,9 @@ batch is the tuner's work, so the worker releases it when it takes the task and 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.api_errors import ApiError
@@ -35,6 +35,9 @@ from serving.tasks import (
 __all__ = ["CreateTaskRequest", "task_router"]
 
 PREFIX = "/api/v1/fine-tuning/task"
+BATCH_ID = r"^batch-[0-9]{4,9}$"  # what tuner.batches.BatchStore names a released batch
+TASK_ID = r"^[A-Za-z0-9_-]{1,64}$"  # a uuid's hex, or "k" + 31 hex digits (idempotency key)
+TaskId = Annotated[str, Path(pattern=TASK_ID, description="a task id as created")]
 READ = [requires(Scope.READ)]
 WRITE = [requires(Scope.WRITE)]
 
@@ -46,7 +49,9 @@ class CreateTaskRequest(BaseModel):
 
     fine_tuning_method: str = Field(min_length=1, max_length=200)
     batch_id: str | None = Field(
-        default=None, description="a released batch; absent: the worker releases the current one"
+        default=None,
+        pattern=BATCH_ID,
+        description="a released batch (batch-NNNN); absent: the worker releases the current one",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
@@ -68,7 +73,7 @@ def task_router(store: OpenSearchTaskStore, max_limit: int = 100) -> APIRouter:
         return stored.as_dict()
 
     @router.get("/{task_id}", dependencies=READ)
-    def get(task_id: str) -> dict[str, Any]:
+    def get(task_id: TaskId) -> dict[str, Any]:
         return _call(store.get, task_id).as_dict()
 
     @router.get("", dependencies=READ)
@@ -86,7 +91,7 @@ def task_router(store: OpenSearchTaskStore, max_limit: int = 100) -> APIRouter:
 
     @router.put("/{task_id}/cancel", dependencies=WRITE)
     @router.post("/{task_id}/cancel", dependencies=WRITE)
-    def cancel(task_id: str) -> dict[str, Any]:
+    def cancel(task_id: TaskId) -> dict[str, Any]:
         return _call(cancel_task, store, task_id).as_dict()
 
     return router

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from typing import Protocol
 
 from tuner.errors import NoTrainingDataError, TunerError
 from tuner.sessions import Session
+
+BATCH_ID = re.compile(r"batch-[0-9]{4,9}")  # what `BatchStore.next_id` names a batch
 
 __all__ = [
     "Batch",
@@ -73,6 +76,8 @@ class BatchStore:
         return [self._read(path) for path in sorted(self.root.glob("batch-*.json"))]
 
     def get(self, batch_id: str) -> Batch:
+        if not BATCH_ID.fullmatch(batch_id):
+            raise TunerError(f"batch id {batch_id!r} is not a released batch's name (batch-NNNN)")
         path = self.root / f"{batch_id}.json"
         if not path.is_file():
             known = [b.batch_id for b in self.list()]
@@ -86,7 +91,7 @@ class BatchStore:
             json.dump(asdict(batch), out, indent=1)
         os.replace(tmp, self.root / f"{batch.batch_id}.json")
 
-    def next_id(self) -> str:
+    def next_id(self) -> str:  # matches BATCH_ID
         return f"batch-{len(self.list()) + 1:04d}"
 
     def _read(self, path: Path) -> Batch:

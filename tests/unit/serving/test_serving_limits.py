@@ -181,3 +181,21 @@ def test_without_a_key_records_are_not_marked(tmp_path: Path) -> None:
     client, sink, _ = app_with(tmp_path)
     assert client.post("/v1/events", json=EVENT).status_code == 202
     assert "query_id_verified" not in json.loads(sink.records[0][2])["event_attributes"]
+
+
+@pytest.mark.parametrize("batch_id", ["../../etc/passwd", "batch-1/../x", "b", "batch-"])
+def test_a_batch_id_that_is_not_a_batch_name_is_refused(tmp_path: Path, batch_id: str) -> None:
+    client, _, _ = app_with(tmp_path)
+    body = {"fine_tuning_method": "weighted-infonce", "batch_id": batch_id}
+    answer = client.post("/api/v1/fine-tuning/task", json=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert "batch_id" in answer.text
+    good = {**body, "batch_id": "batch-0003"}
+    assert client.post("/api/v1/fine-tuning/task", json=good, headers=AUTH).status_code == 201
+
+
+def test_a_task_id_that_is_not_an_id_is_refused(tmp_path: Path) -> None:
+    client, _, _ = app_with(tmp_path)
+    answer = client.get("/api/v1/fine-tuning/task/a.b", headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert client.get("/api/v1/fine-tuning/task/abc123", headers=AUTH).status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
@@ -43,6 +44,21 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print `message` to stderr and exit with `code`; no traceback for expected errors."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+TRAINING_STACK = ("torch", "sentence_transformers", "onnx")
+TUNER_EXTRA = "pip install 'clicktune[tuner]'"
+
+
+def require_training_stack(what: str) -> None:
+    """Fail, saying what to install, when `what` needs the `tuner` extra and it is missing (a
+    serving-only install has onnxruntime but no torch)."""
+    missing = [name for name in TRAINING_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(
+            f"{what} needs the training stack, which this install lacks (missing: "
+            f"{', '.join(missing)}): install it with {TUNER_EXTRA}"
+        )
 
 
 def print_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clicktune.cli.common import fail, print_json, settings_of
+from clicktune.cli.common import fail, print_json, require_training_stack, settings_of
 
 app = typer.Typer(help="List, import, promote and roll back model versions.", no_args_is_help=True)
 
@@ -25,6 +25,7 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Export a text model to ONNX and register it; running it again changes nothing."""
+    require_training_stack("`clicktune models import` (it exports the model to ONNX with torch)")
     from serving.errors import ServingError
     from serving.registry import LocalRegistry
     from tuner.errors import TunerError

@@ -4,7 +4,8 @@ A body is one UBI record or a JSON list of them, sent as `application/json` or a
 (what `navigator.sendBeacon` sends for a string). Every record is checked with the ingest
 worker's own validator, so what the collector accepts the worker stores. Answers:
 
-- 202 `{"accepted": n, "ids": [...]}` once Kafka acknowledged every record (acks=all);
+- 202 `{"accepted": n, "ids": [...]}` once Kafka acknowledged every record (acks=all), or the
+  spool holds them;
 - 422 naming the field and the rule, with the index of each bad record when the body is a list
   (nothing of that body is produced);
 - 422 too for a record whose `event_attributes` / `query_attributes` has more than
@@ -13,8 +14,11 @@ worker's own validator, so what the collector accepts the worker stores. Answers
 - 413 for a body over `max_body_bytes` (counted while reading by the app's `BodyLimits`, so a
   missing Content-Length does not get past it) or with more than `max_records` records;
 - 429 with Retry-After for a client address over `rate_per_s` (bursts of `burst`);
-- 503 with Retry-After when Kafka does not acknowledge in time. The client posts again; a record
-  keeps its id (sent or derived from its content), so a repeat overwrites instead of doubling.
+- 503 with Retry-After when Kafka does not acknowledge in time and the sink cannot keep the
+  records either (`clicktune serve` puts a `SpoolingSink` in front of Kafka, serving/spool.py: the
+  records wait in the local spool while Kafka is down, 503 only once the spool is full). The
+  client posts again; a record keeps its id (sent or derived from its content), so a repeat
+  overwrites instead of doubling.
 
 The routes are public: browsers post to them. With a `QueryIdSigner` (a query signing key), each
 record with a `query_id` gets `query_id_verified` in its attributes: true when `/v1/search` issued

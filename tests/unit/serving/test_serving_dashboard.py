@@ -224,8 +224,8 @@ def _records(arm: str, n: int, clicked: int) -> tuple[list[dict], dict[str, list
         queries.append({"query_id": qid, "query_response_hit_ids": ["a", "b", "c"],
                         "query_attributes": {"arm": arm}})  # fmt: skip
         if i < clicked:
-            position = {"position": {"ordinal": i % 3}}
-            events[qid] = [{"action_name": "click", "event_attributes": position}]
+            shown = {"object": {"object_id": "abc"[i % 3]}, "position": {"ordinal": i % 3}}
+            events[qid] = [{"action_name": "click", "event_attributes": shown}]
     return queries, events
 
 

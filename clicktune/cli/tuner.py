@@ -35,6 +35,8 @@ def run(
     from tuner.worker.scheduler import run_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("opensearch", "urllib3", "kafka"):  # every request (lease heartbeats) at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = settings_of(ctx)
     try:
         worker = build_worker(settings)

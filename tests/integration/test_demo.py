@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 METRICS = {"ndcg@10", "mrr@10", "recall@100"}
 
 
+@pytest.mark.timeout(1800)  # two demo processes of up to 900 s each; ~9 min alone
 def test_one_demo_round_writes_the_report(services, opensearch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     report_dir = tmp_path / "report"
     args = ["demo", "--rounds", "1", "--users-per-query", "1", "--max-steps", "4"]

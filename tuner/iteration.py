@@ -261,7 +261,7 @@ def _scorer(
 ) -> Scorer:
     """Scores any model on this round's validation data (and the general set), the same way."""
     offpolicy = None
-    if data.offpolicy is not None and gate.primary_metric == DR_DCG:
+    if data.offpolicy is not None and data.propensity is not None and gate.primary_metric == DR_DCG:
         embed = start.kind.embedder(start.model)
         offpolicy = offpolicy_scoring(data.offpolicy, embed, data.doc_texts, data.propensity)
     return Scorer(

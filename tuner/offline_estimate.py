@@ -177,7 +177,9 @@ def rank_pools(
     rankings: dict[str, list[str]] = {}
     for i, key in enumerate(keys):
         pool = [d for d in offpolicy.pools[key] if d in column]
-        rankings[key] = sorted(pool, key=lambda d, row=i: -scores[row, column[d]])
+        columns = np.array([column[d] for d in pool], dtype=np.int64)
+        order = np.argsort(-scores[i, columns], kind="stable")  # ties keep the pool's order
+        rankings[key] = [pool[j] for j in order]
     return rankings
 
 

@@ -64,7 +64,9 @@ def test_task_api_creates_reads_lists_and_is_idempotent(api: TestClient) -> None
     assert again.status_code == 200 and again.json()["id"] == task["id"]
     assert again.json()["fine_tuning_method"] == "weighted-infonce"
 
-    others = [api.post(URL, json={**body, "batch_id": f"b{i}"}).json()["id"] for i in range(3)]
+    others = [
+        api.post(URL, json={**body, "batch_id": f"batch-000{i}"}).json()["id"] for i in range(3)
+    ]
     assert api.get(f"{URL}/{task['id']}").json()["metadata"] == {"who": "ci"}
     listed = api.get(URL, params={"limit": 2}).json()
     assert [t["id"] for t in listed] == others[::-1][:2]

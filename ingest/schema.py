@@ -42,6 +42,7 @@ from ingest.ids import canonical_json, content_id
 
 __all__ = [
     "EARLIEST",
+    "ESCAPED",
     "FUTURE_SLACK",
     "MAX_RECORD_ID_BYTES",
     "EventAttributes",
@@ -49,6 +50,7 @@ __all__ = [
     "UbiObject",
     "UbiPosition",
     "UbiQuery",
+    "escape_keys",
     "event_source",
     "parse_timestamp",
     "query_source",
@@ -223,6 +225,33 @@ class UbiEvent(_Open):
     event_attributes: EventAttributes | None = None
 
 
+ESCAPED = "clicktune_escaped"  # where keys OpenSearch cannot take at a mapped level are kept
+# The objects the index templates map (ingest.templates): at these levels OpenSearch parses every
+# key, and refuses an empty one or one with a dot ("", ".", "a..b"; "a.b" would be read as a path
+# into a mapped field). UBI allows any key, so such members move, unchanged, into ESCAPED there.
+QUERY_LEVELS: dict[str, Any] = {"query_attributes": {}}
+EVENT_LEVELS: dict[str, Any] = {"event_attributes": {"object": {}, "position": {"xy": {}}}}
+
+
+def escape_keys(node: dict[str, Any], levels: dict[str, Any]) -> dict[str, Any]:
+    """`node` with the keys OpenSearch cannot parse at a mapped level moved into `ESCAPED` there
+    (recursively through the mapped children in `levels`); `node` itself when none is found."""
+    bad = [key for key in node if key == "" or "." in key]
+    children = {k: v for k, v in levels.items() if isinstance(node.get(k), dict)}
+    if not bad and not children:
+        return node
+    escaped = {key: node[key] for key in bad}
+    out = {key: value for key, value in node.items() if key not in escaped}
+    for key, sub in children.items():
+        out[key] = escape_keys(out[key], sub)
+    if escaped:
+        held = out.get(ESCAPED)
+        out[ESCAPED] = {**held, **escaped} if isinstance(held, dict) else {**escaped, ESCAPED: held}
+        if held is None:
+            out[ESCAPED].pop(ESCAPED)
+    return out
+
+
 def query_source(content: dict[str, Any], received: str | None = None) -> tuple[str, dict]:
     """(`_id`, source) of a valid query's content: its timestamp is `received` when it has none,
     and a query without a `query_id` gets one derived from that content."""
@@ -232,7 +261,7 @@ def query_source(content: dict[str, Any], received: str | None = None) -> tuple[
     if record_id is None:
         record_id = content_id(content)
         content.setdefault("query_id", record_id)
-    return record_id, content
+    return record_id, escape_keys(content, QUERY_LEVELS)
 
 
 def event_source(content: dict[str, Any]) -> tuple[str, dict]:
@@ -245,7 +274,7 @@ def event_source(content: dict[str, Any]) -> tuple[str, dict]:
         record_id = content_id(content)
         if isinstance(attributes, dict) and "event_id" not in attributes:
             attributes["event_id"] = record_id
-    return record_id, content
+    return record_id, escape_keys(content, EVENT_LEVELS)
 
 
 def unwrap_query(data: dict[str, Any]) -> dict[str, Any]:

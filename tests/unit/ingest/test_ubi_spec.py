@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from ingest.ids import canonical_json
+from ingest.schema import ESCAPED, EVENT_LEVELS, QUERY_LEVELS, escape_keys
 from ingest.validate import RecordKind, Rejection, ValidRecord, validate_record
 from tests.ubi_spec_records import sample, spec_records
 
@@ -32,10 +33,15 @@ def store(record: dict[str, Any], kind: RecordKind) -> ValidRecord | Rejection:
     return validate_record(raw, kind, MAX, RECEIVED_MS)
 
 
-def _stored_as_sent(record: dict[str, Any], result: ValidRecord | Rejection) -> None:
+def _stored_as_sent(
+    record: dict[str, Any], result: ValidRecord | Rejection, levels: dict[str, Any]
+) -> None:
+    """Every field of `record` is in the stored source unchanged (only timestamps normalised;
+    keys OpenSearch cannot parse at a mapped level kept under `clicktune_escaped` there)."""
     assert isinstance(result, ValidRecord), result
     assert 0 < len(result.record_id.encode()) <= 512
     source = result.document()
+    record = escape_keys(record, levels)
     json.dumps(source, allow_nan=False).encode("utf-8")  # sendable to OpenSearch as it is
     for key, value in record.items():  # every field kept; only timestamps are normalised
         if key != "timestamp":
@@ -47,7 +53,7 @@ def _stored_as_sent(record: dict[str, Any], result: ValidRecord | Rejection) -> 
 def test_every_spec_valid_event_is_stored_with_its_fields_as_sent(record: dict[str, Any]) -> None:
     sent = json.loads(json.dumps(record))
     result = store(record, RecordKind.EVENT)
-    _stored_as_sent(_without_filled_id(sent, result), result)
+    _stored_as_sent(_without_filled_id(sent, result), result, EVENT_LEVELS)
 
 
 @SPEC_SETTINGS
@@ -55,7 +61,7 @@ def test_every_spec_valid_event_is_stored_with_its_fields_as_sent(record: dict[s
 def test_every_spec_valid_query_is_stored_with_its_fields_as_sent(record: dict[str, Any]) -> None:
     sent = json.loads(json.dumps(record))
     result = store(record, RecordKind.QUERY)
-    _stored_as_sent(sent, result)
+    _stored_as_sent(sent, result, QUERY_LEVELS)
     assert result.document()["timestamp"]  # sent or stamped on receipt
 
 
@@ -139,3 +145,22 @@ def test_an_event_id_that_cannot_be_an_opensearch_id_is_kept_and_another_used() 
     assert isinstance(result, ValidRecord)
     assert len(result.record_id) == 32
     assert result.document()["event_attributes"]["event_id"] == ""
+
+
+def test_keys_opensearch_cannot_parse_at_a_mapped_level_are_kept_aside_unchanged() -> None:
+    record = {
+        "action_name": "click",
+        "timestamp": "2025-06-01T12:00:00Z",
+        "": "empty",
+        "a.b": 1,
+        "event_attributes": {"..": [1], "object": {"object_id": "d1", "x.y": {"": 2}}},
+        "free": {"": 3, "a..b": 4},  # below an unmapped key OpenSearch parses nothing
+    }
+    result = store(record, RecordKind.EVENT)
+    assert isinstance(result, ValidRecord)
+    source = result.document()
+    assert source[ESCAPED] == {"": "empty", "a.b": 1}
+    assert source["event_attributes"][ESCAPED] == {"..": [1]}
+    assert source["event_attributes"]["object"] == {"object_id": "d1", ESCAPED: {"x.y": {"": 2}}}
+    assert source["free"] == {"": 3, "a..b": 4}
+    assert "" not in source and "a.b" not in source

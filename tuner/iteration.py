@@ -34,16 +34,17 @@ from tuner.gate import GateDecision, Paired, decide
 from tuner.history import history, sample
 from tuner.int8_variant import Int8Outcome, add_int8_variant
 from tuner.judged import JudgedCollection
-from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for, kind_named
+from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for
 from tuner.offline_estimate import DR_DCG, OffPolicyLog, offpolicy_log, offpolicy_scoring
 from tuner.ordinals import OrdinalCheck, check_ordinals, ordinal_metrics, report_ordinals
 from tuner.pairs import PairStats, TrainingPair, build_pairs
 from tuner.propensity import Propensity, from_settings
-from tuner.publish import ModelRegistry, model_metadata, publish
+from tuner.publish import ModelRegistry, publish
 from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
 from tuner.session_eval import Scorer, Scores, SessionJudgments, session_judgments
 from tuner.sessions import Session
 from tuner.splits import SelectConfirm, Splits, select_confirm, split_sessions
+from tuner.start_point import StartPoint, kind_of, start_model
 from tuner.tracking import Lineage, NullTracker, Tracker
 
 if TYPE_CHECKING:
@@ -64,17 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class StartPoint:
-    """The model an iteration starts from and the lineage it records."""
-
-    model: Any  # SentenceTransformer, or tuner.clip.ClipModel for kind "clip"
-    parent: str | None
-    base_model: str
-    source: str
-    kind: ModelKind = TEXT
 
 
 @dataclass(frozen=True)
@@ -465,46 +455,3 @@ def collect_pairs(
             f"outcome_weights {sorted(settings.outcome_weights)}"
         )
     return pairs, stats
-
-
-def kind_of(registry: ModelRegistry, ref: str = "production") -> ModelKind:
-    """The kind of registry model `ref` (what the iteration trains); text when there is none."""
-    try:
-        return kind_named(registry.get(ref).kind)
-    except RegistryError:
-        return TEXT
-
-
-def _truncate_as_served(model: Any, live: ModelVersion) -> None:
-    """Make the live model's torch weights cut texts where its ONNX export does.
-
-    Saved sentence-transformers weights keep the base model's own length (MiniLM: 256 tokens),
-    while the version serves at the `max_length` it was exported with. Scored at 256 against a
-    candidate trained and exported at 64, the live side of the gate was a model no user had
-    seen: on cranfield's long abstracts it ranked a judged document first that search showed
-    sixth, and candidates that clearly learned from the clicks were rejected at -0.29.
-    """
-    served = model_metadata(live).get("max_length")
-    if served is not None and hasattr(model, "max_seq_length"):
-        model.max_seq_length = int(served)
-
-
-def start_model(registry: ModelRegistry, base_model: str, ref: str = "production") -> StartPoint:
-    """The live version's torch weights, or a base model when there are none to start from.
-
-    A text iteration falls back to `base_model`; a CLIP one to the live version's own
-    `base_model` (a CLIP name: `base_model` of the settings names a text model).
-    """
-    try:
-        live = registry.get(ref)
-    except RegistryError:
-        live = None
-    kind = kind_named(live.kind) if live is not None else TEXT
-    lineage = str(model_metadata(live).get("base_model") or base_model) if live else base_model
-    if live is not None and (live.path / kind.weights_dir).is_dir():
-        model = kind.load(str(live.path / kind.weights_dir))
-        _truncate_as_served(model, live)
-        return StartPoint(model, live.version, lineage, f"{ref} ({live.version})", kind)
-    parent = live.version if live is not None else None
-    base = base_model if kind is TEXT else lineage
-    return StartPoint(kind.load(base), parent, base, f"base model {base}", kind)

@@ -104,6 +104,14 @@ def demo(
             "(its traffic budget; undecided by then: rolled back)",
         ),
     ] = 3,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="seeds the shoppers, the held-out splits and training: runs with different "
+            "seeds show the run-to-run spread",
+        ),
+    ] = 0,
     references_only: Annotated[
         bool,
         typer.Option(
@@ -169,6 +177,7 @@ def demo(
         user=user,
         rollout=rollout,
         online_passes=online_passes,
+        seed=seed,
     )
     interrupt_on_sigterm()
     config_path = ctx.find_root().obj.config_path
@@ -183,7 +192,12 @@ def demo(
             results = loop.run()
             found = loop.references() if references else {}
             data = build_report(
-                loop.collection.name, results, found, run_id=loop.run_id, users=user.config()
+                loop.collection.name,
+                results,
+                found,
+                run_id=loop.run_id,
+                users=user.config(),
+                seed=seed,
             )
     except (DatasetError, TunerError, RuntimeError) as exc:
         fail(str(exc))

@@ -88,17 +88,21 @@ def namespace_env(
     explore_depth: int = 10,
     rollout: RolloutMode = RolloutMode.two_stage,
     online_budget: int | None = None,
+    seed: int = 0,
 ) -> dict[str, str]:
     """Environment overrides that give one demo run its own topics, indexes, alias and home,
     and the share of searches whose top `explore_depth` hits the serving side shuffles. The
     tuner worker triggers on each round's sessions at once (no grace period, no minimum interval)
     and decides with `rollout`: two_stage tests a candidate the gate calls non-inferior as an
-    interleaved arm on the shoppers' next searches, within `online_budget` searches."""
+    interleaved arm on the shoppers' next searches, within `online_budget` searches. `seed`
+    seeds training and the batches' held-out splits (the shoppers are seeded by the loop)."""
     budget = (
         {"CLICKTUNE_TUNER__WORKER__AB_MAX_QUERIES": str(online_budget)} if online_budget else {}
     )
     return {
         **budget,
+        "CLICKTUNE_TUNER__TRAIN__SEED": str(seed),
+        "CLICKTUNE_TUNER__BATCHES__SEED": str(seed),
         "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}-tasks",
         "CLICKTUNE_TUNER__WORKER__ROLLOUT": rollout.value,
         "CLICKTUNE_TUNER__WORKER__MIN_NEW_SESSIONS": str(MIN_ROUND_SESSIONS),
@@ -161,6 +165,7 @@ class ClosedLoop:
                 options.explore_depth,
                 options.rollout,
                 max(1, budget),
+                options.seed,
             )
         )
         if options.score_candidates:

@@ -19,6 +19,7 @@ def build_report(
     references: Mapping[str, Mapping[str, float] | None],
     run_id: str | None = None,
     users: Mapping[str, object] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The report object: base metrics, the references measured beside them, every round, and
     the simulated users that clicked (`UserModel.config()`), so results say who produced them."""
@@ -26,6 +27,7 @@ def build_report(
         "dataset": dataset,
         "run_id": run_id,
         "users": dict(users) if users is not None else None,
+        "seed": seed,
         "base": _pick(rounds[0].metrics),
         "rounds": [
             {
@@ -124,7 +126,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     users = report.get("users")
     if users:
         shown = ", ".join(f"{k} {v}" for k, v in users.items())
-        lines += ["", f"Simulated users: {shown}."]
+        seed = report.get("seed")
+        seeded = f"; seed {seed}" if seed is not None else ""
+        lines += ["", f"Simulated users: {shown}{seeded}."]
     if any(r.get("offline") for r in report["rounds"]):
         lines += [
             "",

@@ -99,3 +99,20 @@ def test_without_user_flags_the_demo_simulates_the_users_it_always_did(
     default = DemoOptions(Path("."), 1, Path(".")).user
     assert FakeLoop.seen[0].user == default == UserModel(eta=1.0, noise=0.05)
     assert report["users"]["click_model"] == "position" and report["users"]["trust_bias"] == 0.0
+
+
+def test_the_seed_reaches_the_loop_and_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_services: list[str]
+) -> None:
+    report = _run_demo(tmp_path, monkeypatch, ["--seed", "3"])
+    assert FakeLoop.seen[0].seed == 3
+    assert report["seed"] == 3
+    assert "; seed 3." in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_seed_seeds_the_tuner_workers_training_and_splits() -> None:
+    from clicktune.demo.loop import namespace_env
+
+    env = namespace_env("demo-x", Path("/tmp/home"), seed=4)
+    assert env["CLICKTUNE_TUNER__TRAIN__SEED"] == "4"
+    assert env["CLICKTUNE_TUNER__BATCHES__SEED"] == "4"

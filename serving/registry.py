@@ -6,18 +6,28 @@ Layout under `root` (= `settings.home / "models"`):
     aliases.json          {"production": "v3", "candidate": "v4", ...}
     alias_history.json    {"production": ["v1", "v2", "v3"], ...}  (last HISTORY_KEPT targets)
 
+    registry.lock         taken (flock) by every write, see below
+
 A version appears atomically (copied into a hidden temp dir, then renamed) and is never
 overwritten; aliases move by atomic file replacement, so readers never see a half-written state.
+Serve replicas, the tuner worker and the CLI write from separate processes, so every
+read-modify-write (alias moves, history, archiving, the next version number) holds an exclusive
+`flock` on `registry.lock`; without it two writers would each rewrite the file from what they
+read and one move would be lost. Readers take no lock. A writer waits at most `lock_timeout_s`.
 """
 
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,8 @@ __all__ = ["LocalRegistry", "ModelVersion"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 _AUTO_VERSION = re.compile(r"^v(\d+)$")
 HISTORY_KEPT = 10
+LOCK_TIMEOUT_S = 10.0
+_LOCK_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -50,34 +62,49 @@ class ModelVersion:
 class LocalRegistry:
     """Model versions and aliases in a folder; safe against readers during writes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
         self._versions = self.root / "versions"
         self._aliases_file = self.root / "aliases.json"
         self._history_file = self.root / "alias_history.json"
+        self._lock_file = self.root / "registry.lock"
 
     def add(self, src_dir: Path, version: str | None = None) -> ModelVersion:
-        """Copy the model directory `src_dir` in as `version` (next `v<N>` when None)."""
+        """Copy the model directory `src_dir` in as `version` (next `v<N>` when None).
+
+        The copy runs unlocked; the number is taken and the directory renamed in under the
+        registry lock, so concurrent adds never get the same number."""
         src_dir = Path(src_dir)
         read_model_meta(src_dir, error=RegistryError)  # refuse a broken dir before copying
+        if version is not None:
+            _check_name(version, "version")
+            self._refuse_existing(version)
         self._versions.mkdir(parents=True, exist_ok=True)
-        version = version if version is not None else self._next_version()
-        _check_name(version, "version")
-        target = self._versions / version
-        if target.exists():
-            raise RegistryError(f"model version {version!r} already exists in {self.root}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self._versions))
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=self._versions))
         try:
             # The whole directory: serving reads MODEL_FILES, the tuner keeps its weights beside.
             shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
-            _stamp_version(tmp, version)
-            os.rename(tmp, target)
+            with self._locked():
+                placed = self._place(tmp, version)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if target.exists():
-                raise RegistryError(f"model version {version!r} already exists") from exc
-            raise RegistryError(f"cannot add {src_dir} as {version!r}: {exc}") from exc
-        return self.get(version)
+            what = version or "a new version"
+            raise RegistryError(f"cannot add {src_dir} as {what!r}: {exc}") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed in
+        return self.get(placed)
+
+    def _place(self, tmp: Path, version: str | None) -> str:
+        """Rename the copied `tmp` in as `version` (or the next number); hold the lock."""
+        version = version if version is not None else self._next_version()
+        self._refuse_existing(version)
+        _stamp_version(tmp, version)
+        os.rename(tmp, self._versions / version)
+        return version
+
+    def _refuse_existing(self, version: str) -> None:
+        if (self._versions / version).exists():
+            raise RegistryError(f"model version {version!r} already exists in {self.root}")
 
     def get(self, ref: str) -> ModelVersion:
         """The version named `ref`, or the version the alias `ref` points at."""
@@ -100,6 +127,10 @@ class LocalRegistry:
     def set_alias(self, alias: str, version: str) -> None:
         """Point `alias` at an existing `version` (atomic file replace) and record it in history."""
         _check_name(alias, "alias")
+        with self._locked():
+            self._set_alias(alias, version)
+
+    def _set_alias(self, alias: str, version: str) -> None:
         if alias in self._version_names():
             raise RegistryError(f"alias {alias!r} would shadow the model version of that name")
         if not (self._versions / version).is_dir():
@@ -120,6 +151,10 @@ class LocalRegistry:
         """Move `version` out of the registry into `archived/` (e.g. a canceled task's
         candidate); the aliases in `drop_aliases` that name it are removed, any other alias
         naming it refuses the archive. Its number is never handed out again."""
+        with self._locked():
+            return self._archive(version, drop_aliases)
+
+    def _archive(self, version: str, drop_aliases: tuple[str, ...]) -> Path:
         aliases = self.aliases()
         kept = sorted(a for a, v in aliases.items() if v == version and a not in drop_aliases)
         if kept:
@@ -141,6 +176,10 @@ class LocalRegistry:
 
     def rollback_alias(self, alias: str) -> str:
         """Point `alias` back at the version it named before the current one; return it."""
+        with self._locked():
+            return self._rollback_alias(alias)
+
+    def _rollback_alias(self, alias: str) -> str:
         targets = self.alias_history(alias)
         if len(targets) < 2:
             raise RegistryError(
@@ -154,6 +193,27 @@ class LocalRegistry:
         self._write_json(self._history_file, history)
         self._move_alias(alias, previous)
         return previous
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the exclusive inter-process write lock for one read-modify-write; wait at most
+        `lock_timeout_s`, then refuse naming the lock file (not a silent, endless hang)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self._lock_file, "a")  # noqa: SIM115 - closed below, which unlocks
+        except OSError as exc:
+            raise RegistryError(f"cannot open the registry lock {self._lock_file}: {exc}") from exc
+        with handle:
+            deadline = time.monotonic() + self.lock_timeout_s
+            while not _try_lock(handle.fileno()):
+                if time.monotonic() >= deadline:
+                    raise RegistryError(
+                        f"registry lock {self._lock_file} still held by another writer after "
+                        f"{self.lock_timeout_s:g} s (lock_timeout_s); every registry write "
+                        "takes it: try again once the other writer is done"
+                    )
+                time.sleep(_LOCK_POLL_S)
+            yield  # closing the file releases the lock, also when the write failed
 
     def _move_alias(self, alias: str, version: str) -> None:
         aliases = self.aliases()
@@ -215,6 +275,14 @@ class LocalRegistry:
             metrics=dict(meta.get("metrics") or {}),
             aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
         )
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _check_name_ok(name: str) -> bool:

@@ -12,7 +12,9 @@ writes by id).
 The spool is bounded in bytes (`serving.spool.max_bytes`, all topics together): a record that
 does not fit is dropped, counted in `clicktune_spool_dropped_total{topic}` and logged; the send
 raises `SpoolFullError` (a search still answers, the collector answers 503). Spooled lines are
-flushed to the OS (they survive a crash of the process, not of the machine).
+flushed to the OS (they survive a crash of the process, not of the machine). Records spooled and
+replayed since the start are counted in `clicktune_spool_spooled_total{topic}` and
+`clicktune_spool_replayed_total{topic}`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Spool:
         self.root, self.max_bytes = Path(root), max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.dropped: dict[str, int] = {}
+        self.spooled: dict[str, int] = {}
+        self.replayed: dict[str, int] = {}
         self._lock = threading.Lock()
         self._size = sum(p.stat().st_size for p in self.root.glob("*.jsonl"))
 
@@ -78,6 +82,7 @@ class Spool:
                 out.write(lines)
                 out.flush()
             self._size += len(lines)
+            self.spooled[topic] = self.spooled.get(topic, 0) + len(records)
 
     def read(self, topic: str, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
         """The oldest `limit` records of `topic` and the bytes they take in the file."""
@@ -92,8 +97,8 @@ class Spool:
                 used += len(raw)
         return records, used
 
-    def cut(self, topic: str, used: int) -> None:
-        """Remove the first `used` bytes of `topic`'s file (records Kafka acknowledged)."""
+    def cut(self, topic: str, used: int, count: int) -> None:
+        """Remove the first `used` bytes of `topic`'s file: `count` records Kafka acknowledged."""
         path = self._path(topic)
         with self._lock:
             rest = path.read_bytes()[used:]
@@ -101,6 +106,7 @@ class Spool:
             tmp.write_bytes(rest)
             tmp.replace(path)
             self._size -= used
+            self.replayed[topic] = self.replayed.get(topic, 0) + count
 
     def _path(self, topic: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in topic)
@@ -183,7 +189,7 @@ class SpoolReplayer(BackgroundLoop):
                     "spool replay waits for Kafka (%d bytes spooled): %s", self.spool.size, exc
                 )
                 return False
-            self.spool.cut(topic, used)
+            self.spool.cut(topic, used, len(records))
             log.info("replayed %d spooled record(s) to %s", len(records), topic)
         return True
 
@@ -193,18 +199,21 @@ class _SpoolCollector(Collector):
         self.spool = spool
 
     def collect(self) -> Iterator[Any]:
-        dropped = CounterMetricFamily(
-            "clicktune_spool_dropped",
-            "UBI records dropped because Kafka was down and the spool was full",
-            labels=["topic"],
-        )
-        for topic, count in sorted(self.spool.dropped.items()):
-            dropped.add_metric([topic], count)
+        counts = {
+            "dropped": "UBI records dropped because Kafka was down and the spool was full",
+            "spooled": "UBI records that went to the local spool because Kafka did not take them",
+            "replayed": "spooled UBI records that Kafka acknowledged later",
+        }
+        for what, description in counts.items():
+            counter = CounterMetricFamily(f"clicktune_spool_{what}", description, labels=["topic"])
+            for topic, count in sorted(getattr(self.spool, what).items()):
+                counter.add_metric([topic], count)
+            yield counter
         size = GaugeMetricFamily("clicktune_spool_bytes", "bytes waiting in the local spool")
         size.add_metric([], self.spool.size)
-        yield from (dropped, size)
+        yield size
 
 
 def spool_metrics(spool: Spool) -> Collector:
-    """`clicktune_spool_dropped_total{topic}` and `clicktune_spool_bytes` for `/metrics`."""
+    """`clicktune_spool_{dropped,spooled,replayed}_total{topic}` and `clicktune_spool_bytes`."""
     return _SpoolCollector(spool)

@@ -58,6 +58,13 @@ def test_records_kafka_refuses_are_spooled_and_replayed_in_order(tmp_path: Path)
     assert [key for _, key, _ in kafka.records] == [f"q{i}".encode() for i in range(11)]
     sink.send("ubi.queries", *_records(12, start=11)[0])  # the spool is empty: direct again
     assert kafka.records[-1][1] == b"q11" and spool.size == 0
+    assert spool.spooled == spool.replayed == {"ubi.queries": 9}  # q2..q10
+    registry = CollectorRegistry()
+    registry.register(spool_metrics(spool))
+    assert (
+        'clicktune_spool_replayed_total{topic="ubi.queries"} 9.0'
+        in generate_latest(registry).decode()
+    )
 
 
 def test_a_replay_cut_short_keeps_the_rest_and_the_order(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@
      ├── ExperimentError        an A/B experiment cannot start, be read or be stopped
      ├── QueryLogError          the UBI query record could not be published
      ├── SwapRefusedError       a model failed its hot-swap checks; the old one keeps serving
+     ├── ReindexRequiredError   promoting a version needs a reindex the caller did not allow
      └── MlCommonsError         OpenSearch ml-commons refused a connector, model or pipeline
 
 Errors of the libraries below (onnxruntime, opensearch-py, kafka-python) are mapped to these at
@@ -34,6 +35,7 @@ __all__ = [
     "QueryLogError",
     "ReindexError",
     "ReindexPendingError",
+    "ReindexRequiredError",
     "RegistryError",
     "MlCommonsError",
     "ServingError",
@@ -113,6 +115,11 @@ class QueryLogError(ServingError):
 
 class SwapRefusedError(ServingError):
     """A new model version failed to load or its probe checks; the slot keeps the old one."""
+
+
+class ReindexRequiredError(ServingError):
+    """No kept index of the version holds the live documents and the caller did not allow a
+    reindex; nothing moved."""
 
 
 class MlCommonsError(ServingError):

@@ -6,6 +6,9 @@ alias onto it (one atomic `_aliases` call), move the registry alias (with histor
 replicas on the control topic (they also find the alias move by polling the registry).
 Rollback: the registry alias goes back to the version it named before, and the document alias
 to that version's newest kept index (refused with the reason when none is kept).
+A caller that may not reindex (the admin API without `reindex: true`) passes
+`allow_reindex=False` and gets `ReindexRequiredError` instead, before anything moved. When the
+registry alias cannot move, the document alias goes back: the two never name different models.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.errors import RegistryError, ServingError
+from serving.errors import RegistryError, ReindexRequiredError, ServingError
 from serving.index_versions import latest_index_of
 from serving.registry import LocalRegistry
 from serving.replicas import model_changed
@@ -63,29 +66,41 @@ class Rollout:
         self.publish = publish
         self.alias = alias
 
-    def promote(self, version: str) -> RolloutResult:
-        """Serve `version` everywhere: its index behind the document alias, the alias on it."""
+    def promote(self, version: str, *, allow_reindex: bool = True) -> RolloutResult:
+        """Serve `version` everywhere: its index behind the document alias, the alias on it.
+        Without `allow_reindex`, a version with no current kept index is refused unmoved."""
         target = self.registry.get(version).version
         previous = self.registry.aliases().get(self.alias)
         live = self.doc_index.live_index()
-        index, reindexed = self._index_for(target, live)
+        index, reindexed = self._index_for(target, live, allow_reindex)
         if index != live:
             self.doc_index.swap_alias(index)
         if previous != target:
-            self.registry.set_alias(self.alias, target)
+            self._move_registry_alias(lambda: self.registry.set_alias(self.alias, target), live)
         changed_dim = previous is not None and (
             self.registry.get(previous).dimension != self.registry.get(target).dimension
         )
         return self._announce(target, previous, index, live, reindexed, changed_dim)
 
-    def rollback(self) -> RolloutResult:
-        """Go back to the version the alias named before, and to its kept index."""
+    def rollback_target(self) -> str:
+        """The version a rollback would serve: the one the alias named before the current one."""
         history = self.registry.alias_history(self.alias)
         if len(history) < 2:
             raise RegistryError(
                 f"alias {self.alias!r} has no previous version to roll back to (history: {history})"
             )
-        current, previous = history[-1], history[-2]
+        return history[-2]
+
+    def rollback(self, expected: str | None = None) -> RolloutResult:
+        """Go back to the version the alias named before, and to its kept index; refused
+        unmoved when that is not `expected` (the alias moved since the caller looked)."""
+        previous = self.rollback_target()
+        current = self.registry.alias_history(self.alias)[-1]
+        if expected is not None and previous != expected:
+            raise RegistryError(
+                f"alias {self.alias!r} would roll back to {previous!r}, not {expected!r}: it "
+                "moved meanwhile; look again and retry"
+            )
         index = latest_index_of(self.doc_index, previous)
         if index is None:
             raise ServingError(
@@ -96,18 +111,36 @@ class Rollout:
         warning = self._staleness(index, live)
         if index != live:
             self.doc_index.swap_alias(index)
-        self.registry.rollback_alias(self.alias)
+        self._move_registry_alias(lambda: self.registry.rollback_alias(self.alias), live)
         changed_dim = self.registry.get(previous).dimension != self.registry.get(current).dimension
         result = self._announce(previous, current, index, live, False, changed_dim)
         return RolloutResult(**{**result.as_dict(), "warning": warning or result.warning})
 
-    def _index_for(self, version: str, live: str | None) -> tuple[str, bool]:
+    def _move_registry_alias(self, move: Callable[[], Any], live: str | None) -> None:
+        """Run `move`; if it fails, put the document alias back on `live` so the registry alias
+        and the document alias keep naming the same model."""
+        try:
+            move()
+        except ServingError:
+            if live is not None and self.doc_index.live_index() != live:
+                self.doc_index.swap_alias(live)
+            raise
+
+    def _index_for(self, version: str, live: str | None, allow_reindex: bool) -> tuple[str, bool]:
         kept = latest_index_of(self.doc_index, version)
-        if kept is not None and live is not None and self._staleness(kept, live) is None:
+        stale = None if kept is None else self._staleness(kept, live)
+        if kept is not None and live is not None and stale is None:
             return kept, False
         if live is None:
             raise ServingError(
                 f"alias {self.doc_index.alias!r} does not exist; run `clicktune index` first"
+            )
+        if not allow_reindex:
+            why = stale or f"no index built by {version!r} is kept"
+            raise ReindexRequiredError(
+                f"model {version!r} needs a reindex before it can serve ({why}); nothing moved. "
+                f"Run `clicktune models promote {version}`, or promote it with "
+                '`"reindex": true` to re-embed the live documents with it first'
             )
         report = self.reindex(version)
         return report.index, True

@@ -5,7 +5,8 @@ dimension than declared, different vectors for the same text; for a CLIP model t
 probe image) or would not fit the live index (another dimension or another model kind, text vs
 CLIP, unless the caller says it is a reindex) is refused with the reason; the slot keeps serving
 the old model. Swaps and alias moves are serialised by one lock per replica, so the
-registry poller never races an admin promote.
+registry poller never races an admin promote. `swap_after` runs the admin API's alias moves
+(serving/rollout.py) between the checks and the swap: a refused model moves no alias.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from serving.encoder import ServableEncoder
 from serving.errors import RegistryError, SwapRefusedError
 from serving.index_versions import index_version
 from serving.model_loader import image_tower
-from serving.registry import LocalRegistry
+from serving.registry import LocalRegistry, ModelVersion
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 
@@ -33,6 +34,7 @@ __all__ = ["HotSwapper", "SwapResult", "check_encoder", "live_index_kind"]
 log = logging.getLogger(__name__)
 
 ModelLoader = Callable[[Path], ServableEncoder]
+Moved = TypeVar("Moved")
 NORM_TOLERANCE = 1e-3
 REPEAT_TOLERANCE = 1e-5
 
@@ -144,6 +146,14 @@ class HotSwapper:
         """Serve registry version (or alias) `ref`; raise `SwapRefusedError` and keep the old one
         when it does not load or fails its checks. `reindex=True` accepts a new dimension or
         model kind (the caller re-embeds the index)."""
+        return self.swap_after(ref, lambda version: None, reindex=reindex)[0]
+
+    def swap_after(
+        self, ref: str, move: Callable[[str], Moved], *, reindex: bool = False
+    ) -> tuple[SwapResult, Moved]:
+        """Check `ref`, run `move(version)`, then serve it: the admin API moves the document and
+        registry aliases in `move` only once the model passed its checks, and swaps the slot only
+        once they moved. If the checks or `move` fail, the slot keeps the old model."""
         with self.lock:
             started = time.perf_counter()
             try:
@@ -152,22 +162,10 @@ class HotSwapper:
                 raise self._refuse(ref, str(exc)) from exc
             current = self.slot.version
             if version.version == current:
-                return SwapResult(version.version, current, 0.0, changed=False)
-            kind = None if reindex else self._expected_kind()
-            if kind is not None and version.kind != kind:
-                raise self._refuse(
-                    version.version,
-                    f"it is a {version.kind!r} model but the live index holds vectors of a "
-                    f"{kind!r} model; promote it as a reindex instead",
-                )
-            try:
-                encoder = self._loader(version.path)
-                expected = None if reindex else self._expected_dimension()
-                check_encoder(encoder, self._probes, expected)
-            except SwapRefusedError as exc:
-                raise self._refuse(version.version, str(exc)) from exc
-            except Exception as exc:  # a corrupt file fails in many library-specific ways
-                raise self._refuse(version.version, f"cannot load: {exc}") from exc
+                moved = move(version.version)
+                return SwapResult(version.version, current, 0.0, changed=False), moved
+            encoder = self._checked(version, reindex)
+            moved = move(version.version)
             self.slot.swap(encoder)
             seconds = time.perf_counter() - started
             log.info(
@@ -177,7 +175,26 @@ class HotSwapper:
                 current,
                 seconds,
             )
-            return SwapResult(version.version, current, seconds)
+            return SwapResult(version.version, current, seconds), moved
+
+    def _checked(self, version: ModelVersion, reindex: bool) -> ServableEncoder:
+        """The encoder of `version`, loaded and through its probe checks, or a refusal."""
+        kind = None if reindex else self._expected_kind()
+        if kind is not None and version.kind != kind:
+            raise self._refuse(
+                version.version,
+                f"it is a {version.kind!r} model but the live index holds vectors of a "
+                f"{kind!r} model; promote it as a reindex instead",
+            )
+        try:
+            encoder = self._loader(version.path)
+            expected = None if reindex else self._expected_dimension()
+            check_encoder(encoder, self._probes, expected)
+        except SwapRefusedError as exc:
+            raise self._refuse(version.version, str(exc)) from exc
+        except Exception as exc:  # a corrupt file fails in many library-specific ways
+            raise self._refuse(version.version, f"cannot load: {exc}") from exc
+        return encoder
 
     def promote(self, version: str, alias: str, *, reindex: bool = False) -> SwapResult:
         """Check and serve `version` here, then point `alias` at it in the registry."""

@@ -1,15 +1,25 @@
 """The admin API: registry models, promote and rollback, for the `admin` scope.
 
 Every route needs the admin token (CLICKTUNE_ADMIN__TOKEN; serving/auth.py answers 503 when
-none is configured, 401 without it or with a wrong one, 403 for a lesser token). Promote and
-rollback check and swap the model on
-this replica first, then move the alias in the registry, then tell the other replicas on the
-control topic (they also find the alias move by polling the registry).
+none is configured, 401 without it or with a wrong one, 403 for a lesser token).
+
+With a `Rollout` (what `clicktune serve` gives it) promote and rollback move the model, the
+registry alias and the document alias together, so queries never run one model against another
+model's vectors: the version is checked first (loaded, probes), then the rollout moves the
+document alias onto an index built by that version and the registry alias onto the version
+(serving/rollout.py, as `clicktune models promote` does), then this replica swaps its slot and
+the rollout tells the others on the control topic. A version with no current kept index is
+refused with 409 and nothing moved, unless the request says `"reindex": true`: then the rollout
+re-embeds the live documents with it first (the request lasts as long as the reindex). While no
+document alias exists there are no vectors to keep in step: the model and the registry alias
+move alone, as they do without a `Rollout`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter
@@ -17,10 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.api_errors import ApiError
 from serving.auth import Scope, requires
-from serving.errors import RegistryError, ServingError, SwapRefusedError
+from serving.errors import (
+    DocumentIndexError,
+    ReindexPendingError,
+    ReindexRequiredError,
+    ServingError,
+    SwapRefusedError,
+)
 from serving.hotswap import HotSwapper, SwapResult
 from serving.registry import ModelVersion
 from serving.replicas import ControlPublisher, model_changed
+from serving.rollout import Rollout, RolloutResult
 
 __all__ = ["PromoteRequest", "admin_router"]
 
@@ -28,7 +45,8 @@ log = logging.getLogger(__name__)
 
 
 class PromoteRequest(BaseModel):
-    """`POST /admin/models/promote`: the version to serve; `reindex` accepts a new dimension."""
+    """`POST /admin/models/promote`: the version to serve; `reindex` allows re-embedding the
+    live documents with it when no index built by it is kept."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,8 +58,10 @@ def admin_router(
     swapper: HotSwapper,
     alias: str = "production",
     publisher: ControlPublisher | None = None,
+    rollout: Rollout | None = None,
 ) -> APIRouter:
-    """The `/admin/models*` routes, all of scope `admin`."""
+    """The `/admin/models*` routes, all of scope `admin`; `rollout` (on the same registry and
+    alias) keeps the document alias in step with the model."""
     router = APIRouter(prefix="/admin", dependencies=[requires(Scope.ADMIN)])
 
     @router.get("/models")
@@ -62,25 +82,67 @@ def admin_router(
 
     @router.post("/models/promote")
     def promote(body: PromoteRequest) -> dict[str, Any]:
-        try:
+        with _mapped():
+            if rollout is not None and _has_documents(rollout):
+                swap, moved = swapper.swap_after(
+                    body.version,
+                    lambda v: rollout.promote(v, allow_reindex=body.reindex),
+                    reindex=True,  # the document alias moves onto the version's own index
+                )
+                return _rolled(swap, moved)
             result = swapper.promote(body.version, alias, reindex=body.reindex)
-        except SwapRefusedError as exc:
-            raise ApiError(409, str(exc), "model_refused") from exc
-        except RegistryError as exc:
-            raise ApiError(404, str(exc), "not_found") from exc
         return _answer(result, alias, publisher, body.reindex)
 
     @router.post("/models/rollback")
     def rollback() -> dict[str, Any]:
-        try:
+        with _mapped():
+            if rollout is not None and _has_documents(rollout):
+                target = rollout.rollback_target()
+                swap, moved = swapper.swap_after(
+                    target, lambda v: rollout.rollback(expected=v), reindex=True
+                )
+                return _rolled(swap, moved)
             result = swapper.rollback(alias)
-        except SwapRefusedError as exc:
-            raise ApiError(409, str(exc), "model_refused") from exc
-        except RegistryError as exc:
-            raise ApiError(409, str(exc), "conflict") from exc
         return _answer(result, alias, publisher, reindex=False)
 
     return router
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """Serving errors of a promote or rollback as API errors. Nothing moved when one is raised:
+    the swapper and the rollout check before they move."""
+    try:
+        yield
+    except SwapRefusedError as exc:
+        raise ApiError(409, str(exc), "model_refused") from exc
+    except ReindexRequiredError as exc:
+        raise ApiError(409, str(exc), "reindex_required") from exc
+    except ReindexPendingError as exc:  # an interrupted reindex to resume or abandon first
+        raise ApiError(409, str(exc), "conflict") from exc
+    except DocumentIndexError as exc:
+        raise ApiError(503, str(exc), "service_unavailable") from exc
+    except ServingError as exc:  # no previous version, no kept index, the registry lock
+        raise ApiError(409, str(exc), "conflict") from exc
+
+
+def _has_documents(rollout: Rollout) -> bool:
+    """Whether the document alias exists: only then are there vectors to keep in step."""
+    return rollout.doc_index.live_index() is not None
+
+
+def _rolled(swap: SwapResult, moved: RolloutResult) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "alias": moved.alias,
+        **swap.as_dict(),
+        "index": moved.index,
+        "previous_index": moved.previous_index,
+        "reindexed": moved.reindexed,
+        "published": moved.published,
+    }
+    if moved.warning:
+        answer["warning"] = moved.warning
+    return answer
 
 
 def _answer(

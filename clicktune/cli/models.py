@@ -164,9 +164,34 @@ def rollback(
 
 def _rollout(settings: Any, progress: bool) -> Any:
     """A `serving.rollout.Rollout` on the registry, the document index and the control topic."""
+    return rollout_of(settings, progress=progress, publish=_kafka_publisher(settings))
+
+
+def rollout_of(
+    settings: Any,
+    *,
+    progress: bool,
+    publish: Any,
+    doc_index: Any = None,
+    alias: str = "production",
+) -> Any:
+    """The rollout `clicktune models promote` runs (reindexing with `clicktune reindex`'s path
+    when no index of the version is kept); `clicktune serve`'s admin API promotes through it."""
     from clicktune.cli.index import _doc_index, run_reindex
     from serving.registry import LocalRegistry
     from serving.rollout import Rollout
+
+    return Rollout(
+        LocalRegistry(settings.home / "models"),
+        doc_index if doc_index is not None else _doc_index(settings),
+        reindex=lambda version: run_reindex(settings, version, progress=progress),
+        publish=publish,
+        alias=alias,
+    )
+
+
+def _kafka_publisher(settings: Any) -> Any:
+    """Publish one control message with a producer of its own (a CLI run sends one or none)."""
 
     def publish(message: dict[str, Any]) -> None:
         from kafka import KafkaProducer
@@ -188,12 +213,7 @@ def _rollout(settings: Any, progress: bool) -> Any:
         finally:
             producer.close(timeout=5)
 
-    return Rollout(
-        LocalRegistry(settings.home / "models"),
-        _doc_index(settings),
-        reindex=lambda version: run_reindex(settings, version, progress=progress),
-        publish=publish,
-    )
+    return publish
 
 
 def _print_rollout(result: Any, as_json: bool) -> None:

@@ -172,7 +172,6 @@ def _replica(
     from kafka import KafkaConsumer
 
     from clicktune.clients import kafka_options
-    from serving.admin import admin_router
     from serving.documents import documents_router, index_dimension
     from serving.hotswap import HotSwapper, live_index_kind
     from serving.lazy_kafka import LazyConsumer
@@ -193,7 +192,7 @@ def _replica(
     alias = ref if ref in registry.aliases() else "production"
     publisher = ControlPublisher(producer, settings.kafka.control_topic)
     routers = [
-        admin_router(swapper, alias=alias, publisher=publisher),
+        _admin_router(settings, swapper, doc_index, publisher, alias),
         documents_router(slot, doc_index, serving, encoder_for=_registry_encoders(settings)),
         _task_router(settings, doc_index),
     ]
@@ -214,6 +213,20 @@ def _replica(
         )
         followers.append(ControlListener(consumer, swapper, alias))
     return routers, followers
+
+
+def _admin_router(
+    settings: Settings, swapper: Any, doc_index: DocumentIndex, publisher: Any, alias: str
+) -> Any:
+    """`/admin/models*`: promote and rollback go through the rollout `clicktune models promote`
+    runs, so the document alias moves with the model (serving/admin.py)."""
+    from clicktune.cli.models import rollout_of
+    from serving.admin import admin_router
+
+    rollout = rollout_of(
+        settings, progress=False, publish=publisher.publish, doc_index=doc_index, alias=alias
+    )
+    return admin_router(swapper, alias=alias, publisher=publisher, rollout=rollout)
 
 
 def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:

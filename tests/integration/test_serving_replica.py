@@ -1,6 +1,8 @@
 """A real `clicktune serve` process against the real OpenSearch and Kafka: OpenSearch calling it
-through ml-commons (connector, ingest pipeline, neural query), hot swap under load, refused
-models, the control topic, the admin token, /v1/documents and /metrics."""
+through ml-commons (connector, ingest pipeline, neural query), hot swap under load, admin
+promote and rollback moving the document alias with the model (refused without an index of the
+version, reindexing with `"reindex": true`), refused models, the control topic, the admin token,
+/v1/documents and /metrics."""
 
 from __future__ import annotations
 
@@ -34,15 +36,23 @@ TEXTS = ["wing lift", "boundary layer flow", "heat shock", "drag", "lift drag wi
 
 
 class Server:
-    def __init__(self, url: str, name: str, registry: LocalRegistry, tables: dict) -> None:
+    def __init__(
+        self, url: str, name: str, registry: LocalRegistry, tables: dict, docs: DocumentIndex
+    ) -> None:
         self.url, self.name, self.registry, self.tables = url, name, registry, tables
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.docs = docs
+        self.http = httpx.Client(base_url=url, timeout=120)
 
     def version(self) -> str:
         return self.http.get("/v1/models").json()["data"][0]["id"]
 
-    def promote(self, version: str) -> httpx.Response:
-        return self.http.post("/admin/models/promote", json={"version": version}, headers=AUTH)
+    def promote(self, version: str, reindex: bool = False) -> httpx.Response:
+        body = {"version": version, "reindex": reindex}
+        return self.http.post("/admin/models/promote", json=body, headers=AUTH)
+
+    def state(self) -> tuple[str, str, str | None]:
+        """The model served, the registry alias, the index behind the document alias."""
+        return self.version(), self.registry.aliases()["production"], self.docs.live_index()
 
 
 def _registry(home: Path) -> tuple[LocalRegistry, dict[str, np.ndarray]]:
@@ -68,6 +78,7 @@ def server(services, opensearch, tmp_path_factory) -> Iterator[Server]:  # type:
     registry, tables = _registry(home)
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
     docs.swap_alias(docs.create_version("v1", 8))  # the live index: 8-dimensional vectors
+    docs.create_version("v2", 8)  # a kept index of v2 (as empty as the live one): no reindex
     port = free_port()
     env = {
         **os.environ,
@@ -94,7 +105,7 @@ def server(services, opensearch, tmp_path_factory) -> Iterator[Server]:  # type:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, home / "serve.log")
-        yield Server(url, name, registry, tables)
+        yield Server(url, name, registry, tables, docs)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -138,6 +149,7 @@ def test_hot_swap_under_load_fails_no_request(server: Server) -> None:
             answer = server.promote(version)
             assert answer.status_code == 200, answer.text
             assert answer.json()["published"] is True
+            assert answer.json()["index"] == server.docs.live_index() == _index(server, version)
         time.sleep(0.4)
     finally:
         stop.set()
@@ -145,23 +157,34 @@ def test_hot_swap_under_load_fails_no_request(server: Server) -> None:
             thread.join()
     assert failures == []
     assert seen.get("v1", 0) > 0 and seen.get("v2", 0) > 0
-    assert server.registry.aliases()["production"] == "v2"
+    assert server.state() == ("v2", "v2", _index(server, "v2"))
+
+
+def _index(server: Server, version: str) -> str:
+    return f"{server.name}__{version}__1"
 
 
 @pytest.mark.parametrize(
     ("version", "reason"),
-    [("broken", "cannot load"), ("wide", "dimension 16 but the live index holds 8")],
+    [("broken", "cannot load"), ("wide", "model 'wide' needs a reindex")],
 )
-def test_a_corrupt_or_mismatched_model_is_refused(server: Server, version, reason) -> None:
-    before = server.version()
+def test_a_corrupt_or_unindexed_model_is_refused(server: Server, version, reason) -> None:
+    before = server.state()
     answer = server.promote(version)
     assert answer.status_code == 409 and reason in answer.json()["error"]["message"]
-    assert server.version() == before
-    assert server.registry.aliases()["production"] == before
+    assert server.state() == before
     embedded = server.http.post("/v1/embeddings", json={"input": ["wing"]})
-    assert embedded.status_code == 200 and embedded.json()["model"] == before
+    assert embedded.status_code == 200 and embedded.json()["model"] == before[0]
     refusal = server.http.get("/admin/models", headers=AUTH).json()["serving"]["last_refusal"]
-    assert refusal["version"] == version
+    assert refusal["version"] == "broken"  # a missing index is no model refusal
+
+
+def test_rollback_moves_the_document_alias_back(server: Server) -> None:
+    back = server.http.post("/admin/models/rollback", headers=AUTH)
+    assert back.status_code == 200, back.text
+    assert server.state() == ("v1", "v1", _index(server, "v1"))
+    assert server.promote("v2").status_code == 200
+    assert server.state() == ("v2", "v2", _index(server, "v2"))
 
 
 def test_replicas_follow_the_control_topic(server: Server, settings) -> None:
@@ -169,17 +192,22 @@ def test_replicas_follow_the_control_topic(server: Server, settings) -> None:
 
     from clicktune.clients import kafka_options
 
-    target = "v1" if server.version() == "v2" else "v2"
-    message = json.dumps({"type": "model_changed", "alias": "production", "version": target})
+    before = server.version()
+    target = "v1" if before == "v2" else "v2"
     producer = KafkaProducer(**kafka_options(settings.kafka))
     try:
-        deadline = time.monotonic() + 30
-        while server.version() != target and time.monotonic() < deadline:
-            producer.send(f"{server.name}-control", value=message.encode()).get(timeout=10)
-            time.sleep(1)  # resent until the listener, which starts at the latest offset, sees it
+        for version in (target, before):  # and back: the aliases never moved
+            message = json.dumps(
+                {"type": "model_changed", "alias": "production", "version": version}
+            )
+            deadline = time.monotonic() + 30
+            # Resent until the listener, which starts at the latest offset, sees it.
+            while server.version() != version and time.monotonic() < deadline:
+                producer.send(f"{server.name}-control", value=message.encode()).get(timeout=10)
+                time.sleep(1)
+            assert server.version() == version
     finally:
         producer.close()
-    assert server.version() == target
 
 
 @pytest.mark.parametrize(
@@ -213,7 +241,7 @@ def test_documents_are_embedded_into_the_live_index(server: Server) -> None:
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["indexed"] == 3 and body["ids"][:2] == ["d1", "d2"]
-    assert body["index"] == f"{server.name}__v1__1"
+    assert body["index"] == server.docs.live_index() == _index(server, server.version())
     hits = server.http.post("/v1/search", json={"query": "shock heat", "k": 2}).json()["hits"]
     assert hits[0]["id"] == "d2"
 
@@ -260,6 +288,22 @@ def test_opensearch_embeds_through_clicktune(server: Server, opensearch, unique:
     finally:
         opensearch.indices.delete(index=index, ignore_unavailable=True)
         _remove_ml(opensearch, server.name, pipeline)
+
+
+def test_promote_with_reindex_re_embeds_the_documents_and_rollback_returns(
+    server: Server,
+) -> None:
+    before = server.state()
+    answer = server.promote("wide", reindex=True)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["reindexed"] is True
+    assert server.state() == ("wide", "wide", _index(server, "wide"))
+    assert server.docs.refresh(_index(server, "wide")) == server.docs.refresh(before[2] or "")
+    hits = server.http.post("/v1/search", json={"query": "shock heat", "k": 2}).json()["hits"]
+    assert hits[0]["id"] == "d2"  # the documents, embedded by the 16-dimensional model
+    back = server.http.post("/admin/models/rollback", headers=AUTH)
+    assert back.status_code == 200, back.text
+    assert server.state() == before
 
 
 def _neural_index(pipeline: str, dimension: int) -> dict:

@@ -48,7 +48,7 @@ from serving.errors import QueryLogError
 from serving.query_ids import QueryIdSigner
 from serving.rate_limit import RateLimiter
 
-__all__ = ["InMemorySink", "KafkaRecordSink", "RecordSink", "collector_router"]
+__all__ = ["InMemorySink", "KafkaDelivery", "KafkaRecordSink", "RecordSink", "collector_router"]
 
 ACCEPTED_TYPES = ("application/json", "text/plain", "")
 MAX_LISTED_ERRORS = 20
@@ -79,15 +79,50 @@ class KafkaRecordSink:
         self.send_many(topic, [(key, value)])
 
     def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        self.submit(topic, records).wait()
+
+    def submit(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> KafkaDelivery:
+        """Hand `records` to the producer without waiting; `QueryLogError` if it takes none."""
         try:
             futures = [self._producer.send(topic, key=k, value=v) for k, v in records]
-            for future in futures:
+        except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
+            raise _not_acknowledged(len(records), topic, self._timeout_s, exc) from exc
+        return KafkaDelivery(futures, topic, self._timeout_s)
+
+
+class KafkaDelivery:
+    """Records the producer holds: `wait` for their acks, or look later with `settled`/`failed`.
+
+    A record whose ack does not come within `timeout_s` stays in the producer, which keeps
+    retrying it (kafka-python: until `delivery_timeout_ms`) and may still deliver it. Whoever
+    would send it again (the spool replayer) waits until it is `settled` instead, so a broker
+    outage does not pile up copies of the same records in the producer.
+    """
+
+    def __init__(self, futures: Sequence[Any], topic: str, timeout_s: float) -> None:
+        self._futures, self._topic, self._timeout_s = list(futures), topic, timeout_s
+
+    def wait(self) -> None:
+        """Return once Kafka acknowledged every record; `QueryLogError` after `timeout_s`."""
+        try:
+            for future in self._futures:
                 future.get(timeout=self._timeout_s)
         except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
-            raise QueryLogError(
-                f"{len(records)} records not acknowledged by topic {topic!r} "
-                f"within {self._timeout_s} s: {exc!r}"
-            ) from exc
+            raise _not_acknowledged(len(self._futures), self._topic, self._timeout_s, exc) from exc
+
+    def settled(self) -> bool:
+        """True once the producer is done with every record (acknowledged or given up)."""
+        return all(future.is_done for future in self._futures)
+
+    def failed(self) -> bool:
+        """True when the producer gave up on some record (it was not delivered)."""
+        return any(future.failed() for future in self._futures)
+
+
+def _not_acknowledged(count: int, topic: str, timeout_s: float, exc: Exception) -> QueryLogError:
+    return QueryLogError(
+        f"{count} records not acknowledged by topic {topic!r} within {timeout_s} s: {exc!r}"
+    )
 
 
 class InMemorySink:
@@ -106,6 +141,24 @@ class InMemorySink:
             raise QueryLogError(f"in-memory sink set to fail ({len(records)} records to {topic})")
         with self._lock:
             self.records += [(topic, key, value) for key, value in records]
+
+    def submit(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> _Delivered:
+        """Keep `records` at once (or raise, as `send_many`): the delivery is already settled."""
+        self.send_many(topic, records)
+        return _Delivered()
+
+
+class _Delivered:
+    """A delivery that settled on submit: nothing to wait for, nothing failed."""
+
+    def wait(self) -> None:
+        return None
+
+    def settled(self) -> bool:
+        return True
+
+    def failed(self) -> bool:
+        return False
 
 
 class _Refusal(Exception):

@@ -5,9 +5,12 @@ collector: a record goes straight to Kafka while the spool is empty; when Kafka 
 acknowledge (broker down at start or mid-run), the record goes to an append-only JSONL file per
 topic under `$CLICKTUNE_HOME/spool/`, and so does every later record until the spool is empty
 again, so each topic keeps its order. `SpoolReplayer` (a `BackgroundLoop`) sends the spooled
-records, oldest first, as soon as Kafka acknowledges them, then cuts them from the file. Records
-keep their ids, so a replay after a partial send only overwrites downstream (the ingest worker
-writes by id).
+records, oldest first, as soon as Kafka acknowledges them, then cuts them from the file. A batch
+whose acks do not come in time is not sent again while the producer still holds it (it keeps
+retrying): it is cut once acknowledged, sent again only once the producer gave up on it. Delivery
+is at least once: a record Kafka took but did not acknowledge in time (its send was spooled, or
+a partial batch is sent again) reaches the topic twice. Records keep their ids, so a copy only
+overwrites downstream (the ingest worker writes by id).
 
 The spool is bounded in bytes (`serving.spool.max_bytes`, all topics together): a record that
 does not fit is dropped, counted in `clicktune_spool_dropped_total{topic}` and logged; the send
@@ -23,6 +26,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +47,26 @@ class SpoolFullError(QueryLogError):
 
 class _Sink(Protocol):
     def send_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+class _Delivery(Protocol):
+    def wait(self) -> None: ...
+    def settled(self) -> bool: ...
+    def failed(self) -> bool: ...
+
+
+class _Producer(Protocol):
+    def submit(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> _Delivery: ...
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A replayed batch Kafka did not acknowledge in time: the first `used` bytes of `topic`."""
+
+    topic: str
+    used: int
+    count: int
+    delivery: _Delivery
 
 
 class Spool:
@@ -155,14 +179,15 @@ class SpoolingSink:
 class SpoolReplayer(BackgroundLoop):
     """Sends spooled records to Kafka in order, `batch` at a time, every `interval_s` while
     Kafka does not take them. `connect` (e.g. `LazyProducer.connect`) is called first on each
-    step; while it answers False nothing is sent."""
+    step; while it answers False nothing is sent. A batch not acknowledged in time is sent
+    again only once `sink` gave up on it (see the module docstring)."""
 
     name = "clicktune-spool-replayer"
 
     def __init__(
         self,
         spool: Spool,
-        sink: _Sink,
+        sink: _Producer,
         interval_s: float,
         batch: int = 500,
         connect: Callable[[], bool] | None = None,
@@ -170,6 +195,7 @@ class SpoolReplayer(BackgroundLoop):
         super().__init__()
         self.spool, self.sink, self.interval_s, self.batch = spool, sink, interval_s, batch
         self.connect = connect
+        self._in_flight: _InFlight | None = None
 
     def step(self) -> None:
         connected = self.connect is None or self.connect()
@@ -177,21 +203,43 @@ class SpoolReplayer(BackgroundLoop):
             self._stop.wait(self.interval_s)
 
     def replay_once(self) -> bool:
-        """Send one batch of each topic; False when Kafka refused one (the rest waits)."""
+        """Send one batch of each topic; False when Kafka refused one or has not acknowledged
+        an earlier one yet (the rest waits)."""
+        if self._in_flight is not None and not self._settle(self._in_flight):
+            return False
         for topic in self.spool.topics():
             records, used = self.spool.read(topic, self.batch)
             if not records:
                 continue
             try:
-                self.sink.send_many(topic, records)
-            except QueryLogError as exc:
-                log.info(
-                    "spool replay waits for Kafka (%d bytes spooled): %s", self.spool.size, exc
-                )
-                return False
-            self.spool.cut(topic, used, len(records))
-            log.info("replayed %d spooled record(s) to %s", len(records), topic)
+                delivery = self.sink.submit(topic, records)
+            except QueryLogError as exc:  # the producer took none of them
+                return self._waits(exc)
+            try:
+                delivery.wait()
+            except QueryLogError as exc:  # the producer holds them and keeps trying
+                self._in_flight = _InFlight(topic, used, len(records), delivery)
+                return self._waits(exc)
+            self._cut(topic, used, len(records))
         return True
+
+    def _settle(self, batch: _InFlight) -> bool:
+        """False while the producer still holds `batch`; once it is done, cut `batch` if Kafka
+        acknowledged it all (else it is sent again) and answer True."""
+        if not batch.delivery.settled():
+            return False
+        self._in_flight = None
+        if not batch.delivery.failed():
+            self._cut(batch.topic, batch.used, batch.count)
+        return True
+
+    def _cut(self, topic: str, used: int, count: int) -> None:
+        self.spool.cut(topic, used, count)
+        log.info("replayed %d spooled record(s) to %s", count, topic)
+
+    def _waits(self, exc: QueryLogError) -> bool:
+        log.info("spool replay waits for Kafka (%d bytes spooled): %s", self.spool.size, exc)
+        return False
 
 
 class _SpoolCollector(Collector):

@@ -123,3 +123,49 @@ def test_searches_answer_while_kafka_is_down_and_their_records_are_replayed(
     kafka.down = False
     SpoolReplayer(spool, kafka, interval_s=0.01).replay_once()
     assert [json.loads(value)["query_id"] for _, _, value in kafka.records] == ids
+
+
+class _Pending:
+    """A delivery the producer still holds until the test settles it."""
+
+    def __init__(self) -> None:
+        self.done, self.error = False, False
+
+    def wait(self) -> None:
+        if not self.done or self.error:
+            raise QueryLogError("not acknowledged within 0.01 s")
+
+    def settled(self) -> bool:
+        return self.done
+
+    def failed(self) -> bool:
+        return self.error
+
+
+class SlowKafka:
+    """A producer whose acks come late: each `submit` returns a fresh pending delivery."""
+
+    def __init__(self) -> None:
+        self.submitted: list[list[bytes]] = []
+        self.deliveries: list[_Pending] = []
+
+    def submit(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> _Pending:
+        self.submitted.append([key for key, _ in records])
+        self.deliveries.append(_Pending())
+        return self.deliveries[-1]
+
+
+def test_a_batch_the_producer_still_holds_is_not_sent_again(tmp_path: Path) -> None:
+    kafka, spool = SlowKafka(), Spool(tmp_path, 1 << 20)
+    spool.append("ubi.events", _records(4))
+    replayer = SpoolReplayer(spool, kafka, interval_s=0.01, batch=3)
+    for _ in range(5):  # broker down: the producer keeps the first batch and retries it
+        assert not replayer.replay_once()
+    assert kafka.submitted == [[b"q0", b"q1", b"q2"]]
+    kafka.deliveries[0].done = True  # the broker is back and acknowledged it late
+    kafka.deliveries.clear()
+    assert not replayer.replay_once()  # cut without a resend; q3 is submitted next
+    assert kafka.submitted[1:] == [[b"q3"]] and spool.replayed == {"ubi.events": 3}
+    kafka.deliveries[0].done = kafka.deliveries[0].error = True  # given up: not delivered
+    assert not replayer.replay_once()  # so q3 is sent again
+    assert kafka.submitted[1:] == [[b"q3"], [b"q3"]] and not spool.empty()

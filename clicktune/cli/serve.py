@@ -46,12 +46,15 @@ def serve(
     client = opensearch_client(settings.opensearch)
     # Made by the spool replayer's thread (kafka-python blocks for 30 s without a broker).
     # max_block_ms: a send never blocks (on missing metadata) past the collector's timeout.
+    # reconnect_backoff_max_ms: kafka-python backs off up to 30 s between reconnects to a dead
+    # broker, so the spool waited that long after the broker was back; retry every replay_s.
     producer = LazyProducer(
         lambda: KafkaProducer(
             **kafka_options(settings.kafka),
             acks="all",
             linger_ms=5,
             max_block_ms=int(1000 * serving.collector.send_timeout_s),
+            reconnect_backoff_max_ms=int(1000 * serving.spool.replay_s),
         ),
         retry_s=serving.spool.replay_s,
     )

@@ -412,6 +412,10 @@ def run(args: argparse.Namespace) -> BenchResult:
             "CLICKTUNE_SERVING__ENCODER__VARIANT": args.variant,
             "CLICKTUNE_SERVING__HOT_SWAP__POLL_S": "0",
             "CLICKTUNE_SERVING__HOT_SWAP__LISTEN_CONTROL": "false",
+            # an alias no index stands behind: the hot swaps measure the model swap alone (an
+            # existing `docs` alias would make the admin API refuse versions without an index)
+            "CLICKTUNE_SERVING__INDEX__ALIAS": f"bench-serving-{os.getpid()}",
+            "CLICKTUNE_SERVING__INDEX__PREFIX": f"bench-serving-{os.getpid()}",
         }
         staged, versions = prepare_registry(env, args.variant, args.int8, result)
         before = in_process(st_encode, staged, texts)

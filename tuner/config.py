@@ -77,6 +77,13 @@ class PropensityKind(StrEnum):
     power_law = "power_law"  # p(k) = (1/(k+1))^eta with the configured eta
 
 
+class Examination(StrEnum):
+    """How users examine a result list, as the gate's off-policy estimate reads clicks."""
+
+    position = "position"  # by rank alone (PBM): tuner/offpolicy.py
+    cascade = "cascade"  # by rank and clicks above: users may stop after a click (examination.py)
+
+
 class TrainOverrides(BaseModel):
     """One hyperparameter set of a search: the `TrainSettings` fields it changes."""
 
@@ -172,6 +179,12 @@ class GateSettings(BaseModel):
         ge=2,
         description="fewer confirm queries than this: the decision is 'undecided' and the live "
         "model stays (a bound over a handful of queries is not worth trusting)",
+    )
+    examination: Examination = Field(
+        default=Examination.position,
+        description="dr_dcg@10's examination model: position (by rank alone) or cascade (by "
+        "rank and clicks above, with the stop probability after a click estimated from the "
+        "log; ~0 under position-based users, so nothing changes there)",
     )
     max_general_regression: float = Field(default=0.01, ge=0.0)
     rank_against: Literal["shown", "pool"] = Field(

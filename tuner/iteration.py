@@ -30,6 +30,7 @@ from serving.registry import ModelVersion
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource
 from tuner.config import GateSettings, RolloutMode, TunerSettings
 from tuner.errors import NoTrainingDataError
+from tuner.examination import Cascade, examination_model
 from tuner.gate import GateDecision, Paired, decide
 from tuner.history import history, sample
 from tuner.int8_variant import Int8Outcome, add_int8_variant
@@ -253,7 +254,9 @@ def _scorer(
     offpolicy = None
     if data.offpolicy is not None and data.propensity is not None and gate.primary_metric == DR_DCG:
         embed = start.kind.embedder(start.model)
-        offpolicy = offpolicy_scoring(data.offpolicy, embed, data.doc_texts, data.propensity)
+        offpolicy = offpolicy_scoring(
+            data.offpolicy, embed, data.doc_texts, data.propensity, data.cascade
+        )
     return Scorer(
         data.judgments,
         data.doc_texts,
@@ -287,6 +290,7 @@ class _Prepared:
     ordinals: tuple[OrdinalCheck, ...] = ()
     propensity: Propensity | None = None
     offpolicy: OffPolicyLog | None = None  # the live model's own held-out log (dr_dcg@10)
+    cascade: Cascade | None = None  # gate.examination cascade: fitted on the round
 
 
 def _prepare(
@@ -336,6 +340,7 @@ def _prepare(
         learn.ordinals,
         learn.propensity,
         offpolicy,
+        learn.cascade,
     )
 
 
@@ -349,14 +354,16 @@ class LearningData:
     stats: PairStats
     judgments: SessionJudgments
     ordinals: tuple[OrdinalCheck, ...] = ()  # the events' ordinals against the shown positions
+    cascade: Cascade | None = None  # gate.examination cascade: stops after a click, fitted
 
 
 def learning_data(
     train: Sequence[Session], validation: Sequence[Session], settings: TunerSettings
 ) -> LearningData:
     """Pairs from `train` and gate judgments from `validation`, with the examination curve
-    fitted on both (the shuffled searches of either tell where users look). Ranks are the
-    shown positions; the events' ordinals are only checked against them and logged."""
+    fitted on both (the shuffled searches of either tell where users look), and so is the stop
+    probability after a click with `gate.examination` cascade. Ranks are the shown positions;
+    the events' ordinals are only checked against them and logged."""
     propensity = from_settings(settings, [*train, *validation])
     pairs, stats = collect_pairs(train, settings, propensity)
     judgments = session_judgments(
@@ -364,7 +371,8 @@ def learning_data(
     )
     ordinals = tuple(check_ordinals([*train, *validation]))
     report_ordinals(ordinals)
-    return LearningData(propensity, pairs, stats, judgments, ordinals)
+    cascade = examination_model(settings, [*train, *validation])
+    return LearningData(propensity, pairs, stats, judgments, ordinals, cascade)
 
 
 def _register(

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.examination import Cascade
 from tuner.offpolicy import (
     ClickEstimates,
     LoggedSearch,
@@ -204,13 +205,18 @@ def offpolicy_scoring(
     live_embed: Embed,
     doc_texts: Mapping[str, Any],
     propensity: Propensity,
+    cascade: Cascade | None = None,
 ) -> OffPolicyScoring:
     """Fit the click estimates of `offpolicy`, with the live ranking as each query's plain page
-    followed by the rest of its pool in the live model's order."""
+    followed by the rest of its pool in the live model's order; `cascade`: the fitted cascade
+    examination to read the clicks with (`gate.examination`; None: position-based)."""
     live_order = rank_pools(live_embed, offpolicy, doc_texts)
     pages = {}
     for key, order in live_order.items():
         page = offpolicy.pages.get(key, ())
         pages[key] = [*page, *(d for d in order if d not in page)]
-    estimates = estimate_clicks(list(offpolicy.searches), propensity, offpolicy.policy, pages)
+    searches = list(offpolicy.searches)
+    if cascade is not None:
+        searches, propensity = cascade.as_position_based(searches, propensity)
+    estimates = estimate_clicks(searches, propensity, offpolicy.policy, pages)
     return OffPolicyScoring(offpolicy, estimates)

@@ -1,8 +1,8 @@
 """Off-policy value of any ranking from the live model's click log, below-the-page gains included.
 
 Use: `estimates = estimate_clicks(logged_searches(sessions, weights), propensity, policy,
-live_pages)`, then `compare_rankings(estimates, candidate, live)`: per query, the estimated
-DCG@10 of both rankings and their paired difference (the unit for query-clustered bounds).
+live_pages)`, then `compare_rankings(estimates, candidate, live)`: per query, both rankings'
+estimated DCG@10 and their paired difference (the unit for query-clustered bounds).
 
 Target. The attraction-weighted DCG@10 of a ranking pi, averaged over the logged queries:
 
@@ -29,32 +29,35 @@ E_f(d) the e_s(d) of all searches of f. For every d shown for q or in its live t
 and any other d gets m(q, d) alone. `Estimator.IPS` drops the control variate: C / E. Since
 E[C_f] = gamma E_f, E[X_f] = E_f, and gamma_{1-f} depends on the other fold only, both are
 unbiased for every d with E > 0, whatever m is (Dudik et al. 2011). E sums the exposure over
-all the query's searches and both policies: the balance heuristic of multiple importance
-sampling (Veach and Guibas 1995; Agarwal et al. 2019 harvest interventions the same way), so a
-document the live model put at rank 12, never on the plain page, is weighted by 1 / (its
-chance of being examined under the mixture): the "policy-aware" estimator of Oosterhuis and de
-Rijke (SIGIR 2020) for top-k logging. No single search's weight can explode, so nothing is
-clipped (a clip would bias). The control variate removes the variance of how often and where d
-happened to be shown, the larger part for documents only shuffles reach (tests: a fifth to a
-third of the variance of a paired difference); cross-fitting keeps it unbiased with a direct model
-fitted on the same log. m defaults to the outcome weight per examination pooled over all
-queries by live rank (one query moves it by O(1 / queries)), and 0 outside the explored depth:
-nothing is credited for what no user could have seen. A `direct` (q, d) -> gamma, such as the
-live model's calibrated score, replaces it.
+all the query's searches and both policies (the balance heuristic, Veach and Guibas 1995;
+Agarwal et al. 2019): a document at live rank 12 is weighted by 1 / (its chance of being
+examined under the mixture), the "policy-aware" estimator of Oosterhuis and de Rijke (SIGIR
+2020). No search's weight can explode, so nothing is clipped (a clip would bias). The control
+variate removes the variance of how often and where d was shown (a fifth to a third of a
+paired difference's, tests); cross-fitting keeps it unbiased. m defaults to the outcome weight
+per examination pooled over all queries by live rank, 0 below the explored depth (nothing is
+credited for what no user could see); a `direct` (q, d) -> gamma replaces it.
 
-Self-normalisation. `policy=None` weights each search by its own realised policy (plain or
-shuffled) instead of the mixture: the self-normalised form over the policy choice (Swaminathan
-and Joachims 2015), which needs neither f nor the live ranking and has less variance, but a
-query that no shuffle reached has E = 0 for its deep documents and credits nothing for them: it
-saw three quarters of a true gain at 8 searches per query, a tenth at 2. Dividing each document
-by its realised exposure (C / X) fails the same way. So the gate should pass the policy.
+Cascade examination (`gate.examination` cascade, tuner/examination.py). Users who may stop
+after a click (probability s) see a document below clicked ones less than its rank says:
+
+    P(d at rank j examined) = p0(j) * (1 - s) ** n_j          n_j: clicked ranks above j
+
+(Vardasbi et al., SIGIR 2020), s and p0 from the log. An outcome divided by (1 - s) ** n_j is,
+in expectation, a position-based user's with curve p0 (a martingale), so with those outcomes
+and p0 for p, C, X and E keep their form and unbiasedness, E exactly (no guess at the clicks
+above d). s ~ 0 under position-based users, and nothing changes.
+
+Self-normalisation. `policy=None` weights each search by its own realised policy (Swaminathan
+and Joachims 2015): no f or live ranking needed, less variance, but a query no shuffle reached
+credits nothing for its deep documents (E = 0: three quarters of a true gain seen at 8 searches
+per query, a tenth at 2); C / X fails the same way. So the gate passes the policy.
 
 Assumptions (each breaks the unbiasedness when violated):
-- Position-based examination (Joachims et al., WSDM 2017): p(j) depends on the rank only, not
-  on the document or what sits above it, and acting on d depends only on d. Cascade users
-  (who stop after a click) examine deep ranks less below good documents, and trust bias
-  (clicks on unattractive top hits) adds clicks gamma does not model: both inflate documents
-  shown high, which favours the live ranking. Errors in p(j) scale gamma_hat with them.
+- Examination by rank (Joachims et al., WSDM 2017), or by rank and clicks above (cascade);
+  acting on d depends on d only. Cascade users read by rank alone, and trust bias (clicks on
+  unattractive top hits, not in gamma), inflate documents shown high, which favours the live
+  ranking. Errors in p(j) scale gamma_hat with them.
 - f, depth and k as logged: one depth for the log, depth >= k.
 - The live ranking is deterministic per query within the log (plain searches of q all show
   the same page, and every shuffle of q drew from the same top depth).
@@ -66,8 +69,9 @@ Feedback", WSDM 2017; Agarwal, Zaitsev, Wang, Li, Najork and Joachims, "Estimati
 without Intrusive Interventions", WSDM 2019; Dudik, Langford and Li, "Doubly Robust Policy
 Evaluation and Learning", ICML 2011; Swaminathan and Joachims, "The Self-Normalized Estimator
 for Counterfactual Learning", NeurIPS 2015; Oosterhuis and de Rijke, "Policy-Aware Unbiased
-Learning to Rank for Top-k Rankings", SIGIR 2020; Veach and Guibas, "Optimally Combining
-Sampling Techniques for Monte Carlo Rendering", SIGGRAPH 1995.
+Learning to Rank for Top-k Rankings", SIGIR 2020; Vardasbi, de Rijke and Markov, "Cascade
+Model-based Propensity Estimation for Counterfactual Learning to Rank", SIGIR 2020; Veach and
+Guibas, "Optimally Combining Sampling Techniques for Monte Carlo Rendering", SIGGRAPH 1995.
 """
 
 from __future__ import annotations

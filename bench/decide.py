@@ -1,7 +1,8 @@
 """The decision's error rates, measured: false promotes, false rejects and searches spent.
 
     .venv/bin/python -m bench.decide [--collections products-synth cisi homedepot-dev]
-        [--seeds 0 1 2 3 4] [--click-model position cascade] [--users-per-query 10]
+        [--seeds 0 1 2 3 4] [--click-model position cascade] [--examination position cascade]
+        [--users-per-query 10]
         [--budget 20000] [--candidates equal noise-0.05 noise-0.1 noise-0.2 clicks supervised]
         [--max-steps 100] [--max-length 256] [--cache reports/bench/decide/cache]
         [--out reports/bench/decide] [--json FILE] [--quick]
@@ -15,14 +16,16 @@ judgments. Per user model and seed, one round:
    (`bench.uplift.simulate_sessions`: `--users-per-query` per query, a `--randomize` share
    showing 10 of the live top `--explore-depth` shuffled, clicks by `tuner.simulator` under the
    click model), split as the tuner splits a batch (`tuner.splits.split_sessions`) and read
-   with the tuner's `learning_data` (propensities fitted on the round).
+   with the tuner's `learning_data` (propensities, and with `--examination cascade` the stop
+   probability after a click, fitted on the round).
 2. OLD gate, as before ca1ff4e: `ips_dcg@10` per validation session, the paired differences
    taken as independent, promote when mean - z(0.9) * sd / sqrt(sessions) > 0 (the normal
    bound of 483fe16).
 3. NEW decision, offline stage: the tuner's own `Scorer` with the `dr_dcg@10` off-policy
    estimate on the live model's held-out log (`offpolicy_log`, `offpolicy_scoring`), one
    hyperparameter set (so all validation queries confirm), and `tuner.gate.decide(...,
-   online=True)` with the default gate settings: promote, online, reject or undecided.
+   online=True)` with the default gate settings: promote, online, reject or undecided. With
+   several `--examination`s (`gate.examination`), each reads the same round and is its own row.
 4. NEW decision, online stage (verdict online): interleaved traffic on the train queries drawn
    uniformly, each search `team_draft` of both models' exact top 10, clicked by the same user
    model, `credit`ed into an `InterleaveTally`, and `serving.ab_stats.decide` (the mSPRT on the
@@ -62,6 +65,7 @@ from bench.decide_models import (
 from bench.decide_table import render, summarise, write_outputs
 from bench.uplift import simulate_sessions, tuner_settings
 from bench.users import add_user_arguments, user_model
+from tuner.config import Examination
 from tuner.simulator import ClickModel, ClickSimulator, UserModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +91,7 @@ class Round:
     scorer: Any  # tuner.session_eval.Scorer over Vectors (the "model" is its own Embed)
     live: Any  # tuner.session_eval.Scores
     gate: Any  # tuner.config.GateSettings (ips_dcg@10 when the round has no live-policy log)
+    stop: float | None = None  # the stop probability after a click the cascade examination read
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class Outcome:
     online: str | None  # promote | rollback | budget; None: no online stage
     online_searches: int
     round_searches: int
+    examination: str = "position"  # gate.examination of the offline stage
+    stop: float | None = None  # its estimated stop probability after a click (cascade)
 
     @property
     def new_promoted(self) -> bool:
@@ -161,11 +168,12 @@ def offline_round(
     offpolicy = offpolicy_log(validation, None, settings.outcome_weights)
     scoring = None
     if offpolicy is not None and gate.primary_metric == DR_DCG:
-        scoring = offpolicy_scoring(offpolicy, live, doc_texts, learn.propensity)
+        scoring = offpolicy_scoring(offpolicy, live, doc_texts, learn.propensity, learn.cascade)
     else:
         gate = gate.model_copy(update={"primary_metric": "ips_dcg@10"})
     scorer = Scorer(learn.judgments, doc_texts, embedder=_itself, offpolicy=scoring)
-    return Round(len(sessions), scorer, scorer(live), gate)
+    stop = round(learn.cascade.stop, 4) if learn.cascade is not None else None
+    return Round(len(sessions), scorer, scorer(live), gate, stop)
 
 
 def _itself(embed: Any) -> Any:
@@ -257,32 +265,37 @@ def run_collection(
     live_tops = top_lists(live, doc_texts, queries)
     tops = {c.name: top_lists(c.vectors, doc_texts, queries) for c in candidates}
     outcomes: list[Outcome] = []
+    decided = 0  # (user, seed, candidate)s so far: each examination's online stage draws alike
     for user_name, user in users.items():
         for seed in args.seeds:
-            started = time.perf_counter()
-            round_ = offline_round(live, collection, doc_texts, args, user, seed, settings)
-            for candidate in candidates:
-                online_seed = seed * 1000 + len(outcomes)
-                outcomes.append(
-                    _decision(
-                        name,
-                        user_name,
-                        seed,
-                        round_,
-                        candidate,
-                        live_tops,
-                        tops,
-                        args,
-                        collection.qrels,
-                        user,
-                        online_seed,
+            for examination in args.examination:
+                started = time.perf_counter()
+                gate = settings.gate.model_copy(update={"examination": Examination(examination)})
+                read = settings.model_copy(update={"gate": gate})
+                round_ = offline_round(live, collection, doc_texts, args, user, seed, read)
+                for i, candidate in enumerate(candidates):
+                    online_seed = seed * 1000 + decided + i
+                    outcomes.append(
+                        _decision(
+                            name,
+                            user_name,
+                            seed,
+                            round_,
+                            candidate,
+                            live_tops,
+                            tops,
+                            args,
+                            collection.qrels,
+                            user,
+                            online_seed,
+                        )
                     )
+                _say(
+                    f"{name} {user_name} seed {seed} {examination} (stop {round_.stop}): "
+                    + ", ".join(_short(o) for o in outcomes[-len(candidates) :])
+                    + f" [{time.perf_counter() - started:.1f} s]"
                 )
-            _say(
-                f"{name} {user_name} seed {seed}: "
-                + ", ".join(_short(o) for o in outcomes[-len(candidates) :])
-                + f" [{time.perf_counter() - started:.1f} s]"
-            )
+            decided += len(candidates)
     return outcomes
 
 
@@ -318,6 +331,8 @@ def _decision(
         online,
         spent,
         round_.searches,
+        str(round_.gate.examination),
+        round_.stop,
     )
 
 
@@ -418,6 +433,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=REPO / "reports/bench/decide")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="a tiny run (module doc)")
+    parser.add_argument(
+        "--examination",
+        nargs="+",
+        choices=[e.value for e in Examination],
+        default=[Examination.position.value],
+        help="gate.examination of the offline stage; several: each its own rows, same rounds",
+    )
     add_user_arguments(parser)
     click_model = next(a for a in parser._actions if a.dest == "click_model")
     click_model.nargs = "+"  # several user models in one run, each its own rows

@@ -1,9 +1,9 @@
 """bench.decide's one table: error rates with Wilson 95% intervals and searches spent.
 
-One row per collection x user model x candidate (its true delta decides which error it can
-make), then per collection x user model and per user model over all collections the pooled
-rates: false promotes over every decision on a candidate no better than live, false rejects
-over every decision on one >= 2% better.
+One row per collection x user model x examination x candidate (its true delta decides which
+error it can make), then per collection x user model x examination and per user model x
+examination over all collections the pooled rates: false promotes over every decision on a
+candidate no better than live, false rejects over every decision on one >= 2% better.
 """
 
 from __future__ import annotations
@@ -38,30 +38,33 @@ def summarise(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
     from bench.decide import error_kind
 
     rows = []
-    keys = dict.fromkeys((o.collection, o.user, o.candidate) for o in outcomes)
-    for collection, user, candidate in keys:
-        group = [
-            o
-            for o in outcomes
-            if (o.collection, o.user, o.candidate) == (collection, user, candidate)
-        ]
-        row = _row(collection, user, candidate, group)
+    for key in dict.fromkeys((o.collection, o.user, o.examination, o.candidate) for o in outcomes):
+        group = [o for o in outcomes if (o.collection, o.user, o.examination, o.candidate) == key]
+        row = _row(*key, group)
         row["relative"] = group[0].relative
         row["counts_as"] = error_kind(group[0].relative) or "neither (0 < delta < 2%)"
         rows.append(row)
-    for collection, user in dict.fromkeys((o.collection, o.user) for o in outcomes):
-        group = [o for o in outcomes if (o.collection, o.user) == (collection, user)]
-        rows.append(_row(collection, user, ALL, group))
+    for key in dict.fromkeys((o.collection, o.user, o.examination) for o in outcomes):
+        group = [o for o in outcomes if (o.collection, o.user, o.examination) == key]
+        rows.append(_row(*key, ALL, group))
     if len({o.collection for o in outcomes}) > 1:
-        for user in dict.fromkeys(o.user for o in outcomes):
-            rows.append(_row(ALL, user, ALL, [o for o in outcomes if o.user == user]))
+        for user, examination in dict.fromkeys((o.user, o.examination) for o in outcomes):
+            group = [o for o in outcomes if (o.user, o.examination) == (user, examination)]
+            rows.append(_row(ALL, user, examination, ALL, group))
     return rows
 
 
-def _row(collection: str, user: str, candidate: str, group: Sequence[Any]) -> dict[str, Any]:
+def _row(
+    collection: str, user: str, examination: str, candidate: str, group: Sequence[Any]
+) -> dict[str, Any]:
     from bench.decide import error_kind, is_error
 
-    row: dict[str, Any] = {"collection": collection, "user": user, "candidate": candidate}
+    row: dict[str, Any] = {
+        "collection": collection,
+        "user": user,
+        "examination": examination,
+        "candidate": candidate,
+    }
     row["decisions"] = len(group)
     for gate, promoted in (("old", lambda o: o.old_promoted), ("new", lambda o: o.new_promoted)):
         for kind in ("false_promote", "false_reject"):
@@ -71,6 +74,8 @@ def _row(collection: str, user: str, candidate: str, group: Sequence[Any]) -> di
     row["verdicts"] = dict(Counter(o.verdict for o in group))
     row["online"] = dict(Counter(o.online for o in group if o.online is not None))
     new = [o.new_searches for o in group]
+    stops = [o.stop for o in group if o.stop is not None]
+    row["stop"] = _spread_float(stops) if stops else None
     row["old_searches"] = _spread([o.round_searches for o in group])
     row["new_searches"] = _spread(new)
     return row
@@ -79,6 +84,10 @@ def _row(collection: str, user: str, candidate: str, group: Sequence[Any]) -> di
 def _spread(values: Iterable[int]) -> dict[str, float]:
     values = list(values)
     return {"mean": round(sum(values) / len(values), 1), "min": min(values), "max": max(values)}
+
+
+def _spread_float(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": round(sum(values) / len(values), 3), "min": min(values), "max": max(values)}
 
 
 def _cell(figure: dict[str, Any]) -> str:
@@ -95,16 +104,17 @@ def _counts(counts: dict[str, int], order: Sequence[str]) -> str:
 def render(rows: Sequence[dict[str, Any]], params: dict[str, Any]) -> str:
     """The markdown table and a line of the run's settings."""
     lines = [
-        "| collection | users | candidate | true delta nDCG@10 | counts as | old false promote "
-        "| new false promote | old false reject | new false reject | new offline P/O/R/U "
-        "| online P/R/B | searches old | searches new mean [min, max] |",
-        "|" + "---|" * 13,
+        "| collection | users | examination | candidate | true delta nDCG@10 | counts as "
+        "| old false promote | new false promote | old false reject | new false reject "
+        "| new offline P/O/R/U | online P/R/B | searches old | searches new mean [min, max] |",
+        "|" + "---|" * 14,
     ]
     for row in rows:
         delta = f"{row['relative']:+.1%}" if "relative" in row else ""
         new = row["new_searches"]
         lines.append(
-            f"| {row['collection']} | {row['user']} | {row['candidate']} | {delta} "
+            f"| {row['collection']} | {row['user']} | {row['examination']} "
+            f"| {row['candidate']} | {delta} "
             f"| {row.get('counts_as', '')} | {_cell(row['old_false_promote'])} "
             f"| {_cell(row['new_false_promote'])} | {_cell(row['old_false_reject'])} "
             f"| {_cell(row['new_false_reject'])} "
@@ -136,7 +146,7 @@ def write_outputs(
     for row in rows:
         if row["candidate"] != ALL:
             continue
-        prefix = f"{row['collection']}_{row['user']}"
+        prefix = f"{row['collection']}_{row['user']}_{row['examination']}"
         for gate in ("old", "new"):
             for kind, target in TARGETS.items():
                 figure = row[f"{gate}_{kind}"]

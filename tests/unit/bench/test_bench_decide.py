@@ -102,6 +102,19 @@ def test_the_table_counts_each_error_against_the_decisions_that_could_make_it() 
     assert "1/2 = 50%" in render(summarise(outcomes), {})
 
 
+def test_each_examination_gets_its_own_rows_on_the_same_rounds() -> None:
+    outcomes = [
+        outcome("better", 0.1, False, "reject"),
+        outcome("better", 0.1, False, "online", "promote", examination="cascade", stop=0.6),
+    ]
+    rows = {(row["examination"], row["candidate"]): row for row in summarise(outcomes)}
+    assert rows["position", "all"]["new_false_reject"]["k"] == 1
+    assert rows["cascade", "all"]["new_false_reject"]["k"] == 0
+    assert rows["cascade", "better"]["stop"]["mean"] == 0.6
+    assert rows["position", "better"]["stop"] is None
+    assert "| c | position | cascade | better |" in render(summarise(outcomes), {})
+
+
 def test_the_old_bound_takes_every_session_as_independent() -> None:
     differences = np.array([0.1, 0.3, -0.1, 0.2])
     expected = differences.mean() - 1.281552 * differences.std(ddof=1) / 2
@@ -181,6 +194,7 @@ def test_shuffled_sessions_get_their_depth() -> None:
         (["--users-per-query", "0"], "must be >= 1"),
         (["--budget", "0"], "must be >= 1"),
         (["--randomize", "2"], "[0, 1]"),
+        (["--examination", "dbn"], "cascade"),
     ],
 )
 def test_bad_options_are_refused_naming_the_rule(argv, named, capsys) -> None:

@@ -96,7 +96,6 @@ class TaskRunner:
         self.store, self.stages, self.settings = store, stages, settings
         self.worker_id, self.fence, self.clock = worker_id, fence, clock
         self.monotonic, self.sleep = monotonic, sleep
-        self._found_in: Stage | None = None  # the stage `run` found its task in
         self._handlers: dict[Stage, Callable[[TaskRecord], TaskRecord | None]] = {
             Stage.queued: self._start,
             Stage.releasing: self._release,
@@ -115,7 +114,6 @@ class TaskRunner:
         Raises `LeaseLostError` when the lease is lost or another worker took the task."""
         self.fence.check(f"taking task {task.id}")
         task = self._take(task)
-        self._found_in = task.stage
         while not task.finished:
             self.fence.check(f"running task {task.id} in {task.stage.value!r}")
             try:
@@ -244,16 +242,20 @@ class TaskRunner:
     def _train(self, task: TaskRecord) -> TaskRecord:
         before = set(task.notes.get("versions_before", []))
         orphans = [v for v in self.stages.versions(task.id) if v not in before]
-        # Training was stored before this call: a worker (a dead one, or this one before it lost
-        # the lease) may have registered the candidate and stopped before storing `registered`.
+        # Training was stored before this call: a worker (a dead one, this one before it lost
+        # the lease, or this one before a transient error failed storing `registered` and the
+        # stage was tried again) may have registered the candidate without the task knowing.
         # Only a version whose metadata names this task is its candidate: any other passed
         # another task's gate, or none.
-        if self._found_in == Stage.training and orphans:
+        if orphans:
             version = orphans[-1]
             self.fence.check(f"adopting {version} for task {task.id}")
             self.stages.adopt(version)
             return self._move(
-                task, Stage.registered, version=version, reason="adopted after a worker died"
+                task,
+                Stage.registered,
+                version=version,
+                reason="adopted: registered before the task stored it",
             )
         self.fence.check(f"training for task {task.id}")
         outcome = self.stages.train(str(task.batch_id), self._watch(task), task.id)

@@ -8,7 +8,15 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from opensearchpy.exceptions import TransportError
 
 from serving.errors import DocumentIndexError
-from serving.tasks import OpenSearchTaskStore, Stage, TaskRecord, TaskStatus, cancel_task, new_task
+from serving.tasks import (
+    OpenSearchTaskStore,
+    Stage,
+    TaskError,
+    TaskRecord,
+    TaskStatus,
+    cancel_task,
+    new_task,
+)
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.tuner.worker_fakes import FakeStages
 from tuner.config import RolloutMode, WorkerSettings
@@ -258,3 +266,20 @@ def test_transient_errors_past_the_stage_deadline_fail_the_task_keeping_the_chec
     assert final.status == TaskStatus.error and "stage_deadline_s=20" in str(final.reason)
     assert sum(clocks.slept) >= 20 and stages.calls.count("reindex try") == len(clocks.slept) + 1
     assert stages.cleanups == [{"drop_version": False, "keep_checkpoint": True}]
+
+
+def test_a_candidate_registered_before_storing_it_failed_is_adopted_on_the_retry() -> None:
+    store, stages = OpenSearchTaskStore(FakeOpenSearch(), "tasks"), FakeStages()  # type: ignore[arg-type]
+    move, failures = store.move, [_unreachable()]
+
+    def registered_fails_once(task, stage, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if stage == Stage.registered and failures:
+            raise TaskError(f"cannot store task {task.id!r}") from failures.pop()
+        return move(task, stage, *args, **kwargs)
+
+    store.move = registered_fails_once  # type: ignore[method-assign]
+    task = store.get(store.create(new_task("m", batch_id="b"))[0].id)
+    final = TaskRunner(store, stages, SETTINGS, "w1", sleep=lambda s: None).run(task)
+    assert final.status == TaskStatus.done and final.version == "v1"
+    assert stages.calls.count("train") == 1 and "adopt v1" in stages.calls
+    assert stages.versions() == ["base", "v1"]  # not trained and registered again

@@ -115,7 +115,6 @@ class TaskRunner:
         self.fence.check(f"taking task {task.id}")
         task = self._take(task)
         while not task.finished:
-            self.fence.check(f"running task {task.id} in {task.stage.value!r}")
             try:
                 moved = self._attempt(task)
             except (TaskConflictError, _Stopped):
@@ -137,7 +136,8 @@ class TaskRunner:
 
     def _attempt(self, task: TaskRecord) -> TaskRecord | None:
         """The stage's work, retried after a transient error until `stage_deadline_s` passed
-        since the first one."""
+        since the first one. The fence's read of the lease before it is retried too: an
+        outage that starts between two stages is the next stage's to wait out."""
         first_failure: float | None = None
         attempt = 0
         while True:
@@ -147,6 +147,8 @@ class TaskRunner:
                     self.fence.check(f"retrying task {task.id} in {task.stage.value!r}")
                     if task.finished:
                         return task
+                else:
+                    self.fence.check(f"running task {task.id} in {task.stage.value!r}")
                 return self._handlers[task.stage](task)
             except (TaskConflictError, LeaseLostError, _Stopped):
                 raise

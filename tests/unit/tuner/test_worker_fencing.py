@@ -283,3 +283,24 @@ def test_a_candidate_registered_before_storing_it_failed_is_adopted_on_the_retry
     assert final.status == TaskStatus.done and final.version == "v1"
     assert stages.calls.count("train") == 1 and "adopt v1" in stages.calls
     assert stages.versions() == ["base", "v1"]  # not trained and registered again
+
+
+def test_a_lease_read_failing_between_two_stages_is_retried_in_the_next(caplog) -> None:  # type: ignore[no-untyped-def]
+    client, clocks = FakeOpenSearch(), Clocks()
+    store = OpenSearchTaskStore(client, "tasks")  # type: ignore[arg-type]
+    lease = _lease(client, "w1", clocks)
+    assert lease.acquire()
+    task = store.move(_training(store, "w1"), Stage.registered, "w1", version="v1")
+    holder, reads = lease.holder, [0]
+
+    def second_read_fails():  # type: ignore[no-untyped-def]
+        reads[0] += 1  # 1: taking the task; 2: before the stage's work
+        if reads[0] == 2:
+            raise TaskError("cannot read lease") from _unreachable()
+        return holder()
+
+    lease.holder = second_read_fails  # type: ignore[method-assign]
+    caplog.set_level("WARNING")
+    final = _runner(store, FakeStages(), "w1", lease, clocks).run(task)
+    assert final.status == TaskStatus.done and clocks.slept == [1]
+    assert f"task {task.id} registered: transient error (try 1)" in caplog.text

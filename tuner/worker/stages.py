@@ -284,11 +284,12 @@ class LoopStages:
         return done
 
     def _drop_version(self, version: str) -> list[str]:
-        """Archive `version` and delete its indexes that no alias holds."""
-        if version not in self.versions():
-            return []
-        done = [f"version {version} archived"]
-        self.registry.archive(version)
+        """Archive `version` and delete its indexes that no alias holds; the indexes also when
+        the version is archived already (a worker died between the two)."""
+        done: list[str] = []
+        if version in self.versions():
+            self.registry.archive(version)
+            done.append(f"version {version} archived")
         client, prefix = self.doc_index.client, self.doc_index.settings.prefix
         found = client.indices.get(index=f"{prefix}__{version}__*", params={"ignore": 404})
         for name, body in found.items():

@@ -14,6 +14,9 @@ class TrainMethod(StrEnum):
 
     full = "full"  # every weight (minus frozen layers)
     lora = "lora"  # low-rank adapters only (peft), merged into the weights before export
+    # a residual adapter on the query embedding over the frozen document encoder: no reindex
+    # (tuner/query_adapter.py); the model's own weights never move
+    query_adapter = "query_adapter"
 
 
 class TrainSettings(BaseModel):
@@ -43,6 +46,15 @@ class TrainSettings(BaseModel):
     )
     freeze_layers: int = Field(
         default=0, ge=0, description="freeze the embeddings and the first N transformer layers"
+    )
+    query_adapter_rank: int = Field(
+        default=8,
+        ge=0,
+        description="rank r of the query adapter's W = B A (method: query_adapter); 0 = a full "
+        "D x D matrix",
+    )
+    query_adapter_learning_rate: float = Field(
+        default=1e-2, gt=0, description="the query adapter's learning rate (it starts from zero)"
     )
 
 

@@ -5,6 +5,8 @@ on entry they wrap the network in LoRA adapters and/or freeze the embeddings and
 `freeze_layers` transformer layers; they yield the parameters the optimizer should get. On exit
 the adapters are merged into the plain weights and every `requires_grad` flag is restored, so
 what leaves the loop is the same architecture that came in and the ONNX export never changes.
+`method: query_adapter` moves none of the model's weights (tuner/query_adapter.py trains it):
+both refuse it, so a loop never runs a full fine-tune in its place.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def _trainable(
 ) -> Iterator[list[nn.Parameter]]:
     # peft injects the adapters into `network` in place (the wrapper it returns is only needed
     # to merge them), so `root` trains through them without being rewired.
+    if settings.method == TrainMethod.query_adapter:
+        raise TrainConfigError(
+            "method query_adapter trains an adapter over the frozen model, never the model's "
+            "own weights: use tuner.query_adapter.fine_tune_query_adapter, not a fine-tune loop"
+        )
     flags = [(p, p.requires_grad) for p in root.parameters()]
     peft_model = (
         _with_lora(network, settings, default_targets)

@@ -12,6 +12,12 @@ tower (input input_ids int64 [batch, seq <= max_length] only; padded to the cont
 `pad_id` inside the graph), image.onnx the image tower (pixel_values float32 [batch, 3, H, W] ->
 image_embedding), and clicktune.json adds "pad_id" and "image": {"size", "mean", "std",
 "interpolation", "resize_mode"}, the preprocessing serving repeats with PIL.
+
+A query model (`kind: "query"`, written by `tuner.export_query`) embeds queries only, over the
+frozen encoder of another version: model.onnx is that encoder's graph with a residual adapter
+folded in (same inputs and output), and clicktune.json adds "document_model" (the version whose
+index it searches: "query model X over document model Y") and "query_adapter" ({"dimension",
+"rank", "parameters"}; its weights in query_adapter.safetensors).
 """
 
 from __future__ import annotations
@@ -51,4 +57,9 @@ def read_model_meta(path: Path, error: type[ServingError] = ServingError) -> dic
         raise error(f"{path / META_FILE}: format {meta['format']} is not supported (want {FORMAT})")
     if meta["dimension"] < 1:
         raise error(f"{path / META_FILE}: dimension {meta['dimension']} must be positive")
+    if meta["kind"] == "query" and not isinstance(meta.get("document_model"), str):
+        raise error(
+            f"{path / META_FILE}: a query model must name its 'document_model' (the version "
+            f"whose index it searches), got {meta.get('document_model')!r}"
+        )
     return meta

@@ -57,6 +57,7 @@ class ModelVersion:
     created_at: str
     metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     aliases: tuple[str, ...] = ()
+    document_model: str | None = None  # a query model's: the version whose index it searches
 
 
 class LocalRegistry:
@@ -274,6 +275,7 @@ class LocalRegistry:
             created_at=str(meta.get("created_at", "")),
             metrics=dict(meta.get("metrics") or {}),
             aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
+            document_model=meta.get("document_model"),
         )
 
 

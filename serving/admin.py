@@ -164,6 +164,7 @@ def _version(version: ModelVersion) -> dict[str, Any]:
         "version": version.version,
         "dimension": version.dimension,
         "kind": version.kind,
+        "document_model": version.document_model,
         "parent": version.parent,
         "created_at": version.created_at,
         "aliases": list(version.aliases),

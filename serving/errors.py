@@ -13,6 +13,7 @@
      ├── QueryLogError          the UBI query record could not be published
      ├── SwapRefusedError       a model failed its hot-swap checks; the old one keeps serving
      ├── ReindexRequiredError   promoting a version needs a reindex the caller did not allow
+ ├── PairingError           a query model would search an index its document model did not build
      └── MlCommonsError         OpenSearch ml-commons refused a connector, model or pipeline
 
 Errors of the libraries below (onnxruntime, opensearch-py, kafka-python) are mapped to these at
@@ -32,6 +33,7 @@ __all__ = [
     "ImageError",
     "ImageProblem",
     "ModelLoadError",
+    "PairingError",
     "QueryLogError",
     "ReindexError",
     "ReindexPendingError",
@@ -120,6 +122,11 @@ class SwapRefusedError(ServingError):
 class ReindexRequiredError(ServingError):
     """No kept index of the version holds the live documents and the caller did not allow a
     reindex; nothing moved."""
+
+
+class PairingError(ServingError):
+    """A query model was asked to serve over an index another document model built; nothing
+    moved."""
 
 
 class MlCommonsError(ServingError):

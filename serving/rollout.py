@@ -9,6 +9,11 @@ to that version's newest kept index (refused with the reason when none is kept).
 A caller that may not reindex (the admin API without `reindex: true`) passes
 `allow_reindex=False` and gets `ReindexRequiredError` instead, before anything moved. When the
 registry alias cannot move, the document alias goes back: the two never name different models.
+
+A query model ("query model X over document model Y", `ModelVersion.document_model`) embeds
+queries only and searches Y's vectors: it is promoted only while the live index was built by Y,
+and then only the registry alias moves (no document alias, no reindex); over any other index it
+is refused with `PairingError`, naming both models, before anything moved.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.errors import RegistryError, ReindexRequiredError, ServingError
-from serving.index_versions import latest_index_of
-from serving.registry import LocalRegistry
+from serving.errors import PairingError, RegistryError, ReindexRequiredError, ServingError
+from serving.index_versions import index_version, latest_index_of
+from serving.registry import LocalRegistry, ModelVersion
 from serving.replicas import model_changed
 from serving.vector_index import DocumentIndex
 
@@ -68,11 +73,16 @@ class Rollout:
 
     def promote(self, version: str, *, allow_reindex: bool = True) -> RolloutResult:
         """Serve `version` everywhere: its index behind the document alias, the alias on it.
-        Without `allow_reindex`, a version with no current kept index is refused unmoved."""
-        target = self.registry.get(version).version
+        Without `allow_reindex`, a version with no current kept index is refused unmoved; a
+        query model only ever serves over the live index, which its document model must own."""
+        model = self.registry.get(version)
+        target = model.version
         previous = self.registry.aliases().get(self.alias)
         live = self.doc_index.live_index()
-        index, reindexed = self._index_for(target, live, allow_reindex)
+        if model.document_model is not None:
+            index, reindexed = self._paired_index(model, live), False
+        else:
+            index, reindexed = self._index_for(target, live, allow_reindex)
         if index != live:
             self.doc_index.swap_alias(index)
         if previous != target:
@@ -101,11 +111,12 @@ class Rollout:
                 f"alias {self.alias!r} would roll back to {previous!r}, not {expected!r}: it "
                 "moved meanwhile; look again and retry"
             )
-        index = latest_index_of(self.doc_index, previous)
+        owner = self.registry.get(previous).document_model or previous
+        index = latest_index_of(self.doc_index, owner)
         if index is None:
             raise ServingError(
-                f"no kept index for model {previous!r} (retention removed it); run "
-                f"`clicktune models promote {previous}` to reindex with it instead"
+                f"no kept index for model {owner!r} (retention removed it); run "
+                f"`clicktune models promote {owner}` to reindex with it instead"
             )
         live = self.doc_index.live_index()
         warning = self._staleness(index, live)
@@ -125,6 +136,23 @@ class Rollout:
             if live is not None and self.doc_index.live_index() != live:
                 self.doc_index.swap_alias(live)
             raise
+
+    def _paired_index(self, model: ModelVersion, live: str | None) -> str:
+        """The live index, when the query `model`'s document model built it."""
+        if live is None:
+            raise ServingError(
+                f"alias {self.doc_index.alias!r} does not exist; run `clicktune index` first"
+            )
+        built_by = index_version(self.doc_index, live)
+        if built_by == model.document_model:
+            return live
+        owner = f"built by model {built_by!r}" if built_by else "not a versioned index"
+        raise PairingError(
+            f"query model {model.version!r} over document model {model.document_model!r} cannot "
+            f"serve over the live index {live!r} ({owner}): it searches only the vectors of "
+            f"{model.document_model!r}; nothing moved. Promote {model.document_model!r} first, "
+            f"then {model.version!r}"
+        )
 
     def _index_for(self, version: str, live: str | None, allow_reindex: bool) -> tuple[str, bool]:
         kept = latest_index_of(self.doc_index, version)

@@ -69,7 +69,8 @@ def list_(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """List registered model versions, their aliases and (when tracked) their MLflow lineage."""
+    """List registered model versions, their aliases and (when tracked) their MLflow lineage;
+    a query model shows the document model whose index it searches ("query over v3")."""
     from serving.errors import ServingError
     from serving.registry import LocalRegistry
 
@@ -84,6 +85,8 @@ def list_(
         {
             "version": v.version,
             "dimension": v.dimension,
+            "kind": v.kind,
+            "document_model": v.document_model,
             "parent": v.parent,
             "created_at": v.created_at,
             "aliases": list(v.aliases),
@@ -97,13 +100,24 @@ def list_(
     if not rows:
         typer.echo(f"no model versions in {registry.root}; run `clicktune models import`")
         return
-    typer.echo(f"{'VERSION':<12} {'DIM':>5} {'PARENT':<12} {'CREATED':<22} {'BATCH':<11} ALIASES")
+    typer.echo(
+        f"{'VERSION':<12} {'DIM':>5} {'KIND':<16} {'PARENT':<12} {'CREATED':<22} {'BATCH':<11} "
+        "ALIASES"
+    )
     for row in rows:
         batch = (row["mlflow"] or {}).get("batch_id") or "-"
         typer.echo(
-            f"{row['version']:<12} {row['dimension']:>5} {row['parent'] or '-':<12} "
-            f"{row['created_at']:<22} {batch:<11} {', '.join(row['aliases'])}"
+            f"{row['version']:<12} {row['dimension']:>5} {_kind_label(row):<16} "
+            f"{row['parent'] or '-':<12} {row['created_at']:<22} {batch:<11} "
+            f"{', '.join(row['aliases'])}"
         )
+
+
+def _kind_label(row: dict[str, Any]) -> str:
+    """ "text", "clip", or "query over v3" for a query model over document model v3."""
+    if row["document_model"] is None:
+        return str(row["kind"])
+    return f"{row['kind']} over {row['document_model']}"
 
 
 def _mlflow_lineage(settings: Any) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,29 @@ class TrainMethod(StrEnum):
     query_adapter = "query_adapter"
 
 
+class PoolingSettings(BaseModel):
+    """Pooled relevance (tuner/pooling.py): one pair per (query, document), weighted by the
+    position-corrected outcome rate of all its sessions instead of per session by 1/p(rank)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="pool the sessions of each (query, document) before pairs are built; off: "
+        "one pair per session's positive, weighted outcome x clipped 1/p(rank)",
+    )
+    prior_strength: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="pseudo-examinations at the round's mean outcome rate added to every pair: "
+        "larger pulls a thinly shown pair's weight harder toward the mean",
+    )
+    max_weight: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="cap on a pooled pair's weight; None: the largest outcome weight (a "
+        "document every examining user buys), so the cap only cuts estimation noise",
+    )
+
+
 class TrainSettings(BaseModel):
     """One fine-tuning run."""
 
@@ -46,6 +69,11 @@ class TrainSettings(BaseModel):
     )
     freeze_layers: int = Field(
         default=0, ge=0, description="freeze the embeddings and the first N transformer layers"
+    )
+    pooling: PoolingSettings = Field(
+        default_factory=PoolingSettings,
+        description="how sessions become weighted pairs; read once per round, before the "
+        "hyperparameter sets (which cannot change it)",
     )
     query_adapter_rank: int = Field(
         default=8,

@@ -38,7 +38,8 @@ from tuner.judged import JudgedCollection
 from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for
 from tuner.offline_estimate import DR_DCG, OffPolicyLog, offpolicy_log, offpolicy_scoring
 from tuner.ordinals import OrdinalCheck, check_ordinals, ordinal_metrics, report_ordinals
-from tuner.pairs import PairStats, TrainingPair, build_pairs
+from tuner.pairs import PairStats, TrainingPair
+from tuner.pooling import pairs_of_round
 from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, publish
 from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
@@ -448,14 +449,8 @@ def collect_pairs(
             "no sessions to train on: the UBI query index holds no queries in the window"
         )
     stats = PairStats()
-    pairs = build_pairs(
-        sessions,
-        settings.outcome_weights,
-        propensity if propensity is not None else from_settings(settings, sessions),
-        settings.max_inverse_propensity,
-        settings.max_clicks_per_session,
-        stats,
-    )
+    propensity = propensity if propensity is not None else from_settings(settings, sessions)
+    pairs = pairs_of_round(sessions, settings, propensity, stats)
     if not pairs:
         raise NoTrainingDataError(
             f"no training pairs from {stats.sessions} sessions: {stats.without_hits} had no "

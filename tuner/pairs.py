@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from tuner.propensity import Propensity, clipped_inverse_propensity
 from tuner.sessions import Session
 
-__all__ = ["PairStats", "TrainingPair", "build_pairs", "query_key"]
+__all__ = [
+    "PairStats",
+    "TrainingPair",
+    "build_pairs",
+    "outcome_weight_by_hit",
+    "positives_by_query_key",
+    "query_key",
+    "skip_above",
+    "usable_sessions",
+]
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,8 @@ def build_pairs(
     sessions with more than `max_clicks_per_session` outcome actions (bots), give no pairs.
     """
     stats = stats if stats is not None else PairStats()
-    usable = [s for s in sessions if _usable(s, outcome_weights, max_clicks_per_session, stats)]
-    positives = _positives_by_query(usable, outcome_weights)
+    usable = usable_sessions(sessions, outcome_weights, max_clicks_per_session, stats)
+    positives = positives_by_query_key(usable, outcome_weights)
     pairs: list[TrainingPair] = []
     for session in usable:
         session_pairs = _session_pairs(
@@ -75,6 +84,16 @@ def build_pairs(
         pairs.extend(session_pairs)
     stats.pairs = len(pairs)
     return pairs
+
+
+def usable_sessions(
+    sessions: Sequence[Session],
+    outcome_weights: Mapping[str, float],
+    max_clicks: int | None,
+    stats: PairStats,
+) -> list[Session]:
+    """`sessions` less those without hits and the bot-like ones, counted in `stats`."""
+    return [s for s in sessions if _usable(s, outcome_weights, max_clicks, stats)]
 
 
 def _usable(
@@ -94,17 +113,18 @@ def _usable(
     return True
 
 
-def _positives_by_query(
+def positives_by_query_key(
     sessions: Iterable[Session], outcome_weights: Mapping[str, float]
 ) -> dict[str, set[str]]:
+    """The documents with an outcome in any of `sessions`, per query key."""
     positives: dict[str, set[str]] = {}
     for session in sessions:
         ids = positives.setdefault(query_key(session.user_query), set())
-        ids.update(_outcome_weight_by_hit(session, outcome_weights))
+        ids.update(outcome_weight_by_hit(session, outcome_weights))
     return positives
 
 
-def _outcome_weight_by_hit(
+def outcome_weight_by_hit(
     session: Session, outcome_weights: Mapping[str, float]
 ) -> dict[str, float]:
     """Largest positive outcome weight per acted-on object of the session."""
@@ -124,12 +144,16 @@ def _session_pairs(
     query_positives: set[str],
 ) -> list[TrainingPair]:
     pairs = []
-    for object_id, outcome in _outcome_weight_by_hit(session, outcome_weights).items():
+    for object_id, outcome in outcome_weight_by_hit(session, outcome_weights).items():
         rank = session.rank_of(object_id)
         if rank is None:  # not in the shown list: the bias cannot be corrected
             continue
-        above = session.hit_ids[:rank]
-        negatives = tuple(h for h in reversed(above) if h not in query_positives)
+        negatives = skip_above(session, rank, query_positives)
         weight = outcome * clipped_inverse_propensity(propensity, rank, max_ipw)
         pairs.append(TrainingPair(session.user_query, object_id, weight, negatives))
     return pairs
+
+
+def skip_above(session: Session, rank: int, query_positives: set[str]) -> tuple[str, ...]:
+    """The hits shown above `rank` that are no positive for the query, nearest first."""
+    return tuple(h for h in reversed(session.hit_ids[:rank]) if h not in query_positives)

@@ -22,7 +22,7 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,7 @@ class Reindexer:
         progress: bool = True,
         alias: str | None = None,
         images: ImageReader | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.doc_index = doc_index
         # Documents already in the index: the API admitted only data: URIs and allowed hosts,
@@ -107,6 +108,9 @@ class Reindexer:
         self.encoder = encoder
         self.batch_size = batch_size
         self.progress = progress
+        # (written, total) when the copy starts or resumes, then after each written batch (from
+        # the writer thread): how a log-only caller (the tuner worker) reports progress
+        self.on_progress = on_progress
         self.alias = alias or doc_index.alias
         self.store = CheckpointStore(checkpoints_root, self.alias)
         self._client = doc_index.client
@@ -181,6 +185,7 @@ class Reindexer:
             desc=checkpoint.target,
             disable=not self.progress,
         )
+        self._report_progress(checkpoint)
         writer = threading.Thread(
             target=self._write_loop, args=(work, checkpoint, bar, failure), daemon=True
         )
@@ -195,6 +200,10 @@ class Reindexer:
             bar.close()
         if failure:
             raise ReindexError(f"writing to {checkpoint.target!r} failed: {failure[0]}")
+
+    def _report_progress(self, checkpoint: Checkpoint) -> None:
+        if self.on_progress is not None:
+            self.on_progress(checkpoint.written, checkpoint.total)
 
     @staticmethod
     def _put(work: queue.Queue, item: Any, failure: list[BaseException]) -> None:
@@ -216,6 +225,7 @@ class Reindexer:
                 checkpoint.search_after = last_sort
                 self.store.save(checkpoint)
                 bar.update(len(docs))
+                self._report_progress(checkpoint)
         except BaseException as exc:  # handed to the reading thread, which raises it
             failure.append(exc)
 

@@ -304,6 +304,12 @@ class WorkerSettings(BaseModel):
         description="a stage still meeting transient OpenSearch / Kafka errors this long after "
         "its first one fails the task",
     )
+    progress_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="a long stage (training, scoring, export, reindex) logs a progress line "
+        "at most this often, and at its start and end (0: every step)",
+    )
 
 
 class TunerSettings(BaseModel):

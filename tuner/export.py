@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
+from tuner import progress
 from tuner.base_models import TORCH_WEIGHTS_DIR
 from tuner.errors import ExportError, ExportParityError
 from tuner.parity_texts import parity_texts
@@ -93,11 +94,16 @@ def export_text_model(
     encoder = MeanPooledEncoder(_transformer_of(model), _uses_token_type_ids(model))
     input_names = ["input_ids", "attention_mask"]
     input_names += ["token_type_ids"] if encoder.uses_token_type_ids else []
-    _export_onnx(encoder, model, out_dir / ONNX_FILE, input_names, opset_version)
-    model.tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
-    model.save(str(out_dir / TORCH_WEIGHTS_DIR), create_model_card=False)
-    texts = list(held_out_texts) if held_out_texts else parity_texts()
-    cosine = _parity_min_cosine(model, out_dir, texts, max_length)
+    # steps: ONNX graph, tokenizer + torch weights, parity
+    with progress.stage("export", "step", 3) as steps:
+        _export_onnx(encoder, model, out_dir / ONNX_FILE, input_names, opset_version)
+        steps.advance(last="onnx")
+        model.tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
+        model.save(str(out_dir / TORCH_WEIGHTS_DIR), create_model_card=False)
+        steps.advance(last="weights")
+        texts = list(held_out_texts) if held_out_texts else parity_texts()
+        cosine = _parity_min_cosine(model, out_dir, texts, max_length)
+        steps.advance(last="parity", min_cosine=f"{cosine:.6f}")
     if cosine < min_cosine:
         raise ExportParityError(cosine, min_cosine)
     metadata = _metadata(version, parent, base_model, model, max_length, metrics, cosine)
@@ -188,7 +194,9 @@ def _parity_min_cosine(
     saved_length = model.max_seq_length
     model.max_seq_length = max_length
     try:
-        reference = model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True)
+        reference = model.encode(
+            list(texts), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
     finally:
         model.max_seq_length = saved_length
     cosines = np.sum(onnx_out * reference, axis=1)  # both L2-normalised: (N,)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from serving.clip_encoder import IMAGE_FILE, IMAGE_OUTPUT, TEXT_OUTPUT, OnnxClipEncoder
 from serving.config import EncoderSettings
+from tuner import progress
 from tuner.clip import CLIP_WEIGHTS_DIR, ClipModel, save_clip_model
 from tuner.errors import ExportError, ExportParityError
 from tuner.export import (
@@ -88,12 +89,17 @@ def export_clip_model(
     clip.model.to("cpu").eval()
     tokenizer, pad_id = clip_tokenizer_json(clip)
     tokenizer.save(str(out_dir / TOKENIZER_FILE))
-    _export_towers(clip, out_dir, pad_id, opset_version)
-    save_clip_model(clip, out_dir / CLIP_WEIGHTS_DIR)
-    metadata = _metadata(clip, version, parent, base_model, metrics, pad_id)
-    texts = list(held_out_texts) if held_out_texts else parity_texts()
-    images = list(held_out_images) if held_out_images else parity_images()
-    text_cos, image_cos = _parity(clip, out_dir, metadata, texts, images)
+    # steps: both ONNX towers, torch weights, parity of both towers
+    with progress.stage("export", "step", 3) as steps:
+        _export_towers(clip, out_dir, pad_id, opset_version)
+        steps.advance(last="onnx")
+        save_clip_model(clip, out_dir / CLIP_WEIGHTS_DIR)
+        steps.advance(last="weights")
+        metadata = _metadata(clip, version, parent, base_model, metrics, pad_id)
+        texts = list(held_out_texts) if held_out_texts else parity_texts()
+        images = list(held_out_images) if held_out_images else parity_images()
+        text_cos, image_cos = _parity(clip, out_dir, metadata, texts, images)
+        steps.advance(last="parity", min_cosine=f"{min(text_cos, image_cos):.6f}")
     cosine = min(text_cos, image_cos)
     if cosine < min_cosine:
         raise ExportParityError(cosine, min_cosine)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tuner import progress
 from tuner.config import ExportSettings
 from tuner.quantize import INT8_FILE, QuantReport, quantize_text_model
 from tuner.session_eval import Embed, SessionJudgments, evaluate_sessions
@@ -144,18 +145,23 @@ def _quantize_and_check(
     if not judgments.qrels:
         return Int8Outcome(False, "no validation judgments to compare Recall@10 on")
     calibration, held_out = calibration_split(judgments, doc_texts)
-    report = quantize(
-        model_dir,
-        model_dir,
-        calibration,
-        min_cosine=settings.int8_min_cosine,
-        eval_texts=held_out or None,
-        max_length=max_length,
-    )
-    texts = {d: t for d, t in doc_texts.items() if isinstance(t, str)}
-    fp32, int8 = (_onnx_embed(model_dir, v, max_length) for v in ("fp32", "int8"))
-    recall_fp32 = evaluate_sessions(fp32, judgments, texts, rank_against="pool")
-    recall_int8 = evaluate_sessions(int8, judgments, texts, rank_against="pool")
+    # steps: quantise (the greedy selection logs each trial), Recall@10 of fp32, then of int8
+    with progress.stage("int8", "step", 3) as steps:
+        report = quantize(
+            model_dir,
+            model_dir,
+            calibration,
+            min_cosine=settings.int8_min_cosine,
+            eval_texts=held_out or None,
+            max_length=max_length,
+        )
+        steps.advance(last="quantize", min_cosine=f"{report.min_cosine:.5f}")
+        texts = {d: t for d, t in doc_texts.items() if isinstance(t, str)}
+        fp32, int8 = (_onnx_embed(model_dir, v, max_length) for v in ("fp32", "int8"))
+        recall_fp32 = evaluate_sessions(fp32, judgments, texts, rank_against="pool")
+        steps.advance(last="recall_fp32")
+        recall_int8 = evaluate_sessions(int8, judgments, texts, rank_against="pool")
+        steps.advance(last="recall_int8")
     outcome = _decide(report, recall_fp32[RECALL], recall_int8[RECALL], settings)
     if not outcome.kept:
         (model_dir / INT8_FILE).unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner import progress
 from tuner.examination import Cascade
 from tuner.offpolicy import (
     ClickEstimates,
@@ -199,6 +200,10 @@ class OffPolicyScoring:
         """The estimated DCG@10 of `embed`'s ranking of each query's pool, in `queries` order."""
         return self.estimates.values(rank_pools(embed, self.log, doc_texts))
 
+    def texts_to_embed(self, doc_texts: Mapping[str, Any]) -> int:
+        """How many texts (or images) `values` embeds."""
+        return _texts_to_embed(self.log, doc_texts)
+
 
 def offpolicy_scoring(
     offpolicy: OffPolicyLog,
@@ -210,7 +215,9 @@ def offpolicy_scoring(
     """Fit the click estimates of `offpolicy`, with the live ranking as each query's plain page
     followed by the rest of its pool in the live model's order; `cascade`: the fitted cascade
     examination to read the clicks with (`gate.examination`; None: position-based)."""
-    live_order = rank_pools(live_embed, offpolicy, doc_texts)
+    with progress.stage("offpolicy_fit", "text", _texts_to_embed(offpolicy, doc_texts)) as done:
+        embed = progress.in_slices(live_embed, done, np.concatenate)
+        live_order = rank_pools(embed, offpolicy, doc_texts)
     pages = {}
     for key, order in live_order.items():
         page = offpolicy.pages.get(key, ())
@@ -220,3 +227,9 @@ def offpolicy_scoring(
         searches, propensity = cascade.as_position_based(searches, propensity)
     estimates = estimate_clicks(searches, propensity, offpolicy.policy, pages)
     return OffPolicyScoring(offpolicy, estimates)
+
+
+def _texts_to_embed(offpolicy: OffPolicyLog, doc_texts: Mapping[str, Any]) -> int:
+    """How many texts (or images) `rank_pools` embeds: the pooled documents, then the queries."""
+    docs = sum(1 for d in offpolicy.doc_ids if doc_texts.get(d) is not None)
+    return docs + len(offpolicy.queries) if docs else 0

@@ -44,6 +44,7 @@ from typing import Literal
 import numpy as np
 
 from serving.corpus import document_text
+from tuner import progress
 from tuner.judged import JudgedCollection
 from tuner.metrics import DEPTH_100, rank_metrics
 from tuner.offline_estimate import DR_DCG, OffPolicyScoring
@@ -266,8 +267,12 @@ def torch_embedder(model, batch_size: int = 32) -> Embed:  # type: ignore[no-unt
     def embed(texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-        return model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+        return model.encode(  # no bar: a scoring pass logs `tuner.progress` lines instead
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
 
     return embed
@@ -313,20 +318,35 @@ class Scorer:
     offpolicy: OffPolicyScoring | None = None  # dr_dcg@10 on the live model's own log
 
     def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
-        embed = self.embedder(model)
-        scores = Scores({})
-        if self.judgments.qrels:
-            ranked = rank_sessions(embed, self.judgments, self.doc_texts, self.rank_against)
-            scores = split_scores(self.judgments, ranked, self.select)
-        if self.offpolicy is not None:
-            values = self.offpolicy.values(embed, self.doc_texts)
-            scores = with_offpolicy(scores, self.offpolicy.queries, values, self.select)
-        if self.general is not None:
-            general = evaluate_collection_in_memory(
-                embed, self.general, self.general_split, self.general_max_queries
-            )
-            scores = replace(scores, general=general)
+        with progress.stage("scoring", "text", self._texts_to_embed()) as done:
+            embed = progress.in_slices(self.embedder(model), done, np.concatenate)
+            scores = Scores({})
+            if self.judgments.qrels:
+                ranked = rank_sessions(embed, self.judgments, self.doc_texts, self.rank_against)
+                scores = split_scores(self.judgments, ranked, self.select)
+            if self.offpolicy is not None:
+                values = self.offpolicy.values(embed, self.doc_texts)
+                scores = with_offpolicy(scores, self.offpolicy.queries, values, self.select)
+            if self.general is not None:
+                general = evaluate_collection_in_memory(
+                    embed, self.general, self.general_split, self.general_max_queries
+                )
+                scores = replace(scores, general=general)
         return scores
+
+    def _texts_to_embed(self) -> int:
+        """How many texts (or images) one call embeds: what its progress counts up to."""
+        count = 0
+        if self.judgments.qrels:
+            docs = sum(1 for d in self.judgments.doc_ids if self.doc_texts.get(d))
+            count += docs + len(self.judgments.queries)
+        if self.offpolicy is not None:
+            count += self.offpolicy.texts_to_embed(self.doc_texts)
+        if self.general is not None:
+            queries = len(self.general.split_queries(self.general_split))
+            limit = self.general_max_queries or queries
+            count += sum(1 for _ in self.general.corpus()) + min(queries, limit)
+        return count
 
 
 def with_offpolicy(

@@ -19,6 +19,7 @@ from tuner.config import TrainSettings
 from tuner.errors import NoTrainingDataError
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair, query_key
+from tuner.progress import stage as progress_stage
 from tuner.trainable import trainable_text_model
 
 __all__ = [
@@ -123,20 +124,25 @@ def run_steps(
     batch_size: int,
     progress: bool,
 ) -> list[float]:
-    """The optimisation loop shared by the text and CLIP trainers; returns the loss per step."""
+    """The optimisation loop shared by the text and CLIP trainers; returns the loss per step.
+
+    `progress`: a bar on the terminal; log lines (`tuner.progress`: step/total, pairs/s, ETA)
+    are written either way, for a worker's log."""
     losses: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=steps, desc="fine-tune", unit="step", disable=not progress)
-    for step, batch in zip(range(steps), batches, strict=False):
-        loss = step_fn(batch)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        rate = (step + 1) * batch_size / (time.perf_counter() - started)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", pairs_s=f"{rate:.1f}")
+    with progress_stage("training", "step", steps, rate_unit="pairs", per_unit=batch_size) as done:
+        for step, batch in zip(range(steps), batches, strict=False):
+            loss = step_fn(batch)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            rate = (step + 1) * batch_size / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", pairs_s=f"{rate:.1f}")
+            done.advance(loss=f"{losses[-1]:.4f}")
     bar.close()
     return losses
 

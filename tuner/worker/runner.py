@@ -37,6 +37,7 @@ from serving.tasks import (
     TaskError,
     TaskRecord,
 )
+from tuner import progress
 from tuner.config import RolloutMode, WorkerSettings
 from tuner.gate import Verdict
 from tuner.iteration import Notify
@@ -149,7 +150,8 @@ class TaskRunner:
                         return task
                 else:
                     self.fence.check(f"running task {task.id} in {task.stage.value!r}")
-                return self._handlers[task.stage](task)
+                with progress.reporting(self._progress_log(task)):
+                    return self._handlers[task.stage](task)
             except (TaskConflictError, LeaseLostError, _Stopped):
                 raise
             except Exception as exc:
@@ -301,9 +303,8 @@ class TaskRunner:
             self.settings.ab_max_s,
             self.settings.ab_max_queries,
         )
-        log.info(
-            "task %s online test: %s (%s) %s", task.id, check.action, check.reason, check.tally
-        )
+        line = self._online_line(task, check)
+        log.info("task %s: %s; %s: %s", task.id, line, check.action, check.reason)
         metrics = {**task.metrics, "online": {**check.tally, "decision": check.action}}
         if check.action == "promote":
             return self._move(task, Stage.promoting, reason=check.reason, metrics=metrics)
@@ -335,6 +336,35 @@ class TaskRunner:
         moved = self.store.move(task, stage, self.worker_id, **changes)
         log.info("task %s: %s -> %s", task.id, task.stage.value, stage.value)
         return moved
+
+    def _online_line(self, task: TaskRecord, check: OnlineCheck) -> str:
+        """The online test so far: searches against the budget, their rate, the time left
+        (the budget at this rate, at most what `ab_max_s` leaves), wins / losses / ties."""
+        elapsed = self.clock() - float(task.notes["ab_started_at"])
+        tally = dict(check.tally)
+        searches = tally.pop("searches", 0)
+        return progress.progress_line(
+            "online_test",
+            "search",
+            searches,
+            self.settings.ab_max_queries,
+            elapsed,
+            rate_unit="searches",
+            eta_cap_s=self.settings.ab_max_s - elapsed,
+            extra=tally,
+        )
+
+    def _progress_log(self, task: TaskRecord) -> progress.ProgressLog:
+        """Where the task's long stages log progress (`tuner.progress`); each line also checks
+        the lease, locally: a line every few seconds must cost no request, and a blip of the
+        task store must not fail a long training (a cancel is seen at the next `_watch`)."""
+
+        def say(line: str) -> None:
+            log.info("task %s: %s", task.id, line)
+            if self.fence.is_lost():
+                raise LeaseLostError(f"lease lost while task {task.id} ran: {line}")
+
+        return progress.ProgressLog(say, self.settings.progress_interval_s, self.monotonic)
 
     def _watch(self, task: TaskRecord) -> Notify:
         """Progress messages of training, each one also a chance to notice a cancel."""

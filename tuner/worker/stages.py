@@ -33,6 +33,7 @@ from serving.registry import LocalRegistry, ModelVersion
 from serving.reindex import CheckpointStore, Reindexer, abandon
 from serving.rollout import Publish, Rollout
 from serving.vector_index import DocumentIndex
+from tuner import progress
 from tuner.batches import release_batch, reload_batch
 from tuner.config import TunerSettings
 from tuner.iteration import IterationContext, Notify, run_training_iteration
@@ -164,6 +165,7 @@ class LoopStages:
         """Build (or finish) `version`'s index behind the candidate alias; return its name."""
         alias = self.doc_index.settings.candidate_alias
         encoder = load_model_dir(self.registry.get(version).path, self.encoder_settings)
+        docs = progress.stage("reindexing", "doc")  # starts at the copy's first report
         reindexer = Reindexer(
             self.doc_index,
             encoder,
@@ -171,6 +173,7 @@ class LoopStages:
             batch_size=self.doc_index.settings.bulk_batch_size,
             progress=False,
             alias=alias,
+            on_progress=docs.update,
         )
         pending = reindexer.pending()
         if pending is not None and pending.model_version != version:
@@ -178,7 +181,9 @@ class LoopStages:
             dropped = abandon(self.doc_index, self.checkpoints, alias)
             log.warning("abandoned an interrupted reindex for another model: deleted %s", dropped)
         self.fence.check(f"reindexing for {version}")
-        return reindexer.run(resume=True).index
+        index = reindexer.run(resume=True).index
+        docs.finish()
+        return index
 
     # -- A/B --------------------------------------------------------------------------------
     def start_ab(self, version: str, traffic: float, mode: str) -> str:

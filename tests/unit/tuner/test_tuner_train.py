@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from tuner.config import TrainSettings
 from tuner.errors import NoTrainingDataError
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair
+from tuner.progress import ProgressLog, reporting
 from tuner.train import embed, fine_tune
 
 # Arbitrary query -> document mappings the base model cannot already know.
@@ -51,6 +54,19 @@ def test_a_few_steps_lower_the_loss(model) -> None:  # type: ignore[no-untyped-d
     assert after < before * 0.8
     assert report.final_loss < report.first_loss
     assert report.pairs_per_s > 0 and len(report.loss_curve) == 4
+
+
+def test_training_logs_progress_lines_with_step_total_rate_and_eta(model, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="tuner.progress")
+    settings = TrainSettings(batch_size=4, max_steps=3)
+    with reporting(ProgressLog(interval_s=0.0)):  # a line per step
+        fine_tune(model, PAIRS, DOCS, settings, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tuner.progress"]
+    print("\n" + "\n".join(lines))
+    assert lines[0] == "stage=training step=0/3 started"
+    assert [line.split()[1] for line in lines[1:]] == [f"step={n}/3" for n in (1, 2, 3, 3)]
+    assert all(" pairs/s=" in line and " loss=" in line for line in lines[1:])
+    assert all(" eta=" in line for line in lines[1:-1]) and " done in " in lines[-1]
 
 
 def test_pairs_without_document_text_are_dropped(model) -> None:  # type: ignore[no-untyped-def]

@@ -432,6 +432,7 @@ def _metrics(best: Trial, result: IterationResult) -> dict[str, Any]:
         "first_loss": report.first_loss,
         "final_loss": report.final_loss,
         "pairs_per_s": report.pairs_per_s,
+        "effective_batch": report.effective_batch,
     }
     metrics.update({f"val_{k}": v for k, v in best.scores.validation.items()})
     metrics.update({f"live_val_{k}": v for k, v in result.live.validation.items()})

@@ -48,6 +48,7 @@ class Reference:
     pairs: int
     steps: int
     seconds: float
+    effective_batch: float | None = None  # mean Kish effective batch per step
 
 
 def supervised_pairs(collection: JudgedCollection, split: str = "train") -> list[TrainingPair]:
@@ -89,7 +90,7 @@ def train_reference(
     texts = corpus_texts(collection)
     report = fine_tune(model, pairs, texts, settings.train, progress=progress)
     metrics = evaluate_collection_in_memory(torch_embedder(model), collection, split)
-    return Reference(metrics, report.pairs, report.steps, report.seconds)
+    return Reference(metrics, report.pairs, report.steps, report.seconds, report.effective_batch)
 
 
 def base_metrics(

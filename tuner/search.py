@@ -68,7 +68,7 @@ def run_search(
         with tracker.run(f"hp-{index}", params) as run:
             report = trainer(model, pairs, doc_texts, settings, progress=progress)
             run.log_curve("loss", report.loss_curve)
-            run.log_metrics({"pairs_per_s": report.pairs_per_s, "final_loss": report.final_loss})
+            run.log_metrics(_train_metrics(report))
             scores = score(model)
             run.log_metrics(scores.validation, prefix="val_")
             run.log_metrics(scores.selection or {}, prefix="select_")
@@ -87,3 +87,11 @@ def best_trial(trials: Sequence[Trial], primary: str) -> Trial:
 
 def _better(trial: Trial, previous: Sequence[Trial], primary: str) -> bool:
     return best_trial([*previous, trial], primary) is trial
+
+
+def _train_metrics(report: TrainReport) -> dict[str, float]:
+    """Throughput, final loss and (text models) the mean Kish effective batch per step."""
+    metrics = {"pairs_per_s": report.pairs_per_s, "final_loss": report.final_loss}
+    if report.effective_batch is not None:
+        metrics["effective_batch"] = report.effective_batch
+    return metrics

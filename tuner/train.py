@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tuner.config import TrainSettings
+from tuner.effective_batch import EffectiveBatches
 from tuner.errors import NoTrainingDataError
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair, query_key
@@ -51,6 +52,7 @@ class TrainReport:
     pairs_per_s: float
     device: str
     config: dict[str, Any] = field(default_factory=dict)
+    effective_batch: float | None = None  # mean Kish (sum w)^2 / sum w^2 per step
 
 
 def fine_tune(
@@ -84,10 +86,13 @@ def fine_tune(
         step_fn = partial(
             _train_step, model, loss_fn, doc_texts=doc_texts, positives=positives, device=device
         )
-        batches = shuffled_batches(used, batch_size, settings.seed)
+        effective = EffectiveBatches()
+        batches = effective.track(shuffled_batches(used, batch_size, settings.seed))
         losses = run_steps(step_fn, batches, optimizer, scheduler, steps, batch_size, progress)
     model.eval()
-    return report_of(losses, len(used), len(pairs), started, batch_size, device, settings)
+    effective.report(batch_size)
+    report = report_of(losses, len(used), len(pairs), started, batch_size, device, settings)
+    return replace(report, effective_batch=effective.mean())
 
 
 def report_of(

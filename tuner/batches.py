@@ -5,6 +5,10 @@ starts where the previous batch ended and ends `grace` before the release time, 
 arrive a little after their query still find it; once released a batch never changes. The record
 (`batch-0003.json`: id, window, counts, session ids) is written atomically, so a crash leaves
 either no batch or a whole one, and a failed iteration can run again on the same batch.
+
+The queries a batch held out of its training (`tuner.splits`: drawn afresh per batch) are
+recorded beside it when its first iteration starts, as `holdout/batch-0003.json` (id, sorted
+query keys): later iterations re-split the batch by that record, and a rerun reuses it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +27,7 @@ from tuner.errors import NoTrainingDataError, TunerError
 from tuner.sessions import Session
 
 BATCH_ID = re.compile(r"batch-[0-9]{4,9}")  # what `BatchStore.next_id` names a batch
+HOLDOUT_DIR = "holdout"
 
 __all__ = [
     "Batch",
@@ -85,11 +90,20 @@ class BatchStore:
         return self._read(path)
 
     def save(self, batch: Batch) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{batch.batch_id}.", dir=self.root)
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(batch), out, indent=1)
-        os.replace(tmp, self.root / f"{batch.batch_id}.json")
+        _write_json(self.root / f"{batch.batch_id}.json", asdict(batch))
+
+    def save_holdout(self, batch_id: str, query_keys: Iterable[str]) -> None:
+        """Record the query keys `batch_id` held out of its training."""
+        record = {"batch_id": batch_id, "queries": sorted(set(query_keys))}
+        _write_json(self.root / HOLDOUT_DIR / f"{batch_id}.json", record)
+
+    def holdout(self, batch_id: str) -> frozenset[str] | None:
+        """The query keys `batch_id` held out, or None when none were recorded (a batch never
+        trained, or trained before hold-outs were recorded)."""
+        path = self.root / HOLDOUT_DIR / f"{batch_id}.json"
+        if not path.is_file():
+            return None
+        return frozenset(json.loads(path.read_text())["queries"])
 
     def next_id(self) -> str:  # matches BATCH_ID
         return f"batch-{len(self.list()) + 1:04d}"
@@ -145,3 +159,12 @@ def _batch_record(
         events=sum(len(s.actions) for s in sessions),
         session_ids=tuple(s.query_id for s in sessions),
     )
+
+
+def _write_json(path: Path, record: object) -> None:
+    """Write `record` to `path` atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        json.dump(record, out, indent=1)
+    os.replace(tmp, path)

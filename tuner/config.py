@@ -152,6 +152,12 @@ class BatchSettings(BaseModel):
         default=0.1, ge=0.0, lt=1.0, description="queries held out entirely (cold start)"
     )
     min_queries_for_cold_split: int = Field(default=20, ge=1)
+    rotate_cold_queries: bool = Field(
+        default=True,
+        description="draw the held-out queries afresh per batch (hash of batch id and query, "
+        "recorded under batches/holdout/) so every query is trained on in most batches; "
+        "False: the same queries are held out in every batch (a fixed cold-start set)",
+    )
     replay_ratio: float = Field(
         default=0.5, ge=0.0, description="earlier batches' sessions replayed, per new session"
     )

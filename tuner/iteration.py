@@ -32,7 +32,7 @@ from tuner.config import GateSettings, RolloutMode, TunerSettings
 from tuner.errors import NoTrainingDataError
 from tuner.examination import Cascade, examination_model
 from tuner.gate import GateDecision, Paired, decide
-from tuner.history import history, sample
+from tuner.history import round_sessions
 from tuner.int8_variant import Int8Outcome, add_int8_variant
 from tuner.judged import JudgedCollection
 from tuner.model_kinds import TEXT, DocumentSource, ModelKind, doc_texts_for
@@ -45,7 +45,7 @@ from tuner.publish import ModelRegistry, publish
 from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
 from tuner.session_eval import Scorer, Scores, SessionJudgments, session_judgments
 from tuner.sessions import Session
-from tuner.splits import SelectConfirm, Splits, select_confirm, split_sessions
+from tuner.splits import SelectConfirm, Splits, select_confirm
 from tuner.start_point import StartPoint, kind_of, start_model
 from tuner.tracking import Lineage, NullTracker, Tracker
 
@@ -302,12 +302,8 @@ def _prepare(
     kind: ModelKind = TEXT,
     live_version: str | None = None,
 ) -> _Prepared:
-    batches = settings.batches
-    earlier = history(context.store, context.source, released.batch, batches)
-    replay_count = round(batches.replay_ratio * len(released.sessions))
-    replayed = sample(earlier.train, replay_count, batches.seed)
-    splits = split_sessions(released.sessions, batches)
-    validation = [*splits.validation, *earlier.validation][: batches.max_validation_sessions]
+    sessions = round_sessions(context.store, context.source, released, settings.batches)
+    splits, replayed, validation = sessions.splits, sessions.replayed, sessions.validation
     learn = learning_data([*splits.train, *replayed], validation, settings)
     pairs, stats, judgments = learn.pairs, learn.stats, learn.judgments
     curve = tuple(round(learn.propensity(k), 4) for k in range(settings.propensity_max_rank))
@@ -326,7 +322,8 @@ def _prepare(
     notify(
         f"{released.batch.batch_id}: {len(released.sessions)} sessions (+{len(replayed)} "
         f"replayed): {len(splits.train)} train, {len(splits.latest)} latest + "
-        f"{len(splits.cold)} cold-query validation (+{len(validation) - len(splits.validation)} "
+        f"{len(splits.cold)} cold-query ({len(splits.cold_queries)} held-out queries) "
+        f"validation (+{len(validation) - len(splits.validation)} "
         f"held out earlier); {len(pairs)} pairs; p(k) {curve[:5]}..."
     )
     return _Prepared(

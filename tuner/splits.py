@@ -1,9 +1,13 @@
 """Splits of a batch: training sessions, the latest sessions (time) and held-out queries (cold).
 
 Validation by time measures what the next days look like; held-out queries measure cold start
-(queries the model never trained on). A query is held out by a stable hash of its text, so the
-same query stays held out in every batch of a run with the same seed. A split depends only on the
-sessions (not their order) and the settings, so a later iteration can split an earlier batch
+(queries this round does not train on). A query is held out by a stable hash of its text salted
+with the batch id (`rotate_cold_queries`), so each batch holds out a different
+`cold_query_fraction` of its queries and every query is trained on in most batches; without a
+batch id (or with rotation off) the hash is of the text alone and the same queries stay held out
+in every batch. A batch's held-out queries are recorded beside it (`BatchStore.save_holdout`),
+and a split given them (`cold_queries`) follows the record. A split depends only on the sessions
+(not their order), the settings and the batch id, so a later iteration can split an earlier batch
 again and get the same sets (`tuner.history`).
 
 The validation queries are split once more, for deciding (`select_confirm`): the hyperparameter
@@ -21,7 +25,7 @@ from tuner.config import BatchSettings
 from tuner.pairs import query_key
 from tuner.sessions import Session
 
-__all__ = ["SelectConfirm", "Splits", "select_confirm", "split_sessions"]
+__all__ = ["SelectConfirm", "Splits", "held_out_queries", "select_confirm", "split_sessions"]
 
 
 @dataclass(frozen=True)
@@ -31,18 +35,28 @@ class Splits:
     train: list[Session]
     latest: list[Session]
     cold: list[Session]
+    cold_queries: frozenset[str] = frozenset()  # the held-out query keys
 
     @property
     def validation(self) -> list[Session]:
         return [*self.latest, *self.cold]
 
 
-def split_sessions(sessions: Sequence[Session], settings: BatchSettings) -> Splits:
-    """Hold out a fraction of the queries (when there are enough), then the latest sessions."""
-    queries = {query_key(s.user_query) for s in sessions}
-    cold_keys: set[str] = set()
-    if settings.cold_query_fraction > 0 and len(queries) >= settings.min_queries_for_cold_split:
-        cold_keys = {q for q in queries if _unit(q, settings.seed) < settings.cold_query_fraction}
+def split_sessions(
+    sessions: Sequence[Session],
+    settings: BatchSettings,
+    batch_id: str | None = None,
+    cold_queries: frozenset[str] | None = None,
+) -> Splits:
+    """Hold out a fraction of the queries (when there are enough), then the latest sessions.
+
+    `batch_id`: the batch the sessions are, which salts the hold-out (see the module doc);
+    `cold_queries`: the query keys to hold out instead, as recorded for the batch."""
+    cold_keys = cold_queries
+    if cold_keys is None:
+        cold_keys = held_out_queries(
+            {query_key(s.user_query) for s in sessions}, settings, batch_id
+        )
     cold = [s for s in sessions if query_key(s.user_query) in cold_keys]
     rest = sorted(
         (s for s in sessions if query_key(s.user_query) not in cold_keys),
@@ -50,7 +64,21 @@ def split_sessions(sessions: Sequence[Session], settings: BatchSettings) -> Spli
     )
     n_latest = int(len(rest) * settings.validation_fraction)
     cut = len(rest) - n_latest
-    return Splits(train=rest[:cut], latest=rest[cut:], cold=cold)
+    return Splits(train=rest[:cut], latest=rest[cut:], cold=cold, cold_queries=cold_keys)
+
+
+def held_out_queries(
+    keys: Iterable[str], settings: BatchSettings, batch_id: str | None = None
+) -> frozenset[str]:
+    """The `cold_query_fraction` of query `keys` (in expectation) that batch `batch_id` holds
+    out; none with fewer than `min_queries_for_cold_split` keys."""
+    unique = frozenset(keys)
+    if settings.cold_query_fraction <= 0 or len(unique) < settings.min_queries_for_cold_split:
+        return frozenset()
+    salt = f"cold:{batch_id}:" if batch_id is not None and settings.rotate_cold_queries else ""
+    return frozenset(
+        k for k in unique if _unit(f"{salt}{k}", settings.seed) < settings.cold_query_fraction
+    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ SIGKILL at KILL_POINT, i.e. exactly where `kill -9` would leave the most half-do
     register     the version is in the registry, the task does not know it yet
     reindex      some documents are in the new index, the candidate alias not moved
     promote      the document alias moved, the registry alias not yet
+    ab_running   the experiment is saved (replicas serve it), the task does not name it yet
+    rolling_back the experiment is stopped, the candidate alias not yet removed
+    canceling    the canceled task's version is archived, its index not yet deleted
+
+`pause-train` stops the worker with SIGSTOP instead (a frozen process: no heartbeat, the lease
+left to expire) at training's first progress message; SIGCONT wakes it up where it was.
 """
 
 from __future__ import annotations
@@ -71,7 +77,28 @@ def _after(owner: Any, name: str, when: Any = lambda *a, **k: True) -> None:
     setattr(owner, name, wrapped)
 
 
+def _pause_at_first_progress() -> None:
+    from tuner.worker import runner
+
+    watch = runner.TaskRunner._watch
+    paused: list[str] = []
+
+    def watch_and_pause(self: runner.TaskRunner, task: Any) -> Any:
+        notify = watch(self, task)
+
+        def first_pauses(message: str) -> None:
+            notify(message)
+            if not paused:
+                paused.append(message)
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        return first_pauses
+
+    runner.TaskRunner._watch = watch_and_pause  # type: ignore[method-assign]
+
+
 def _install(kill_point: str) -> None:
+    from serving.ab import ExperimentStore
     from serving.registry import LocalRegistry
     from serving.reindex import CheckpointStore
     from serving.vector_index import DocumentIndex
@@ -94,6 +121,14 @@ def _install(kill_point: str) -> None:
         _after(CheckpointStore, "save", second_save)
     elif kill_point == "promote":
         _after(DocumentIndex, "swap_alias")
+    elif kill_point == "ab_running":
+        _after(ExperimentStore, "save")
+    elif kill_point == "rolling_back":
+        _after(ExperimentStore, "stop")
+    elif kill_point == "canceling":
+        _after(LocalRegistry, "archive")
+    elif kill_point == "pause-train":
+        _pause_at_first_progress()
     else:
         raise SystemExit(f"unknown kill point {kill_point!r}")
 

@@ -82,7 +82,7 @@ class TrainSettings(BaseModel):
         "D x D matrix",
     )
     query_adapter_learning_rate: float = Field(
-        default=1e-2, gt=0, description="the query adapter's learning rate (it starts from zero)"
+        default=1e-3, gt=0, description="the query adapter's learning rate (it starts from zero)"
     )
 
 

@@ -94,9 +94,10 @@ def _stopped_experiments(world: World) -> list[str]:
 def test_a_frozen_lease_holder_wakes_up_fenced_after_a_standby_finished_its_task(
     world: World,
 ) -> None:
-    """Worker A stops (SIGSTOP) in training holding the lease; B takes the lease once it expired
-    and runs the task to production; A, woken (SIGCONT), finds its lease lost and stops: no
-    second version, promotion or index, and the task stays as B left it."""
+    """Worker A stops (SIGSTOP) in training, holding the lease, with export and registration
+    ahead; B takes the lease once it expired and runs the task to production; A, woken
+    (SIGCONT), finds its lease lost and stops: no second version, promotion or index, and the
+    task stays as B left it."""
     world.add_sessions(40)
     task, _ = world.store.create(new_task("m"))
     before = Before(world)
@@ -120,13 +121,12 @@ def test_a_frozen_lease_holder_wakes_up_fenced_after_a_standby_finished_its_task
     finally:
         frozen.kill()  # SIGKILL also ends a stopped process
     assert "stopped" not in standby["tasks"][0], standby
-    assert done.worker != left.worker and done.resumes == 1
-    _assert_promoted_once(world, before, done)
+    assert done.status == "done" and done.worker != left.worker and done.resumes == 1
+    after = world.store.get(task.id)
+    _assert_promoted_once(world, before, after)  # A woke up after B: nothing doubled by A
+    assert (after.updated_at, after.history) == (done.updated_at, done.history), "A wrote"
     woken = json.loads(out.strip().splitlines()[-1])["tasks"][0]
     assert frozen.returncode == 0 and "lease" in woken["stopped"], err[-3000:]
-    after = world.store.get(task.id)
-    assert (after.updated_at, after.history) == (done.updated_at, done.history), "A wrote"
-    _assert_promoted_once(world, before, after)
 
 
 # -- an OpenSearch outage in each stage --------------------------------------------------------

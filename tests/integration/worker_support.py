@@ -15,7 +15,8 @@ SIGKILL at KILL_POINT, i.e. exactly where `kill -9` would leave the most half-do
     canceling    the canceled task's version is archived, its index not yet deleted
 
 `pause-train` stops the worker with SIGSTOP instead (a frozen process: no heartbeat, the lease
-left to expire) at training's first progress message; SIGCONT wakes it up where it was.
+left to expire) at training's gate verdict: the model trained, its export and registration, whose
+only guard is the lease fence, ahead. SIGCONT wakes it up where it was.
 """
 
 from __future__ import annotations
@@ -77,22 +78,20 @@ def _after(owner: Any, name: str, when: Any = lambda *a, **k: True) -> None:
     setattr(owner, name, wrapped)
 
 
-def _pause_at_first_progress() -> None:
+def _pause_at_gate_verdict() -> None:
     from tuner.worker import runner
 
     watch = runner.TaskRunner._watch
-    paused: list[str] = []
 
     def watch_and_pause(self: runner.TaskRunner, task: Any) -> Any:
         notify = watch(self, task)
 
-        def first_pauses(message: str) -> None:
-            notify(message)
-            if not paused:
-                paused.append(message)
+        def verdict_pauses(message: str) -> None:
+            notify(message)  # the last message (and task read) before export and registration
+            if message.startswith("gate "):
                 os.kill(os.getpid(), signal.SIGSTOP)
 
-        return first_pauses
+        return verdict_pauses
 
     runner.TaskRunner._watch = watch_and_pause  # type: ignore[method-assign]
 
@@ -128,7 +127,7 @@ def _install(kill_point: str) -> None:
     elif kill_point == "canceling":
         _after(LocalRegistry, "archive")
     elif kill_point == "pause-train":
-        _pause_at_first_progress()
+        _pause_at_gate_verdict()
     else:
         raise SystemExit(f"unknown kill point {kill_point!r}")
 

@@ -41,7 +41,10 @@ def build_tiny_st_model(path: Path, texts: list[str], dimension: int = 32) -> Pa
     raw = path / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     (raw / "vocab.txt").write_text("\n".join(SPECIAL + words[:5000]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(raw / "vocab.txt"), do_lower_case=True)
+    # `vocab=`: transformers 5 ignores `vocab_file=` here (every word would be [UNK])
+    tokenizer = BertTokenizerFast(vocab=str(raw / "vocab.txt"), do_lower_case=True)
+    if tokenizer.vocab_size != len(SPECIAL) + len(words[:5000]):
+        raise RuntimeError(f"the tiny tokenizer read {tokenizer.vocab_size} words of vocab.txt")
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=dimension,

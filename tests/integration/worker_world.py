@@ -74,7 +74,10 @@ class World:
             "CLICKTUNE_SERVING__INDEX__BULK_BATCH_SIZE": "50",
             "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"tw_{unique}_tasks",
             "CLICKTUNE_TUNER__WORKER__ROLLOUT": "promote",
-            "CLICKTUNE_TUNER__WORKER__LEASE_S": "3",
+            # 10 s: a 3 s lease lapsed during a worker's own ONNX export on a loaded machine (its
+            # heartbeat starved), and the worker stopped before its kill point; a killed worker's
+            # lease still expires within a resume
+            "CLICKTUNE_TUNER__WORKER__LEASE_S": "10",
             "CLICKTUNE_TUNER__WORKER__POLL_S": "1",
             "CLICKTUNE_TUNER__WORKER__TRIGGER_ENABLED": "false",
             "CLICKTUNE_TUNER__TRAIN__BASE_MODEL": str(base),

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.uplift [--dataset ../shared/data/homedepot-dev]
         [--users-per-query 3] [--randomize 0.2] [--explore-depth 20] [--max-steps N]
-        [--max-length 256] [--json FILE]
+        [--max-length 256] [--pooling] [--json FILE]
         [--click-model position|cascade|dbn] [--eta 1.0] [--noise 0.05] [--trust-bias 0]
         [--dbn-continue 0.9]
 
@@ -19,6 +19,8 @@ What the tuner's first iteration can learn on a judged collection, measured in o
    - clicks: the tuner's pairs (outcome weight x clipped inverse propensity, skip-above hard
      negatives), propensities fitted from the sessions as the tuner fits them;
    - no_ipw: the same sessions with propensity 1 at every rank (the ablation);
+   - pooled (with `--pooling`): the same sessions pooled per (query, document) into one pair
+     weighted by its position-corrected outcome rate (`tuner.pooling`, `train.pooling`);
    - supervised: the collection's own train judgments (the yardstick clicks can approach).
 3. Base and the three models scored on the test queries by exact search over the whole corpus
    (`tuner.references`, as the demo's references).
@@ -29,7 +31,7 @@ sees of that round: the sessions split as the tuner splits a batch (`tuner.split
 on the train split only, and its paired `ips_dcg@10` improvement over the base model on the
 held-out sessions with the gate's lower bound, beside that same candidate's test nDCG@10.
 Ratios: the click uplift as a share of the supervised uplift (the demo's target over three rounds
-is >= 0.9) and clicks over no_ipw.
+is >= 0.9), clicks over no_ipw and, with `--pooling`, pooled over clicks.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "no_ipw": click_pairs(sessions, no_ipw_settings(settings)),
         "supervised": supervised_pairs(collection),
     }
+    if args.pooling:
+        runs["pooled"] = click_pairs(sessions, pooled_settings(settings))
     print(f"{len(sessions)} sessions, {len(clicks)} click pairs", flush=True)
     for name, pairs in runs.items():
         reference = train_reference(collection, pairs, settings)
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "pairs": reference.pairs,
             "steps": reference.steps,
             "train_s": round(reference.seconds, 1),
+            "effective_batch": reference.effective_batch,
         }
         _say(name, found[name], started)
     if args.gate:
@@ -151,6 +156,13 @@ def tuner_settings(settings: Any, args: argparse.Namespace) -> Any:
     train = settings.train.model_copy(
         update={"max_steps": args.max_steps, "max_length": args.max_length}
     )
+    return settings.model_copy(update={"train": train})
+
+
+def pooled_settings(settings: Any) -> Any:
+    """`settings` with `train.pooling` on (its other fields as configured)."""
+    pooling = settings.train.pooling.model_copy(update={"enabled": True})
+    train = settings.train.model_copy(update={"pooling": pooling})
     return settings.model_copy(update={"train": train})
 
 
@@ -223,12 +235,13 @@ def bench_result(found: dict[str, dict[str, Any]], sessions: int, options: dict)
             ("pairs", "pairs"),
             ("steps", "steps"),
             ("train_s", "s"),
+            ("effective_batch", "pairs"),
             ("validation_sessions", "sessions"),
             ("gate_live", ""),
             ("gate_improvement", ""),
             ("gate_lower_bound", ""),
         ):
-            if key in figures:
+            if figures.get(key) is not None:
                 result.add(f"{name}_{key}", figures[key], unit)
     base = found["base"]["ndcg@10"]
     supervised_gain = found["supervised"]["ndcg@10"] - base
@@ -238,6 +251,8 @@ def bench_result(found: dict[str, dict[str, Any]], sessions: int, options: dict)
     clicks = found["clicks"]["ndcg@10"]
     result.add_ratio("clicks_over_no_ipw_ndcg", clicks / found["no_ipw"]["ndcg@10"])
     result.add_ratio("clicks_over_base_ndcg", clicks / base)
+    if "pooled" in found:
+        result.add_ratio("pooled_over_clicks_ndcg", found["pooled"]["ndcg@10"] / clicks)
     return result
 
 
@@ -248,6 +263,8 @@ def _scored(metrics: dict[str, float]) -> dict[str, Any]:
 def _say(name: str, figures: dict[str, Any], started: float) -> None:
     shown = ", ".join(f"{m} {figures[m]:.4f}" for m in METRICS)
     extra = f" ({figures['pairs']} pairs, {figures['steps']} steps)" if "pairs" in figures else ""
+    if figures.get("effective_batch") is not None:
+        extra += f" effective batch {figures['effective_batch']:.1f}"
     print(f"{name:>10}: {shown}{extra} [{time.perf_counter() - started:.0f} s]", flush=True)
 
 
@@ -264,6 +281,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-steps", type=int, default=None, help="cap per fine-tune")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per text")
+    parser.add_argument(
+        "--pooling", action="store_true", help="also fine-tune on the pooled click pairs"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     add_user_arguments(parser)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bench import uplift
+from tuner.config import TunerSettings
 from tuner.judged import load_collection
 from tuner.references import corpus_texts
 
@@ -135,3 +136,16 @@ def test_the_gate_view_is_reported_beside_its_test_metrics() -> None:
     assert result.figures["gated_ndcg@10"] == 0.44
     assert result.figures["gated_gate_lower_bound"] == -0.093
     assert result.figures["gated_validation_sessions"] == 164
+
+
+def test_pooled_pairs_are_reported_against_the_per_session_clicks() -> None:
+    figures = found(0.40, 0.44, 0.42, 0.48)
+    figures["clicks"]["effective_batch"] = 15.5
+    figures["pooled"] = {**figures["clicks"], "ndcg@10": 0.462, "effective_batch": 26.4}
+    result = uplift.bench_result(figures, 606, {})
+    assert result.ratios["pooled_over_clicks_ndcg"].value == pytest.approx(0.462 / 0.44)
+    assert result.figures["pooled_effective_batch"] == 26.4
+    assert result.figures["clicks_effective_batch"] == 15.5
+    assert "no_ipw_effective_batch" not in result.figures
+    settings = uplift.pooled_settings(TunerSettings())
+    assert settings.train.pooling.enabled and not TunerSettings().train.pooling.enabled

@@ -27,7 +27,9 @@ from typing import Any
 
 from clicktune.clients import kafka_options, opensearch_client
 from clicktune.config import Settings, load_settings
+from clicktune.demo.namespace import candidate_scoring_env, namespace_env
 from clicktune.demo.processes import ChildProcess, ServeProcess
+from clicktune.demo.task_figures import decision, exact_scores
 from clicktune.demo.users import EventSink, simulate_round
 from serving.encoder import ServableEncoder
 from serving.indexer import index_corpus
@@ -41,7 +43,6 @@ from tuner.simulator import ClickSimulator, UserModel
 
 log = logging.getLogger(__name__)
 REFERENCES = ("base_exact", "supervised", "clicks", "no_ipw")  # what `references` can train
-MIN_ROUND_SESSIONS = 20  # a round's sessions trigger the tuner worker (fewer: nothing to learn)
 Echo = Callable[[str], None]
 
 
@@ -79,61 +80,6 @@ class RoundResult:
     # the two stages of the decision: the gate's verdict and bounds, and the online test's tally
     offline: dict[str, Any] | None = None
     online: dict[str, Any] | None = None
-
-
-def namespace_env(
-    run_id: str,
-    home: Path,
-    randomize: float = 0.0,
-    explore_depth: int = 10,
-    rollout: RolloutMode = RolloutMode.two_stage,
-    online_budget: int | None = None,
-    seed: int = 0,
-) -> dict[str, str]:
-    """Environment overrides that give one demo run its own topics, indexes, alias and home,
-    and the share of searches whose top `explore_depth` hits the serving side shuffles. The
-    tuner worker triggers on each round's sessions at once (no grace period, no minimum interval)
-    and decides with `rollout`: two_stage tests a candidate the gate calls non-inferior as an
-    interleaved arm on the shoppers' next searches, within `online_budget` searches. `seed`
-    seeds training and the batches' held-out splits (the shoppers are seeded by the loop)."""
-    budget = (
-        {"CLICKTUNE_TUNER__WORKER__AB_MAX_QUERIES": str(online_budget)} if online_budget else {}
-    )
-    return {
-        **budget,
-        "CLICKTUNE_TUNER__TRAIN__SEED": str(seed),
-        "CLICKTUNE_TUNER__BATCHES__SEED": str(seed),
-        "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}-tasks",
-        "CLICKTUNE_TUNER__WORKER__ROLLOUT": rollout.value,
-        "CLICKTUNE_TUNER__WORKER__MIN_NEW_SESSIONS": str(MIN_ROUND_SESSIONS),
-        "CLICKTUNE_TUNER__WORKER__MIN_INTERVAL_S": "0",
-        "CLICKTUNE_TUNER__BATCHES__GRACE_S": "0",
-        "CLICKTUNE_SERVING__RANDOMIZATION__FRACTION": str(randomize),
-        "CLICKTUNE_SERVING__RANDOMIZATION__DEPTH": str(explore_depth),
-        "CLICKTUNE_HOME": str(home),
-        "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{run_id}.ubi.queries",
-        "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{run_id}.ubi.events",
-        "CLICKTUNE_INGEST__QUERIES_INDEX": f"{run_id}_ubi_queries",
-        "CLICKTUNE_INGEST__EVENTS_INDEX": f"{run_id}_ubi_events",
-        "CLICKTUNE_INGEST__GROUP_ID": f"{run_id}-ingest",
-        "CLICKTUNE_SERVING__INDEX__ALIAS": f"{run_id}_docs",
-        "CLICKTUNE_SERVING__INDEX__PREFIX": f"{run_id}_docs",
-    }
-
-
-def candidate_scoring_env(collection: JudgedCollection) -> dict[str, str]:
-    """Environment overrides under which the tuner worker also scores the live model and each
-    candidate on all the test queries (exact search over the corpus) and records both in the
-    task, without letting the figures decide (`gate.general_decides` false): what a rejected
-    candidate would have scored, while the test judgments never steer the gate."""
-    return {
-        "CLICKTUNE_TUNER__GATE__GENERAL_DATASET": str(collection.root.resolve()),
-        "CLICKTUNE_TUNER__GATE__GENERAL_SPLIT": "test",
-        "CLICKTUNE_TUNER__GATE__GENERAL_MAX_QUERIES": str(
-            max(1, len(collection.split_queries("test")))
-        ),
-        "CLICKTUNE_TUNER__GATE__GENERAL_DECIDES": "false",
-    }
 
 
 class ClosedLoop:
@@ -259,7 +205,7 @@ class ClosedLoop:
             online_started = time.perf_counter()
             trained = self._online(number, serve, ingest, trained, traffic)
             timings["online"] = _since(online_started)
-        scored = {**_exact_scores(trained), **_decision(trained)}
+        scored = {**exact_scores(trained), **decision(trained)}
         if trained.get("status") != "done":
             self.echo(
                 f"round {number}: candidate {trained.get('status')} "
@@ -435,47 +381,6 @@ class ClosedLoop:
         if task.get("status") == "rejected" and not task.get("reason"):
             task["reason"] = "the gate rejected the candidate"
         return task
-
-
-def _exact_scores(task: dict[str, Any]) -> dict[str, dict[str, float] | None]:
-    """The test-query figures the tuner recorded for the candidate and the live model it was
-    gated against (`candidate_scoring_env`); None where it recorded none."""
-    metrics = task.get("metrics") or {}
-    return {
-        "candidate_exact": _rounded(metrics.get("candidate_general")),
-        "live_exact": _rounded(metrics.get("live_general")),
-    }
-
-
-def _decision(task: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-    """The two stages of the task's decision: the gate's verdict with its estimate and bounds,
-    and the online test's tally and outcome (None where the task did not get there)."""
-    metrics = task.get("metrics") or {}
-    gate = metrics.get("gate") or {}
-    offline = None
-    if metrics.get("verdict"):
-        offline = {
-            "verdict": metrics["verdict"],
-            **{k: gate[k] for k in OFFLINE_FIGURES if k in gate},
-        }
-    online = dict(metrics["online"]) if metrics.get("online") else None
-    if online is not None:
-        online["reason"] = task.get("reason")
-    return {"offline": offline, "online": online}
-
-
-OFFLINE_FIGURES = (
-    "improvement_per_query",
-    "improvement_lower_bound",
-    "promote_bound",
-    "confidence",
-    "promote_confidence",
-    "confirm_queries",
-)
-
-
-def _rounded(metrics: dict[str, float] | None) -> dict[str, float] | None:
-    return None if not metrics else {k: round(float(v), 4) for k, v in metrics.items()}
 
 
 def _exit_reason(returncode: int) -> str:

@@ -154,7 +154,7 @@ def test_a_dataset_that_is_not_a_collection_fails_before_starting_anything(tmp_p
 
 
 def test_each_round_reports_both_stages_of_its_decision() -> None:
-    from clicktune.demo.loop import _decision
+    from clicktune.demo.task_figures import decision as _decision
 
     task = {
         "status": "rejected",

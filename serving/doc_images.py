@@ -35,6 +35,7 @@ from PIL import Image
 from serving.config import ImageSettings, IndexSettings
 from serving.corpus import document_text
 from serving.encoder import Encoder
+from serving.encoder_pair import document_encoder
 from serving.errors import ImageError, ImageProblem
 from serving.image_fetch import ImageFetcher
 from serving.model_loader import image_tower
@@ -158,9 +159,11 @@ def embed_documents(
     settings: IndexSettings,
     reader: ImageReader | None = None,
 ) -> np.ndarray:
-    """One unit vector per document of `docs` (see the module rule), float32 [len(docs), dim].
+    """One unit vector per document of `docs` (see the module rule), float32 [len(docs), dim],
+    by `encoder`'s document side (serving/encoder_pair.py).
 
     `reader` defaults to the API's policy (no local paths)."""
+    encoder = document_encoder(encoder)
     texts = [document_text(dict(doc), settings.text_fields) for doc in docs]
     tower = image_tower(encoder)
     with_image = [i for i, doc in enumerate(docs) if _image_value(doc, settings.image_field)]

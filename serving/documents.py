@@ -2,8 +2,9 @@
 
 A write reaches the live index and, while they exist, the index a reindex is building
 (`docs_next`) and an A/B candidate's index (`docs_candidate`) — see `serving.index_versions`.
-Each index is embedded with its own model (the version in its name): the slot's encoder when it
-is that version, else `encoder_for(version)` (loaded from the registry, cached by the caller).
+Each index is embedded with its own model (the version in its name): the document side of the
+slot's encoder (a query model's document model, serving/encoder_pair.py) when it is that version,
+else `encoder_for(version)` (loaded from the registry, cached by the caller).
 The text embedded is `document_text(doc, index.text_fields)` (title + text by default), as for
 `clicktune index`. With a CLIP model, a document whose `index.image_field` is set (a base64
 data: URI or a URL on `index.images.allowed_hosts`; never a local path) is embedded from that
@@ -29,6 +30,7 @@ from serving.config import ServingSettings
 from serving.corpus import document_text
 from serving.doc_images import check_image_sources, embed_documents
 from serving.encoder import Encoder
+from serving.encoder_pair import document_encoder
 from serving.errors import BulkIndexError, CorpusError, DocumentIndexError
 from serving.index_versions import index_version, write_targets
 from serving.slot import ModelSlot
@@ -75,9 +77,10 @@ def documents_router(
 
     @router.post("/v1/documents")
     def add_documents(body: DocumentsRequest) -> dict[str, Any]:
-        encoder = slot.current
-        if encoder is None:
+        current = slot.current
+        if current is None:
             raise ApiError(503, "no model loaded yet", "service_unavailable")
+        encoder = document_encoder(current)
         docs = _with_ids(body.documents, settings)
         texts = [document_text(doc, settings.index.text_fields) for doc in docs]
         _check_lengths(texts, settings.max_text_chars)

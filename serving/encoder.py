@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 OUTPUT = "sentence_embedding"
 INT8_FILE = "model.int8.onnx"
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
+# A query model's model.onnx is a text graph too (it embeds queries; serving.model_loader pairs
+# it with its document model).
+TEXT_GRAPH_KINDS = ("text", "query")
 
 
 @runtime_checkable
@@ -110,8 +113,11 @@ class OnnxTextEncoder:
     def from_dir(cls, path: Path, settings: EncoderSettings) -> OnnxTextEncoder:
         """Load `model.onnx`, `tokenizer.json` and `clicktune.json` from a model directory."""
         meta = read_model_meta(path, error=ModelLoadError)
-        if meta["kind"] != "text":
-            raise ModelLoadError(f"{path}: kind {meta['kind']!r} is not a text model")
+        if meta["kind"] not in TEXT_GRAPH_KINDS:
+            raise ModelLoadError(
+                f"{path}: kind {meta['kind']!r} is not a text model (want one of "
+                f"{list(TEXT_GRAPH_KINDS)})"
+            )
         tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         tokenizer.no_padding()  # padding happens per batch, to the batch's longest text
         tokenizer.enable_truncation(max_length=min(settings.max_length, meta["max_length"]))

@@ -4,8 +4,10 @@ A version that cannot be loaded, gives wrong vectors (not finite, not unit lengt
 dimension than declared, different vectors for the same text; for a CLIP model the same on a
 probe image) or would not fit the live index (another dimension or another model kind, text vs
 CLIP, unless the caller says it is a reindex) is refused with the reason; the slot keeps serving
-the old model. Swaps and alias moves are serialised by one lock per replica, so the
-registry poller never races an admin promote. `swap_after` runs the admin API's alias moves
+the old model. A query model is checked on both sides (its query graph and its document model),
+and fits the live index when its document model's kind does: it searches that model's vectors.
+Swaps and alias moves are serialised by one lock per replica, so the registry poller never races
+an admin promote. `swap_after` runs the admin API's alias moves
 (serving/rollout.py) between the checks and the swap: a refused model moves no alias.
 """
 
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from serving.encoder import ServableEncoder
+from serving.encoder_pair import document_encoder
 from serving.errors import RegistryError, SwapRefusedError
 from serving.index_versions import index_version
 from serving.model_loader import image_tower
@@ -55,7 +58,11 @@ class SwapResult:
 def check_encoder(
     encoder: ServableEncoder, probes: Sequence[str], expected_dimension: int | None = None
 ) -> None:
-    """Raise `SwapRefusedError` unless `encoder` gives sane, repeatable vectors for `probes`."""
+    """Raise `SwapRefusedError` unless `encoder` gives sane, repeatable vectors for `probes`
+    (a query model: on both sides)."""
+    documents = document_encoder(encoder)
+    if documents is not encoder:
+        check_encoder(documents, probes, expected_dimension)
     name = f"model {encoder.version!r}"
     if expected_dimension is not None and encoder.dimension != expected_dimension:
         raise SwapRefusedError(
@@ -180,11 +187,12 @@ class HotSwapper:
     def _checked(self, version: ModelVersion, reindex: bool) -> ServableEncoder:
         """The encoder of `version`, loaded and through its probe checks, or a refusal."""
         kind = None if reindex else self._expected_kind()
-        if kind is not None and version.kind != kind:
+        searched = self._searched_kind(version)
+        if kind is not None and searched != kind:
             raise self._refuse(
                 version.version,
-                f"it is a {version.kind!r} model but the live index holds vectors of a "
-                f"{kind!r} model; promote it as a reindex instead",
+                f"it searches vectors of a {searched!r} model but the live index holds vectors "
+                f"of a {kind!r} model; promote it as a reindex instead",
             )
         try:
             encoder = self._loader(version.path)
@@ -195,6 +203,15 @@ class HotSwapper:
         except Exception as exc:  # a corrupt file fails in many library-specific ways
             raise self._refuse(version.version, f"cannot load: {exc}") from exc
         return encoder
+
+    def _searched_kind(self, version: ModelVersion) -> str:
+        """The kind of the vectors `version` searches: its document model's for a query model."""
+        if version.document_model is None:
+            return version.kind
+        try:
+            return self.registry.get(version.document_model).kind
+        except RegistryError as exc:
+            raise self._refuse(version.version, str(exc)) from exc
 
     def promote(self, version: str, alias: str, *, reindex: bool = False) -> SwapResult:
         """Check and serve `version` here, then point `alias` at it in the registry."""

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from serving.doc_images import ImageReader, embed_documents
 from serving.encoder import Encoder
+from serving.encoder_pair import document_encoder
 from serving.errors import DocumentIndexError
 from serving.vector_index import DocumentIndex
 
@@ -49,13 +50,15 @@ def index_corpus(
     total: int | None = None,
     images: ImageReader | None = None,
 ) -> IndexReport:
-    """Embed `docs` in batches into a new index for `encoder.version`, then swap the alias.
+    """Embed `docs` in batches into a new index for `encoder`'s document model, then swap the
+    alias (a query model's document model embeds and names the index: serving/encoder_pair.py).
 
     The alias moves only after every document is written and the count checks out; on any
     failure the partial index is deleted and the alias keeps pointing where it did. `images`
     reads documents' images (default: the API's policy, no local paths).
     """
     started = time.perf_counter()
+    encoder = document_encoder(encoder)
     batches = _batches(iter(docs), batch_size)
     first = next(batches, None)
     if first is None:

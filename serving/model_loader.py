@@ -1,8 +1,11 @@
 """Load any registered model directory for serving: the one place that picks the encoder class.
 
-`clicktune.json`'s `kind` decides: "text" -> `OnnxTextEncoder`, "clip" -> `OnnxClipEncoder`.
-Hot swap, `clicktune serve`, `index`, `reindex` and the documents API all load through
-`load_model_dir`, so a CLIP model works wherever a text model does. A CLIP encoder embeds queries
+`clicktune.json`'s `kind` decides: "text" -> `OnnxTextEncoder`, "clip" -> `OnnxClipEncoder`,
+"query" -> a `PairedEncoder` (serving/encoder_pair.py): the query model's own graph for queries,
+and for documents its `document_model`, a version of the registry `registry` (default: the
+registry whose `versions/` folder holds the directory). Hot swap, `clicktune serve`, `index`,
+`reindex` and the documents API all load through `load_model_dir`, so a CLIP model or a query
+model works wherever a text model does. A CLIP encoder embeds queries
 with its text tower (`encode`) and document images with its image tower (`encode_images`);
 `image_tower` finds that tower behind serving's wrappers (micro-batcher, metrics).
 """
@@ -17,11 +20,14 @@ import numpy as np
 
 from serving.config import EncoderSettings
 from serving.encoder import OnnxTextEncoder, ServableEncoder
-from serving.errors import ModelLoadError
+from serving.encoder_pair import PairedEncoder
+from serving.errors import ModelLoadError, RegistryError
 from serving.model_dir import read_model_meta
+from serving.registry import LocalRegistry
 
 __all__ = [
     "KINDS",
+    "QUERY_KIND",
     "ImageEncoder",
     "image_tower",
     "load_model_dir",
@@ -46,17 +52,59 @@ KINDS: dict[str, Callable[[Path, EncoderSettings], ServableEncoder]] = {
     "text": OnnxTextEncoder.from_dir,
     "clip": _load_clip,
 }
+QUERY_KIND = "query"
 
 
-def load_model_dir(path: Path, settings: EncoderSettings) -> ServableEncoder:
-    """The serving encoder of the model directory `path`, chosen by its `clicktune.json` kind."""
-    kind = read_model_meta(Path(path), error=ModelLoadError)["kind"]
-    loader = KINDS.get(kind)
+def load_model_dir(
+    path: Path, settings: EncoderSettings, registry: LocalRegistry | None = None
+) -> ServableEncoder:
+    """The serving encoder of the model directory `path`, chosen by its `clicktune.json` kind;
+    a query model comes with its document model from `registry`."""
+    path = Path(path)
+    meta = read_model_meta(path, error=ModelLoadError)
+    if meta["kind"] == QUERY_KIND:
+        return _load_pair(path, meta, settings, registry)
+    loader = KINDS.get(meta["kind"])
     if loader is None:
         raise ModelLoadError(
-            f"{path}: model kind {kind!r} is not servable; use one of {list(KINDS)}"
+            f"{path}: model kind {meta['kind']!r} is not servable; use one of "
+            f"{[*KINDS, QUERY_KIND]}"
         )
-    return loader(Path(path), settings)
+    return loader(path, settings)
+
+
+def _load_pair(
+    path: Path, meta: dict[str, Any], settings: EncoderSettings, registry: LocalRegistry | None
+) -> PairedEncoder:
+    """Query model `path` (its graph embeds queries) over its document model from `registry`."""
+    name, document_model = meta["version"], meta["document_model"]
+    registry = registry if registry is not None else _registry_holding(path, name, document_model)
+    try:
+        documents_dir = registry.get(document_model).path
+    except RegistryError as exc:
+        raise ModelLoadError(
+            f"{path}: query model {name!r} searches the vectors of document model "
+            f"{document_model!r}, which registry {registry.root} cannot give: {exc}"
+        ) from exc
+    kind = read_model_meta(documents_dir, error=ModelLoadError)["kind"]
+    if kind not in KINDS:
+        raise ModelLoadError(
+            f"{path}: query model {name!r} names document model {document_model!r} of kind "
+            f"{kind!r}; a document model must be one of {list(KINDS)}"
+        )
+    return PairedEncoder(
+        OnnxTextEncoder.from_dir(path, settings), KINDS[kind](documents_dir, settings)
+    )
+
+
+def _registry_holding(path: Path, name: str, document_model: str) -> LocalRegistry:
+    """The registry whose `versions/` folder holds `path` (the registry's layout)."""
+    if path.parent.name == "versions":
+        return LocalRegistry(path.parent.parent)
+    raise ModelLoadError(
+        f"{path}: query model {name!r} needs its document model {document_model!r} from a "
+        "registry, and the directory is not inside one; pass `registry=`"
+    )
 
 
 def image_tower(encoder: Any) -> ImageEncoder | None:

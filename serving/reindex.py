@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from serving.doc_images import ImageReader, embed_documents
 from serving.encoder import Encoder
+from serving.encoder_pair import document_encoder
 from serving.errors import DocumentIndexError, ReindexError, ReindexPendingError
 from serving.index_versions import alias_holders, move_aliases, prune_indexes
 from serving.indexer import IndexReport
@@ -87,7 +88,8 @@ class CheckpointStore:
 
 
 class Reindexer:
-    """Rebuilds the index behind `alias` (default: the live alias) with `encoder`'s model."""
+    """Rebuilds the index behind `alias` (default: the live alias) with `encoder`'s model (a
+    query model's document model: the index holds document vectors)."""
 
     def __init__(
         self,
@@ -105,7 +107,7 @@ class Reindexer:
         # Documents already in the index: the API admitted only data: URIs and allowed hosts,
         # so a local path there was written by `clicktune index --trust-local-images`.
         self.images = images or ImageReader(doc_index.settings.images, local_paths=True)
-        self.encoder = encoder
+        self.encoder = document_encoder(encoder)
         self.batch_size = batch_size
         self.progress = progress
         # (written, total) when the copy starts or resumes, then after each written batch (from

@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only w
 
 
 def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
-    """The encoder of registry model `ref` (default: the configured alias, `production`), text or
-    CLIP as its `clicktune.json` says."""
+    """The encoder of registry model `ref` (default: the configured alias, `production`), text,
+    CLIP or a query model with its document model, as its `clicktune.json` says."""
     from serving.errors import ServingError
     from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
@@ -28,7 +28,7 @@ def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
         fail(f"no model registered in {registry.root}; run `clicktune models import` first")
     try:
         version = registry.get(ref or settings.serving.model_version)
-        return load_model_dir(version.path, settings.serving.encoder)
+        return load_model_dir(version.path, settings.serving.encoder, registry)
     except ServingError as exc:
         fail(str(exc))
 

@@ -187,7 +187,7 @@ def _replica(
     swapper = HotSwapper(
         slot,
         registry,
-        lambda path: _batched(load_model_dir(path, serving.encoder), serving.encoder),
+        lambda path: _batched(load_model_dir(path, serving.encoder, registry), serving.encoder),
         serving.hot_swap.probe_texts,
         expected_dimension=lambda: index_dimension(doc_index),
         expected_kind=lambda: live_index_kind(doc_index, registry),
@@ -282,6 +282,6 @@ def _registry_encoders(settings: Settings) -> Any:
 
     @lru_cache(maxsize=4)
     def encoder_for(version: str) -> Any:
-        return load_model_dir(registry.get(version).path, settings.serving.encoder)
+        return load_model_dir(registry.get(version).path, settings.serving.encoder, registry)
 
     return _ENCODERS.setdefault(str(settings.home), encoder_for)

@@ -4,6 +4,10 @@
 settings); nothing connects or loads a model here. Handlers are plain `def`s, so FastAPI runs
 the CPU-bound encoding in its thread pool and the event loop stays free.
 
+`/v1/search` and A/B arms embed queries with the slot's encoder, the query side of a query
+model; `/v1/embeddings` and `/embed` embed with the side `input_type` names, documents by default
+(serving/encoder_pair.py, serving/api_models.py).
+
 Every route declares the token scope it needs (serving/auth.py; the app refuses to start with
 one that does not), and every body passes `BodyLimits` (serving/body_limits.py) first.
 """
@@ -29,6 +33,7 @@ from serving.auth import Authenticator, Scope, requires, undeclared_routes
 from serving.body_limits import BodyLimits, route_limits
 from serving.config import ServingSettings
 from serving.encoder import ServableEncoder
+from serving.encoder_pair import document_encoder, encoder_for_input
 from serving.errors import DocumentIndexError, QueryLogError, ServingError
 from serving.hybrid import HybridSearch
 from serving.metrics import install_metrics
@@ -94,7 +99,7 @@ def create_app(
 
     @app.post("/v1/embeddings", response_model=dict[str, Any], dependencies=READ)
     def embeddings(body: EmbeddingsRequest) -> Response:
-        encoder = _encoder(slot)
+        encoder = encoder_for_input(_encoder(slot), body.side())
         texts = limits.check(body.texts())
         if body.dimensions is not None and body.dimensions != encoder.dimension:
             raise ApiError(
@@ -120,7 +125,7 @@ def create_app(
 
     @app.post("/embed", response_model=list[list[float]], dependencies=READ)
     def embed(body: EmbedRequest) -> Response:
-        encoder = _encoder(slot)
+        encoder = encoder_for_input(_encoder(slot), body.side())
         return _json(encoder.encode(limits.check(body.texts())))
 
     @app.post("/v1/search", dependencies=READ)
@@ -188,6 +193,7 @@ def create_app(
     @app.get("/v1/models", dependencies=READ)
     def models() -> dict[str, Any]:
         encoder = _encoder(slot)
+        documents = document_encoder(encoder)
         return {
             "object": "list",
             "data": [
@@ -196,6 +202,9 @@ def create_app(
                     "object": "model",
                     "owned_by": APPLICATION,
                     "dimension": encoder.dimension,
+                    # the model that embeds documents (input_type 'document'); the id embeds
+                    # queries, and both are one model unless a query model serves
+                    "document_model": documents.version,
                 }
             ],
         }

@@ -225,6 +225,38 @@ def test_search_embeds_with_the_query_side_and_documents_with_the_document_side(
     np.testing.assert_allclose(index.written["docs__v1__1"], encoder.encode_documents(["wing"]))
 
 
+@pytest.mark.parametrize("route", ["/v1/embeddings", "/embed"])
+def test_input_type_picks_the_side_and_documents_are_the_default(api, route: str) -> None:  # type: ignore[no-untyped-def]
+    client, _, encoder = api
+    sides = {
+        None: ("v1", encoder.encode_documents(TEXTS)),
+        "document": ("v1", encoder.encode_documents(TEXTS)),
+        "query": ("q1", encoder.encode_queries(TEXTS)),
+    }
+    for input_type, (version, expected) in sides.items():
+        body = {"input": TEXTS} | ({"input_type": input_type} if input_type else {})
+        answer = client.post(route, json=body)
+        assert answer.status_code == 200, answer.text
+        if route == "/embed":
+            np.testing.assert_allclose(answer.json(), expected, atol=1e-6)
+        else:
+            got = [d["embedding"] for d in answer.json()["data"]]
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+            assert answer.json()["model"] == version
+    models = client.get("/v1/models").json()["data"][0]
+    assert (models["id"], models["document_model"]) == ("q1", "v1")
+
+
+@pytest.mark.parametrize("route", ["/v1/embeddings", "/embed"])
+def test_an_unknown_input_type_is_refused_naming_the_value_and_the_choices(api, route) -> None:  # type: ignore[no-untyped-def]
+    client = api[0]
+    answer = client.post(route, json={"input": ["wing"], "input_type": "passage"})
+    assert answer.status_code == 422
+    assert "input_type 'passage' is not known: use one of ['query', 'document']" in answer.text
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["InputType"]["enum"] == ["query", "document"]
+
+
 def test_a_b_and_interleaved_arms_search_with_each_query_model_s_query_side(
     tmp_path: Path,
 ) -> None:

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class TrainMethod(StrEnum):
@@ -17,6 +17,20 @@ class TrainMethod(StrEnum):
     # a residual adapter on the query embedding over the frozen document encoder: no reindex
     # (tuner/query_adapter.py); the model's own weights never move
     query_adapter = "query_adapter"
+
+
+class NegativeSource(StrEnum):
+    """Which documents a training pair is pushed away from, besides the batch's other positives
+    (tuner/pairs.py, tuner/negatives.py)."""
+
+    none = "none"  # in-batch negatives only
+    skip_above = "skip_above"  # the nearest hit shown above the positive with no outcome
+    # the same hit, counted in the loss by its examination probability p(rank): a skip the
+    # user probably never saw pushes less
+    skip_above_examined = "skip_above_examined"
+    top_skipped = "top_skipped"  # the highest-ranked hit of the session with no outcome
+    # nearest neighbours of the query in the live index that no session of the query rewarded
+    ann_mined = "ann_mined"
 
 
 class PoolingSettings(BaseModel):
@@ -84,6 +98,35 @@ class TrainSettings(BaseModel):
     query_adapter_learning_rate: float = Field(
         default=1e-3, gt=0, description="the query adapter's learning rate (it starts from zero)"
     )
+    negatives: NegativeSource = Field(
+        default=NegativeSource.skip_above,
+        description="each pair's hard negative: none, skip_above, skip_above_examined, "
+        "top_skipped or ann_mined (read when the round's pairs are built)",
+    )
+    ann_index: str | None = Field(
+        default=None,
+        description="negatives ann_mined: the index (or alias) searched for neighbours; None: "
+        "the live index behind serving.index.alias",
+    )
+    ann_depth: int = Field(
+        default=20, ge=1, description="negatives ann_mined: neighbours searched per query"
+    )
+    mini_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="gradient cache: embed a batch in mini-batches of this many texts, so "
+        "memory is bounded by the mini-batch and the loss still sees the whole batch; None: "
+        "one pass over the batch",
+    )
+
+    @model_validator(mode="after")
+    def _mini_batch_within_batch(self) -> TrainSettings:
+        if self.mini_batch_size is not None and self.mini_batch_size > self.batch_size:
+            raise ValueError(
+                f"mini_batch_size {self.mini_batch_size} is larger than batch_size "
+                f"{self.batch_size}: a mini-batch must be at most the batch"
+            )
+        return self
 
 
 class ExportSettings(BaseModel):

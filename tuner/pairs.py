@@ -2,9 +2,18 @@
 
 Per session, every hit with an outcome is a positive. Its weight is the largest outcome weight
 of the actions on it (click 1, add_to_cart 3, purchase 5 by default) times the clipped inverse
-examination propensity at the rank it was shown, so deep clicks count more. Hard negatives are
-the hits shown above a positive that got no outcome (skip-above), excluding any document that
-is a positive for the same query in any of the sessions given.
+examination propensity at the rank it was shown, so deep clicks count more. Hard negatives
+depend on `train.negatives` (`NegativeSource`), never a document that is a positive for the
+same query in any of the sessions given:
+
+- skip_above (the default): the hits shown above the positive that got no outcome, nearest
+  first;
+- skip_above_examined: the same, each with its examination probability p(rank) as its weight
+  in the loss (the loss counts exp(s) of a negative p times): a skip the user probably never
+  looked at is weak evidence against the document, and under the position-based model the
+  nearest skip above a deep click is the least likely to have been seen;
+- top_skipped: the session's highest-ranked hit without an outcome (the most examined skip);
+- none, ann_mined: none here (ann_mined negatives come from the live index: `tuner.negatives`).
 
 The rank is the hit's position in the query's shown list (`Session.rank_of`), as for the
 examination curve and the gate; the event's `position.ordinal` is only cross-checked
@@ -17,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from tuner.config import NegativeSource
 from tuner.propensity import Propensity, clipped_inverse_propensity
 from tuner.sessions import Session
 
@@ -27,7 +37,9 @@ __all__ = [
     "outcome_weight_by_hit",
     "positives_by_query_key",
     "query_key",
+    "session_negatives",
     "skip_above",
+    "top_skipped",
     "usable_sessions",
 ]
 
@@ -40,6 +52,9 @@ class TrainingPair:
     positive_id: str
     weight: float
     hard_negative_ids: tuple[str, ...] = ()
+    # per hard negative, how much it counts in the loss (its examination probability with
+    # negatives skip_above_examined); empty: each counts fully
+    negative_weights: tuple[float, ...] = ()
 
 
 @dataclass
@@ -65,6 +80,7 @@ def build_pairs(
     max_ipw: float,
     max_clicks_per_session: int | None = None,
     stats: PairStats | None = None,
+    negatives: NegativeSource = NegativeSource.skip_above,
 ) -> list[TrainingPair]:
     """Training pairs from `sessions`, one per (session, positive hit), in session order.
 
@@ -76,8 +92,9 @@ def build_pairs(
     positives = positives_by_query_key(usable, outcome_weights)
     pairs: list[TrainingPair] = []
     for session in usable:
+        query_positives = positives[query_key(session.user_query)]
         session_pairs = _session_pairs(
-            session, outcome_weights, propensity, max_ipw, positives[query_key(session.user_query)]
+            session, outcome_weights, propensity, max_ipw, query_positives, negatives
         )
         if not session_pairs:
             stats.without_outcome += 1
@@ -142,18 +159,43 @@ def _session_pairs(
     propensity: Propensity,
     max_ipw: float,
     query_positives: set[str],
+    source: NegativeSource,
 ) -> list[TrainingPair]:
     pairs = []
     for object_id, outcome in outcome_weight_by_hit(session, outcome_weights).items():
         rank = session.rank_of(object_id)
         if rank is None:  # not in the shown list: the bias cannot be corrected
             continue
-        negatives = skip_above(session, rank, query_positives)
+        ids, examined = session_negatives(session, rank, query_positives, source, propensity)
         weight = outcome * clipped_inverse_propensity(propensity, rank, max_ipw)
-        pairs.append(TrainingPair(session.user_query, object_id, weight, negatives))
+        pairs.append(TrainingPair(session.user_query, object_id, weight, ids, examined))
     return pairs
+
+
+def session_negatives(
+    session: Session,
+    rank: int,
+    query_positives: set[str],
+    source: NegativeSource,
+    propensity: Propensity,
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The hard negatives `source` picks from `session` for its positive at `rank`, and their
+    loss weights (empty: each counts fully)."""
+    if source is NegativeSource.skip_above:
+        return skip_above(session, rank, query_positives), ()
+    if source is NegativeSource.skip_above_examined:
+        ids = skip_above(session, rank, query_positives)
+        return ids, tuple(propensity(session.rank_of(i) or 0) for i in ids)
+    if source is NegativeSource.top_skipped:
+        return top_skipped(session, query_positives), ()
+    return (), ()  # none; ann_mined is mined from the index after the pairs are built
 
 
 def skip_above(session: Session, rank: int, query_positives: set[str]) -> tuple[str, ...]:
     """The hits shown above `rank` that are no positive for the query, nearest first."""
     return tuple(h for h in reversed(session.hit_ids[:rank]) if h not in query_positives)
+
+
+def top_skipped(session: Session, query_positives: set[str]) -> tuple[str, ...]:
+    """The session's highest-ranked hit that is no positive for the query (or nothing)."""
+    return next(((h,) for h in session.hit_ids if h not in query_positives), ())

@@ -13,8 +13,9 @@ weight of the actions on d in session s, 0 without one):
 rel_hat is an examination-weighted outcome rate (outcomes over expected examinations, the
 "clicks over expected clicks" of ad click models) with a pseudo-count prior: `a`
 (`pooling.prior_strength`) examinations at the round's mean rate mu. Each (q, d) with an outcome
-in some session gives one pair of weight w; its hard negatives are the skip-above hits of those
-sessions, nearest first, in session order (never a positive of the query). The pair's query text
+in some session gives one pair of weight w; its hard negatives are those `train.negatives` picks
+in each of those sessions (`tuner.pairs.session_negatives`; skip_above: the skip-above hits,
+nearest first), in session order (never a positive of the query). The pair's query text
 is that of the first session of the key.
 
 Why this ratio rather than the mean of inverse-propensity terms (sum_s o_s / p(r_s) + a mu) /
@@ -41,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tuner.config import PoolingSettings, TunerSettings
+from tuner.config import NegativeSource, PoolingSettings, TunerSettings
 from tuner.pairs import (
     PairStats,
     TrainingPair,
@@ -49,7 +50,7 @@ from tuner.pairs import (
     outcome_weight_by_hit,
     positives_by_query_key,
     query_key,
-    skip_above,
+    session_negatives,
     usable_sessions,
 )
 from tuner.propensity import Propensity
@@ -65,7 +66,8 @@ class Exposure:
     query: str  # the text of the first session of the query key
     outcome: float = 0.0  # sum_s o_s
     examined: float = 0.0  # sum_s p(r_s)
-    negatives: dict[str, None] = field(default_factory=dict)  # skip-above hits, ordered
+    # hard negatives, ordered, with their loss weight (examination probability, or 1.0)
+    negatives: dict[str, float] = field(default_factory=dict)
 
     def relevance(self, prior: float, strength: float) -> float:
         """rel_hat = (sum o + a mu) / (sum p + a)."""
@@ -84,7 +86,10 @@ class PooledRelevance:
 
 
 def pool_sessions(
-    sessions: Sequence[Session], outcome_weights: Mapping[str, float], propensity: Propensity
+    sessions: Sequence[Session],
+    outcome_weights: Mapping[str, float],
+    propensity: Propensity,
+    negatives: NegativeSource = NegativeSource.skip_above,
 ) -> PooledRelevance:
     """Sum outcomes and examination probabilities per (query key, shown document)."""
     positives = positives_by_query_key(sessions, outcome_weights)
@@ -101,7 +106,11 @@ def pool_sessions(
             exposure.examined += _examination(propensity, rank)
             if doc_id in outcomes:
                 exposure.outcome += outcomes[doc_id]
-                exposure.negatives.update(dict.fromkeys(skip_above(session, rank, positives[key])))
+                ids, examined = session_negatives(
+                    session, rank, positives[key], negatives, propensity
+                )
+                for neg, weight in zip(ids, examined or (1.0,) * len(ids), strict=True):
+                    exposure.negatives.setdefault(neg, weight)
     examined = sum(e.examined for e in exposures.values())
     prior = sum(e.outcome for e in exposures.values()) / examined if examined else 0.0
     return PooledRelevance(exposures, prior)
@@ -114,6 +123,7 @@ def pooled_pairs(
     settings: PoolingSettings,
     max_clicks_per_session: int | None = None,
     stats: PairStats | None = None,
+    negatives: NegativeSource = NegativeSource.skip_above,
 ) -> list[TrainingPair]:
     """One pair per (query key, document) with an outcome, weighted min(rel_hat, max_weight).
 
@@ -122,14 +132,16 @@ def pooled_pairs(
     stats = stats if stats is not None else PairStats()
     usable = usable_sessions(sessions, outcome_weights, max_clicks_per_session, stats)
     stats.without_outcome += sum(1 for s in usable if not _has_shown_outcome(s, outcome_weights))
-    pooled = pool_sessions(usable, outcome_weights, propensity)
+    pooled = pool_sessions(usable, outcome_weights, propensity, negatives)
     cap = weight_cap(settings, outcome_weights)
+    examined = negatives is NegativeSource.skip_above_examined
     pairs = [
         TrainingPair(
             exposure.query,
             doc_id,
             min(exposure.relevance(pooled.prior, settings.prior_strength), cap),
             tuple(exposure.negatives),
+            tuple(exposure.negatives.values()) if examined else (),
         )
         for (_, doc_id), exposure in pooled.exposures.items()
         if exposure.outcome > 0
@@ -152,6 +164,7 @@ def pairs_of_round(
             pooling,
             settings.max_clicks_per_session,
             stats,
+            settings.train.negatives,
         )
     return build_pairs(
         sessions,
@@ -160,6 +173,7 @@ def pairs_of_round(
         settings.max_inverse_propensity,
         settings.max_clicks_per_session,
         stats,
+        settings.train.negatives,
     )
 
 

@@ -15,9 +15,10 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tuner.config import TrainSettings
+from tuner.config import NegativeSource, TrainSettings
 from tuner.effective_batch import EffectiveBatches
-from tuner.errors import NoTrainingDataError
+from tuner.errors import NoTrainingDataError, TrainConfigError
+from tuner.grad_cache import cached_loss
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair, query_key
 from tuner.progress import stage as progress_stage
@@ -25,12 +26,17 @@ from tuner.trainable import trainable_text_model
 
 __all__ = [
     "TrainReport",
+    "StepInputs",
+    "check_trainable",
     "embed",
     "fine_tune",
+    "in_batch_mask",
     "positives_by_query",
     "report_of",
     "run_steps",
     "shuffled_batches",
+    "step_inputs",
+    "train_step",
     "usable_pairs",
     "warmup_then_linear_decay",
 ]
@@ -62,15 +68,18 @@ def fine_tune(
     settings: TrainSettings,
     progress: bool = True,
 ) -> TrainReport:
-    """Train `model` in place on `pairs` for `max_steps` (or `epochs`) and report how it went."""
+    """Train `model` in place on `pairs` for `max_steps` (or `epochs`) and report how it went.
+
+    `TrainConfigError` before any step when the settings cannot train on these pairs."""
     used = usable_pairs(pairs, doc_texts)
     if not used:
         raise NoTrainingDataError(
             f"none of the {len(pairs)} training pairs has a positive document with text "
             f"(is the document index the one the sessions were served from?)"
         )
+    check_trainable(used, settings)
     torch.manual_seed(settings.seed)
-    batch_size = min(settings.batch_size, len(used))
+    batch_size = settings.batch_size
     steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
     model.max_seq_length = settings.max_length
     loss_fn = WeightedInfoNCELoss(settings.temperature)
@@ -84,7 +93,13 @@ def fine_tune(
         )
         scheduler = warmup_then_linear_decay(optimizer, steps, settings.warmup_ratio)
         step_fn = partial(
-            _train_step, model, loss_fn, doc_texts=doc_texts, positives=positives, device=device
+            train_step,
+            model,
+            loss_fn,
+            doc_texts=doc_texts,
+            positives=positives,
+            device=device,
+            mini_batch_size=settings.mini_batch_size,
         )
         effective = EffectiveBatches()
         batches = effective.track(shuffled_batches(used, batch_size, settings.seed))
@@ -93,6 +108,24 @@ def fine_tune(
     effective.report(batch_size)
     report = report_of(losses, len(used), len(pairs), started, batch_size, device, settings)
     return replace(report, effective_batch=effective.mean())
+
+
+def check_trainable(pairs: Sequence[TrainingPair], settings: TrainSettings) -> None:
+    """`TrainConfigError` naming the value and the rule when `settings` cannot train `pairs`."""
+    if settings.batch_size > len(pairs):
+        raise TrainConfigError(
+            f"tuner.train.batch_size {settings.batch_size} is larger than the {len(pairs)} "
+            f"usable training pairs: a batch must be at most the pairs (lower batch_size or "
+            f"train on more sessions)"
+        )
+    if settings.negatives is NegativeSource.ann_mined and not any(
+        p.hard_negative_ids for p in pairs
+    ):
+        raise TrainConfigError(
+            f"tuner.train.negatives {settings.negatives.value!r} needs negatives mined from an "
+            f"index (tuner.negatives.mine_negatives), but none of the {len(pairs)} pairs has "
+            f"one: mine them before training, or choose another negative source"
+        )
 
 
 def report_of(
@@ -158,9 +191,19 @@ def usable_pairs(pairs: Sequence[TrainingPair], doc_texts: Mapping[str, str]) ->
     for pair in pairs:
         if not doc_texts.get(pair.positive_id):
             continue
-        negatives = tuple(n for n in pair.hard_negative_ids if doc_texts.get(n))
-        used.append(TrainingPair(pair.query, pair.positive_id, pair.weight, negatives))
+        kept = [
+            (n, w)
+            for n, w in zip(pair.hard_negative_ids, _weights_of(pair), strict=True)
+            if doc_texts.get(n)
+        ]
+        negatives = tuple(n for n, _ in kept)
+        weights = tuple(w for _, w in kept) if pair.negative_weights else ()
+        used.append(TrainingPair(pair.query, pair.positive_id, pair.weight, negatives, weights))
     return used
+
+
+def _weights_of(pair: TrainingPair) -> tuple[float, ...]:
+    return pair.negative_weights or (1.0,) * len(pair.hard_negative_ids)
 
 
 def embed(model: SentenceTransformer, texts: Sequence[str], device: str) -> Tensor:
@@ -171,7 +214,60 @@ def embed(model: SentenceTransformer, texts: Sequence[str], device: str) -> Tens
     return model(features)["sentence_embedding"]  # (len(texts), D)
 
 
-def _train_step(
+@dataclass(frozen=True)
+class StepInputs:
+    """What one step feeds the loss, besides the embeddings: texts, weights, mask."""
+
+    queries: list[str]  # B query texts
+    candidates: list[str]  # B positives' texts, then H hard negatives' (each row's first)
+    weights: Tensor  # (B,) pair weights
+    mask: Tensor  # (B, B + H) True: not a negative for that row
+    negative_weights: Tensor | None  # (H,) how much each hard negative counts; None: 1 each
+
+
+def step_inputs(
+    batch: Sequence[TrainingPair],
+    doc_texts: Mapping[str, str],
+    positives: Mapping[str, set[str]],
+    device: str,
+) -> StepInputs:
+    """The loss inputs of `batch`: every pair's positive, then its first hard negative."""
+    with_negatives = [p for p in batch if p.hard_negative_ids]
+    negative_ids = [p.hard_negative_ids[0] for p in with_negatives]
+    candidate_ids = [p.positive_id for p in batch] + negative_ids
+    negative_weights = None
+    if any(p.negative_weights for p in with_negatives):
+        negative_weights = torch.tensor(
+            [_weights_of(p)[0] for p in with_negatives], device=device
+        )  # (H,)
+    return StepInputs(
+        queries=[p.query for p in batch],
+        candidates=[doc_texts[c] for c in candidate_ids],
+        weights=torch.tensor([p.weight for p in batch], device=device),  # (B,)
+        mask=in_batch_mask(batch, candidate_ids, positives).to(device),  # (B, B + H)
+        negative_weights=negative_weights,
+    )
+
+
+def in_batch_mask(
+    batch: Sequence[TrainingPair], candidate_ids: Sequence[str], positives: Mapping[str, set[str]]
+) -> Tensor:
+    """(B, len(candidate_ids)) True where a candidate is no negative for a row: a positive of
+    the row's query (its own, or another row's of the same query), or a second copy of a
+    document already among the candidates (counted once, not once per copy)."""
+    repeated = [c in candidate_ids[:j] for j, c in enumerate(candidate_ids)]
+    return torch.tensor(
+        [
+            [
+                c in positives[query_key(p.query)] or again
+                for c, again in zip(candidate_ids, repeated, strict=True)
+            ]
+            for p in batch
+        ]
+    )  # (B, B + H)
+
+
+def train_step(
     model: SentenceTransformer,
     loss_fn: WeightedInfoNCELoss,
     batch: Sequence[TrainingPair],
@@ -179,19 +275,32 @@ def _train_step(
     doc_texts: Mapping[str, str],
     positives: Mapping[str, set[str]],
     device: str,
+    mini_batch_size: int | None = None,
 ) -> Tensor:
-    negative_ids = [p.hard_negative_ids[0] for p in batch if p.hard_negative_ids]
-    candidate_ids = [p.positive_id for p in batch] + negative_ids
-    weights = torch.tensor([p.weight for p in batch], device=device)  # (B,)
-    mask = torch.tensor(
-        [[c in positives[query_key(p.query)] for c in candidate_ids] for p in batch],
-        device=device,
-    )  # (B, B + H)
+    """The loss of one batch, ready for `.backward()`; with `mini_batch_size`, through the
+    gradient cache (`tuner.grad_cache`): same value and gradients, memory of a mini-batch."""
+    inputs = step_inputs(batch, doc_texts, positives, device)
+    loss_of = partial(_loss_of, loss_fn, inputs)
+    if mini_batch_size is not None:
+        encode = partial(_embed_autocast, model, device=device)
+        return cached_loss(encode, [inputs.queries, inputs.candidates], loss_of, mini_batch_size)
+    queries = _embed_autocast(model, inputs.queries, device)  # (B, D)
+    docs = _embed_autocast(model, inputs.candidates, device)  # (B + H, D)
+    return loss_of([queries, docs])
+
+
+def _loss_of(loss_fn: WeightedInfoNCELoss, inputs: StepInputs, reps: list[Tensor]) -> Tensor:
+    queries, docs = reps  # (B, D), (B + H, D)
+    batch = len(inputs.queries)
+    hard = docs[batch:] if docs.shape[0] > batch else None  # (H, D)
+    return loss_fn(
+        queries, docs[:batch], inputs.weights, hard, inputs.mask, inputs.negative_weights
+    )
+
+
+def _embed_autocast(model: SentenceTransformer, texts: Sequence[str], device: str) -> Tensor:
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-        queries = embed(model, [p.query for p in batch], device)  # (B, D)
-        docs = embed(model, [doc_texts[c] for c in candidate_ids], device)  # (B + H, D)
-    hard = docs[len(batch) :] if negative_ids else None  # (H, D)
-    return loss_fn(queries, docs[: len(batch)], weights, hard, mask)
+        return embed(model, texts, device)
 
 
 def shuffled_batches(

@@ -41,6 +41,7 @@ def train(
     notify = (lambda _: None) if as_json else (lambda m: typer.echo(m, err=True))
     try:
         context = _iteration_context(settings, tuner_settings, notify)
+        _check_negative_source(context.documents, tuner_settings, settings.serving.index.alias)
         released = _batch(context, tuner_settings, batch_id, now)
         notify(f"released {released.batch.batch_id}: {released.batch.sessions} sessions")
         result = _run(released, context, tuner_settings, notify, as_json)
@@ -86,6 +87,14 @@ def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-unt
         tracker=tracker_from_settings(tuner_settings, settings.home),
         general=general,
     )
+
+
+def _check_negative_source(documents, tuner_settings, alias: str) -> None:  # type: ignore[no-untyped-def]
+    """Negatives mined from an index that does not exist fail here, before a batch is released."""
+    from tuner.negatives import OpenSearchNeighbours, mines_from_index, resolve_mining_index
+
+    if mines_from_index(tuner_settings.train):
+        resolve_mining_index(OpenSearchNeighbours(documents), tuner_settings.train, alias)
 
 
 def _batch(context, tuner_settings, batch_id: str | None, now: bool):  # type: ignore[no-untyped-def]

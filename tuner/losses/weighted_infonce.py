@@ -24,7 +24,10 @@ class WeightedInfoNCELoss(nn.Module):
 
     so a purchase at rank 5 moves the model more than a click at rank 0. `mask` (B, B + H),
     True where a candidate must not count as a negative for a row (a document that is also a
-    positive for that query), drops those logits; the diagonal is never masked.
+    positive for that query, or a second copy of a document in the batch), drops those logits;
+    the diagonal is never masked. `negative_weights` (H,), a weight e_h in (0, 1] per hard
+    negative (its examination probability), counts that negative's exp(s_ih) e_h times in the
+    denominator: its logit becomes s_ih + log e_h.
 
     Reference: van den Oord et al., "Representation Learning with Contrastive Predictive
     Coding" (2018); Marqo, "Generalized Contrastive Learning for Multi-Modal Retrieval and
@@ -44,12 +47,16 @@ class WeightedInfoNCELoss(nn.Module):
         weights: Tensor,
         hard_negatives: Tensor | None = None,
         mask: Tensor | None = None,
+        negative_weights: Tensor | None = None,
     ) -> Tensor:
         batch = queries.shape[0]
         candidates = positives if hard_negatives is None else torch.cat([positives, hard_negatives])
         # (B + H, D)
         scores = F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
         scores = scores / self.temperature  # (B, B + H)
+        if hard_negatives is not None and negative_weights is not None:
+            log_weights = negative_weights.to(scores).clamp_min(1e-6).log()  # (H,)
+            scores = torch.cat([scores[:, :batch], scores[:, batch:] + log_weights], dim=1)
         if mask is not None:
             keep_diagonal = torch.eye(batch, scores.shape[1], dtype=torch.bool, device=mask.device)
             scores = scores.masked_fill(mask & ~keep_diagonal, float("-inf"))  # (B, B + H)

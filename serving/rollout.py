@@ -29,7 +29,7 @@ from serving.registry import LocalRegistry, ModelVersion
 from serving.replicas import model_changed
 from serving.vector_index import DocumentIndex
 
-__all__ = ["Rollout", "RolloutResult"]
+__all__ = ["Rollout", "RolloutResult", "paired_index"]
 
 log = logging.getLogger(__name__)
 
@@ -138,21 +138,7 @@ class Rollout:
             raise
 
     def _paired_index(self, model: ModelVersion, live: str | None) -> str:
-        """The live index, when the query `model`'s document model built it."""
-        if live is None:
-            raise ServingError(
-                f"alias {self.doc_index.alias!r} does not exist; run `clicktune index` first"
-            )
-        built_by = index_version(self.doc_index, live)
-        if built_by == model.document_model:
-            return live
-        owner = f"built by model {built_by!r}" if built_by else "not a versioned index"
-        raise PairingError(
-            f"query model {model.version!r} over document model {model.document_model!r} cannot "
-            f"serve over the live index {live!r} ({owner}): it searches only the vectors of "
-            f"{model.document_model!r}; nothing moved. Promote {model.document_model!r} first, "
-            f"then {model.version!r}"
-        )
+        return paired_index(self.doc_index, model, live)
 
     def _index_for(self, version: str, live: str | None, allow_reindex: bool) -> tuple[str, bool]:
         kept = latest_index_of(self.doc_index, version)
@@ -201,3 +187,21 @@ class Rollout:
         return RolloutResult(
             self.alias, version, previous, index, previous_index, reindexed, published, warning
         )
+
+
+def paired_index(doc_index: DocumentIndex, model: ModelVersion, live: str | None = None) -> str:
+    """The live index (`live`, default: read now), when the query `model`'s document model built
+    it; else `PairingError` naming the pairing and the index's model."""
+    live = live if live is not None else doc_index.live_index()
+    if live is None:
+        raise ServingError(f"alias {doc_index.alias!r} does not exist; run `clicktune index` first")
+    built_by = index_version(doc_index, live)
+    if built_by == model.document_model:
+        return live
+    owner = f"built by model {built_by!r}" if built_by else "not a versioned index"
+    raise PairingError(
+        f"query model {model.version!r} over document model {model.document_model!r} cannot "
+        f"serve over the live index {live!r} ({owner}): it searches only the vectors of "
+        f"{model.document_model!r}; nothing moved. Promote {model.document_model!r} first, "
+        f"then {model.version!r}"
+    )

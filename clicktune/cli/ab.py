@@ -19,7 +19,8 @@ def start(
     mode: Annotated[str, typer.Option(help="split (arms) or interleave (team draft)")] = "split",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Route a fraction of clients to the candidate model and its index (reindexed if none)."""
+    """Route a fraction of clients to the candidate model and its index (reindexed if none; a
+    query model searches the live index, which its document model must have built)."""
     from serving.errors import ServingError
 
     settings = settings_of(ctx)
@@ -39,41 +40,56 @@ def start(
 
 
 def start_experiment(settings: Any, candidate: str, traffic: float, mode: str, progress: bool):  # type: ignore[no-untyped-def]
-    """Make sure the candidate has an index behind `docs_candidate`, then record the experiment."""
-    from clicktune.cli.index import _doc_index, run_reindex
+    """Make sure the candidate has an index behind `docs_candidate` (a query model: the live
+    index its document model built, no reindex), then record the experiment."""
+    from clicktune.cli.index import _doc_index
     from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
     from serving.errors import ExperimentError
-    from serving.index_versions import alias_holders, latest_index_of, move_aliases
     from serving.registry import LocalRegistry
+    from serving.rollout import paired_index
 
     store = ExperimentStore(settings.home / "models")
     if store.load() is not None:
         raise ExperimentError("an experiment is already running; `clicktune ab stop` it first")
     registry = LocalRegistry(settings.home / "models")
     control = registry.get(settings.serving.model_version).version
-    chosen = registry.get(candidate).version
+    model = registry.get(candidate)
+    chosen = model.version
     if chosen == control:
         raise ExperimentError(f"candidate {chosen!r} is already the production model")
     doc_index = _doc_index(settings)
     index_settings = settings.serving.index
-    live = doc_index.live_index()
-    kept = latest_index_of(doc_index, chosen)
-    if kept is not None and live is not None and doc_index.refresh(kept) == doc_index.refresh(live):
-        old = alias_holders(doc_index, index_settings.candidate_alias)
-        actions = [{"remove": {"index": i, "alias": index_settings.candidate_alias}} for i in old]
-        move_aliases(
-            doc_index, [*actions, {"add": {"index": kept, "alias": index_settings.candidate_alias}}]
-        )
+    if model.document_model is not None:  # two query models can compare over one index
+        paired_index(doc_index, model)
+        candidate_alias = index_settings.alias
     else:
-        run_reindex(settings, chosen, progress=progress, alias=index_settings.candidate_alias)
+        _candidate_index(settings, doc_index, chosen, progress)
+        candidate_alias = index_settings.candidate_alias
     experiment = new_experiment(
         Arm(CONTROL, control, index_settings.alias),
-        Arm(CANDIDATE, chosen, index_settings.candidate_alias),
+        Arm(CANDIDATE, chosen, candidate_alias),
         traffic,
         mode,  # type: ignore[arg-type]
     )
     store.save(experiment)
     return experiment
+
+
+def _candidate_index(settings: Any, doc_index: Any, version: str, progress: bool) -> None:
+    """Point `docs_candidate` at a kept index of `version` holding the live count, else
+    reindex into a new one."""
+    from clicktune.cli.index import run_reindex
+    from serving.index_versions import alias_holders, latest_index_of, move_aliases
+
+    alias = settings.serving.index.candidate_alias
+    live = doc_index.live_index()
+    kept = latest_index_of(doc_index, version)
+    if kept is not None and live is not None and doc_index.refresh(kept) == doc_index.refresh(live):
+        old = alias_holders(doc_index, alias)
+        actions = [{"remove": {"index": i, "alias": alias}} for i in old]
+        move_aliases(doc_index, [*actions, {"add": {"index": kept, "alias": alias}}])
+    else:
+        run_reindex(settings, version, progress=progress, alias=alias)
 
 
 @app.command()

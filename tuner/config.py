@@ -304,6 +304,14 @@ class RolloutMode(StrEnum):
     two_stage = "two_stage"
 
 
+class Candidates(StrEnum):
+    """Which candidates a worker iteration trains (tuner/candidate_policy.py picks one)."""
+
+    full = "full"  # a full model by `train.method` (full or lora): deployed with a reindex
+    query = "query"  # a query-side model (query_adapter) over the live index: no reindex
+    both = "both"  # both; the cheaper (query) one unless the full one's gain pays its reindex
+
+
 class WorkerSettings(BaseModel):
     """The tuner worker (`clicktune tuner run`): trigger, tasks, lease, rollout."""
 
@@ -323,6 +331,18 @@ class WorkerSettings(BaseModel):
         default=60.0, gt=0, description="a worker silent this long loses the lease to a standby"
     )
     rollout: RolloutMode = RolloutMode.two_stage
+    candidates: Candidates | None = Field(
+        default=None,
+        description="full, query or both; None: one candidate, the side `train.method` names "
+        "(query_adapter: query, else full)",
+    )
+    reindex_margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        description="candidates both: the full candidate deploys only when its gain over the "
+        "live model (gate.primary_metric) beats the query-side one's by more than this, which "
+        "pays for its reindex; otherwise the query-side one deploys without a reindex",
+    )
     ab_traffic: float = Field(default=0.1, gt=0, lt=1, description="candidate arm's share")
     ab_mode: str = Field(
         default="split",

@@ -28,10 +28,19 @@ from typing import TYPE_CHECKING, Any
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource
+from tuner.candidate_policy import (
+    FULL,
+    CandidateChoice,
+    GatedCandidate,
+    candidate_methods,
+    choose_candidate,
+)
+from tuner.candidate_side import closest, train_side
 from tuner.config import GateSettings, RolloutMode, TunerSettings
+from tuner.embed_sides import Embed
 from tuner.errors import NoTrainingDataError
 from tuner.examination import Cascade, examination_model
-from tuner.gate import GateDecision, Paired, decide
+from tuner.gate import GateDecision
 from tuner.history import round_sessions
 from tuner.int8_variant import Int8Outcome, add_int8_variant
 from tuner.judged import JudgedCollection
@@ -42,7 +51,8 @@ from tuner.pairs import PairStats, TrainingPair
 from tuner.pooling import pairs_of_round
 from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, publish
-from tuner.search import Trainer, Trial, best_trial, hyperparameter_sets, run_search
+from tuner.query_kind import QUERY, QueryModel
+from tuner.search import Trainer, Trial, hyperparameter_sets
 from tuner.session_eval import Scorer, Scores, SessionJudgments, session_judgments
 from tuner.sessions import Session
 from tuner.splits import SelectConfirm, Splits, select_confirm
@@ -90,6 +100,9 @@ class IterationResult:
     export: ExportReport | None = None
     int8: Int8Outcome | None = None  # None: not attempted (switched off, or a CLIP model)
     ordinals: tuple[OrdinalCheck, ...] = ()  # event ordinals against shown positions
+    side: str = FULL  # the candidate registered (or, all rejected, the closest): full | query
+    candidates: tuple[GatedCandidate, ...] = ()  # every side trained, gated
+    choice: CandidateChoice | None = None  # which side deploys and why (tuner.candidate_policy)
 
     @property
     def train(self) -> Any:
@@ -130,8 +143,12 @@ def run_training_iteration(
     kind = kind_of(context.registry, start_ref)
     live_version = _live_version(context.registry, start_ref)
     data = _prepare(released, context, settings, notify, kind, live_version)
-    start = start_model(context.registry, settings.train.base_model, start_ref)
-    trainer = trainer if trainer is not None else start.kind.train
+    methods = candidate_methods(settings)
+    starts = {
+        side: start_model(context.registry, settings.train.base_model, start_ref, method)
+        for side, method in methods.items()
+    }
+    first = next(iter(starts.values()))  # every side's live model is the same live version
     sets = hyperparameter_sets(settings.train, settings.search)
     gate = _gate_settings(settings, data, notify)
     keys = [o.query for o in data.judgments.outcomes]
@@ -139,48 +156,35 @@ def run_training_iteration(
         keys += list(data.offpolicy.queries)
     split = select_confirm(keys, gate.select_fraction, settings.batches.seed, len(sets))
     notify(
-        f"start model: {start.source}; scoring it on {len(data.validation)} sessions "
+        f"start model: {first.source}; scoring it on {len(data.validation)} sessions "
         f"({len(split.select)} select, {len(split.confirm)} confirm queries)"
     )
-    score = _scorer(data, context, gate, start, split)
-    live = score(start.model)
-    common = {
-        "batch_id": released.batch.batch_id,
-        "parent": start.parent,
-        "pairs": len(data.pairs),
-        **ordinal_metrics(data.ordinals),
-    }
-    trials, best_model = run_search(
-        start.model,
-        data.pairs,
-        data.doc_texts,
-        sets,
-        score,
-        context.tracker,
-        trainer,
-        gate.primary_metric,
-        common,
-        progress,
-    )
-    best = best_trial(trials, gate.primary_metric)
-    decision = decide(
-        gate,
-        best.scores.validation,
-        live.validation,
-        best.scores.general,
-        live.general,
-        paired=_paired(best.scores, live, data, split, gate.primary_metric),
-        online=settings.worker.rollout != RolloutMode.promote if online is None else online,
-    )
-    notify(f"gate {'passed' if decision.passed else 'rejected'}: {decision.reason}")
-    if best.scores.general and live.general:
-        notify(
-            f"general set ({settings.gate.general_split}): ndcg@10 live "
-            f"{live.general['ndcg@10']:.4f}, candidate {best.scores.general['ndcg@10']:.4f}"
-            + ("" if settings.gate.general_decides else " (recorded only: gate.general_decides)")
+    score = _scorer(data, context, gate, first, split, kind)
+    live = score(first.live_model)
+    online = settings.worker.rollout != RolloutMode.promote if online is None else online
+    trained = {
+        side: train_side(
+            side,
+            start,
+            [s.model_copy(update={"method": methods[side]}) for s in sets],
+            data,
+            context,
+            (gate, split, score, live, online, progress),
+            trainer if trainer is not None and side == FULL else start.kind.train,
+            released.batch.batch_id,
+            notify,
         )
+        for side, start in starts.items()
+    }
+    metric = gate.primary_metric
+    gated = [t.gated(side, methods[side].value, live, metric) for side, t in trained.items()]
+    choice = choose_candidate(gated, settings.worker.reindex_margin, metric)
+    if len(trained) > 1:
+        notify(f"deploy choice: {choice.side or 'none'}: {choice.reason}")
+    chosen = trained[choice.side] if choice.side is not None else closest(trained, gated)
+    decision = chosen.decision
     result = IterationResult(
-        status="done" if decision.passed else "rejected",
+        status="done" if choice.side is not None else "rejected",
         batch_id=released.batch.batch_id,
         version=None,
         sessions=len(released.sessions),
@@ -188,47 +192,28 @@ def run_training_iteration(
         validation_sessions=len(data.validation),
         pairs=len(data.pairs),
         pair_stats=data.stats,
-        start=start.source,
+        start=chosen.start.source,
         propensity=data.propensity_curve,
         decision=decision,
-        trials=trials,
-        best=best,
+        trials=chosen.trials,
+        best=chosen.best,
         live=live,
         ordinals=data.ordinals,
+        side=chosen.side,
+        candidates=tuple(gated),
+        choice=choice,
     )
-    if not decision.passed:
+    if choice.side is None:
         return result
-    exported, int8, version = _register(best_model, best, start, result, data, context, settings)
+    exported, int8, version = _register(
+        chosen.model, chosen.best, chosen.start, result, data, context, settings
+    )
     notify(
         f"registered {version.version} (alias candidate), parity {exported.parity_min_cosine:.6f}"
     )
     if int8 is not None:
         notify(f"int8 variant {'kept' if int8.kept else 'dropped'}: {int8.reason}")
     return replace(result, version=version, export=exported, int8=int8)
-
-
-def _paired(
-    candidate: Scores, live: Scores, data: _Prepared, split: SelectConfirm, metric: str
-) -> Paired | None:
-    """Both models' values on the confirm part that `metric`'s bound reads (dr_dcg@10: per
-    query; ips_dcg@10: per session), with the select part's size for the record."""
-    if metric == DR_DCG and data.offpolicy is not None:
-        if candidate.per_query is None or live.per_query is None:
-            return None
-        selected = sum(s.query in split.select for s in data.offpolicy.searches)
-        return Paired(
-            candidate.per_query,
-            live.per_query,
-            candidate.per_query_keys,
-            len(split.select),
-            selected,
-        )
-    if candidate.per_session is None or live.per_session is None:
-        return None
-    selected = sum(o.query in split.select for o in data.judgments.outcomes)
-    return Paired(
-        candidate.per_session, live.per_session, candidate.queries, len(split.select), selected
-    )
 
 
 def _gate_settings(settings: TunerSettings, data: _Prepared, notify: Notify) -> GateSettings:
@@ -250,11 +235,17 @@ def _scorer(
     gate: GateSettings,
     start: StartPoint,
     split: SelectConfirm,
+    kind: ModelKind = TEXT,
 ) -> Scorer:
-    """Scores any model on this round's validation data (and the general set), the same way."""
+    """Scores any model on this round's validation data (and the general set), the same way:
+    a query model with its two sides, any other with `kind`'s embedder."""
+
+    def embedder(model: Any) -> Embed:
+        return QUERY.embedder(model) if isinstance(model, QueryModel) else kind.embedder(model)
+
     offpolicy = None
     if data.offpolicy is not None and data.propensity is not None and gate.primary_metric == DR_DCG:
-        embed = start.kind.embedder(start.model)
+        embed = embedder(start.live_model)
         offpolicy = offpolicy_scoring(
             data.offpolicy, embed, data.doc_texts, data.propensity, data.cascade
         )
@@ -264,7 +255,7 @@ def _scorer(
         context.general,
         gate.general_split,
         gate.general_max_queries,
-        embedder=start.kind.embedder,
+        embedder=embedder,
         rank_against=gate.rank_against,
         select=split.select,
         offpolicy=offpolicy,
@@ -423,6 +414,7 @@ def _register(
 def _metrics(best: Trial, result: IterationResult) -> dict[str, Any]:
     report = best.report
     metrics: dict[str, Any] = {
+        "side": result.side,
         "sessions": result.sessions,
         "pairs": report.pairs,
         "steps": report.steps,

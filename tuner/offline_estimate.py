@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from tuner import progress
+from tuner.embed_sides import query_side, sliced
 from tuner.examination import Cascade
 from tuner.offpolicy import (
     ClickEstimates,
@@ -175,7 +176,8 @@ def rank_pools(
     if not ids:
         return {key: [] for key in keys}
     doc_vectors = embed([doc_texts[d] for d in ids])  # (n_docs, dim)
-    scores = embed([offpolicy.queries[k] for k in keys]) @ doc_vectors.T  # (n_queries, n_docs)
+    queries = query_side(embed)([offpolicy.queries[k] for k in keys])  # (n_queries, dim)
+    scores = queries @ doc_vectors.T  # (n_queries, n_docs)
     rankings: dict[str, list[str]] = {}
     for i, key in enumerate(keys):
         pool = [d for d in offpolicy.pools[key] if d in column]
@@ -216,7 +218,7 @@ def offpolicy_scoring(
     followed by the rest of its pool in the live model's order; `cascade`: the fitted cascade
     examination to read the clicks with (`gate.examination`; None: position-based)."""
     with progress.stage("offpolicy_fit", "text", _texts_to_embed(offpolicy, doc_texts)) as done:
-        embed = progress.in_slices(live_embed, done, np.concatenate)
+        embed = sliced(live_embed, done)
         live_order = rank_pools(embed, offpolicy, doc_texts)
     pages = {}
     for key, order in live_order.items():

@@ -15,6 +15,7 @@ adapter's few thousand parameters learn, in seconds on a CPU, and the index keep
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -118,11 +119,14 @@ def fine_tune_query_adapter(
     doc_texts: Mapping[str, str],
     settings: TrainSettings,
     progress: bool = True,
+    initial: QueryAdapter | None = None,
 ) -> QueryAdapterRun:
     """Train a `QueryAdapter` over the frozen `encoder` (the live index's model) on `pairs`.
 
     The encoder is only read, under `torch.no_grad`: its weights, and the document vectors the
-    index holds, stay as they are. Steps: `max_steps`, else `epochs` passes over the pairs."""
+    index holds, stay as they are. Steps: `max_steps`, else `epochs` passes over the pairs.
+    `initial`: a trained adapter to go on from (the live query model's, left unchanged: a copy
+    trains), instead of the identity."""
     used = usable_pairs(pairs, doc_texts)
     if not used:
         raise NoTrainingDataError(
@@ -133,7 +137,10 @@ def fine_tune_query_adapter(
     steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
     started = time.perf_counter()
     frozen = _FrozenSide.of(encoder, used, doc_texts, settings.max_length)
-    adapter = QueryAdapter(frozen.queries.shape[1], settings.query_adapter_rank)
+    if initial is not None:
+        adapter = copy.deepcopy(initial)
+    else:
+        adapter = QueryAdapter(frozen.queries.shape[1], settings.query_adapter_rank)
     adapter = adapter.to(frozen.queries.device)
     optimizer = torch.optim.AdamW(
         adapter.parameters(),

@@ -45,6 +45,7 @@ import numpy as np
 
 from serving.corpus import document_text
 from tuner import progress
+from tuner.embed_sides import query_side, sliced
 from tuner.judged import JudgedCollection
 from tuner.metrics import DEPTH_100, rank_metrics
 from tuner.offline_estimate import DR_DCG, OffPolicyScoring
@@ -181,7 +182,8 @@ def rank_sessions(
     column = {d: j for j, d in enumerate(ids)}
     doc_vectors = embed([doc_texts[d] for d in ids])  # (n_docs, dim)
     keys = list(judgments.queries)
-    scores = embed([judgments.queries[k] for k in keys]) @ doc_vectors.T  # (n_queries, n_docs)
+    queries = query_side(embed)([judgments.queries[k] for k in keys])  # (n_queries, dim)
+    scores = queries @ doc_vectors.T  # (n_queries, n_docs)
     run: dict[str, dict[str, float]] = {}
     for i, key in enumerate(keys):
         if rank_against == "pool":
@@ -251,7 +253,7 @@ def evaluate_collection_in_memory(
     corpus = list(collection.corpus())
     texts = [document_text(doc, ["title", "text"]) for doc in corpus]
     doc_vectors = embed(texts)  # (n_docs, dim)
-    query_vectors = embed([queries[q] for q in ids])  # (n_queries, dim)
+    query_vectors = query_side(embed)([queries[q] for q in ids])  # (n_queries, dim)
     scores = query_vectors @ doc_vectors.T  # (n_queries, n_docs)
     top = np.argsort(-scores, axis=1)[:, :DEPTH_100]
     run = {
@@ -319,7 +321,7 @@ class Scorer:
 
     def __call__(self, model) -> Scores:  # type: ignore[no-untyped-def]
         with progress.stage("scoring", "text", self._texts_to_embed()) as done:
-            embed = progress.in_slices(self.embedder(model), done, np.concatenate)
+            embed = sliced(self.embedder(model), done)
             scores = Scores({})
             if self.judgments.qrels:
                 ranked = rank_sessions(embed, self.judgments, self.doc_texts, self.rank_against)

@@ -102,7 +102,7 @@ TRANSITIONS: dict[Stage, frozenset[Stage]] = {
     S.queued: frozenset({S.releasing, S.training, S.canceled, S.failed}),
     S.releasing: frozenset({S.training, S.canceling, S.failed}),
     S.training: frozenset({S.registered, S.rejected, S.canceling, S.failed}),
-    S.registered: frozenset({S.reindexing, S.canceling, S.failed}),
+    S.registered: frozenset({S.reindexing, S.ab_running, S.promoting, S.canceling, S.failed}),
     S.reindexing: frozenset({S.ab_running, S.promoting, S.canceling, S.failed}),
     S.ab_running: frozenset({S.promoting, S.rolling_back, S.canceling, S.failed}),
     S.promoting: frozenset({S.done, S.failed}),

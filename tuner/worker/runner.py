@@ -16,6 +16,10 @@ task read again that another worker has taken meanwhile (its `worker` changed to
 left alone: `LeaseLostError`, nothing touched. A training stage found half done adopts only a
 version whose registry metadata names this task.
 
+A query model ("query model X over document model Y", `Stages.needs_reindex` false) searches the
+live index's vectors: the task goes from `registered` straight to the online test or the
+promotion, which moves the registry alias alone, and records `reindexed: false`.
+
 Transient errors (`retry.is_transient`: OpenSearch unreachable, 429/5xx, retriable Kafka errors)
 are retried inside the stage after a capped exponential backoff (`retry_initial_s` doubling up
 to `retry_max_s`); the task fails when they last `stage_deadline_s` past the stage's first one,
@@ -61,6 +65,7 @@ class Stages(Protocol):
     def versions(self, task_id: str | None = None) -> list[str]: ...
     def train(self, batch_id: str, notify: Notify, task_id: str | None = None) -> TrainOutcome: ...
     def adopt(self, version: str) -> None: ...
+    def needs_reindex(self, version: str) -> bool: ...
     def reindex(self, version: str) -> str: ...
     def start_ab(self, version: str, traffic: float, mode: str) -> str: ...
     def ab_decision(
@@ -271,7 +276,13 @@ class TaskRunner:
         )
 
     def _registered(self, task: TaskRecord) -> TaskRecord:
-        return self._move(task, Stage.reindexing)
+        if self.stages.needs_reindex(str(task.version)):
+            return self._move(task, Stage.reindexing)
+        # A query model searches the live index's vectors: no reindex, straight on to the
+        # online test or the promotion, which moves the registry alias alone.
+        metrics = {**task.metrics, "reindexed": False}
+        next_stage = Stage.ab_running if self._online_test(task) else Stage.promoting
+        return self._move(task, next_stage, metrics=metrics)
 
     def _reindex(self, task: TaskRecord) -> TaskRecord:
         self.fence.check(f"reindexing for task {task.id}")

@@ -151,6 +151,11 @@ class LoopStages:
         if decision.general_candidate is not None:  # the general set, rejected candidates too
             metrics["candidate_general"] = decision.general_candidate
             metrics["live_general"] = decision.general_live
+        metrics["side"] = result.side  # full | query: what a registered candidate is
+        if len(result.candidates) > 1:  # tuner.candidate_policy: both sides, the choice, why
+            metrics["candidates"] = {c.side: c.as_dict() for c in result.candidates}
+        if result.choice is not None:
+            metrics["choice"] = result.choice.as_dict()
         version = result.version.version if result.version is not None else None
         return TrainOutcome(result.status, version, decision.reason, metrics)
 
@@ -161,6 +166,11 @@ class LoopStages:
         self.registry.set_alias("candidate", version)
 
     # -- reindexing -------------------------------------------------------------------------
+    def needs_reindex(self, version: str) -> bool:
+        """Whether `version` serves only over an index of its own: a query model ("query
+        model X over document model Y") searches the live index's vectors and needs none."""
+        return self.registry.get(version).document_model is None
+
     def reindex(self, version: str) -> str:
         """Build (or finish) `version`'s index behind the candidate alias; return its name."""
         alias = self.doc_index.settings.candidate_alias
@@ -198,10 +208,13 @@ class LoopStages:
             )
         index = self.doc_index.settings
         control = self.registry.get("production").version
+        # A query model's arm searches the live index (its document model's vectors) with its
+        # own query vectors: both arms over one index, no candidate index to build.
+        searched = index.alias if not self.needs_reindex(version) else index.candidate_alias
         self.fence.check(f"starting the experiment for {version}")
         experiment = new_experiment(
             Arm(CONTROL, control, index.alias),
-            Arm(CANDIDATE, version, index.candidate_alias),
+            Arm(CANDIDATE, version, searched),
             traffic,
             mode,  # type: ignore[arg-type]
         )

@@ -146,6 +146,28 @@ def test_two_stage_tests_a_non_inferior_candidate_interleaved_and_records_the_ta
     assert final.metrics["online"]["decision"] == "rollback" and "promote" not in stages.calls
 
 
+def test_a_query_candidate_is_promoted_without_a_reindex() -> None:
+    store, stages = _store(), FakeStages()
+    stages.side = "query"
+    final = TaskRunner(store, stages, SETTINGS, "w1").run(_queued(store))
+    assert final.status == TaskStatus.done and final.metrics["reindexed"] is False
+    assert stages.calls == ["release", "train", "promote"]
+    stages_walked = [h["stage"] for h in final.history]
+    assert stages_walked == ["queued", "releasing", "training", "registered", "promoting", "done"]
+
+
+def test_a_non_inferior_query_candidate_goes_to_the_online_test_without_a_reindex() -> None:
+    store, stages = _store(), FakeStages()
+    stages.side, stages.verdict = "query", "online"
+    settings = SETTINGS.model_copy(update={"rollout": RolloutMode.two_stage})
+    final = TaskRunner(store, stages, settings, "w1").run(_queued(store))
+    waiting = [h["stage"] for h in final.history]
+    assert waiting == ["queued", "releasing", "training", "registered", "ab_running"]
+    assert "reindex" not in stages.calls and stages.modes == ["interleave"]
+    final = TaskRunner(store, stages, settings, "w1").run(store.get(final.id))
+    assert final.status == TaskStatus.done and "reindex" not in stages.calls
+
+
 def test_a_failing_stage_fails_the_task_with_the_reason_after_cleaning_up() -> None:
     store, stages = _store(), FakeStages(fail_in="reindex")
     final = TaskRunner(store, stages, SETTINGS, "w1").run(_queued(store))

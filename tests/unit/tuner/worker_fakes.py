@@ -20,6 +20,7 @@ class FakeStages:
         self.modes: list[str] = []
         self.on_train: Any = None
         self.cleanups: list[dict[str, bool]] = []
+        self.side = "full"  # "query": the registered candidate is a query model (no reindex)
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -44,10 +45,14 @@ class FakeStages:
         if self.outcome != "done":
             return TrainOutcome("rejected", None, "gate: no better", {"candidate": {}})
         self.registered.append(("v1", task_id))
-        return TrainOutcome("done", "v1", "gate passed", {"pairs": 3, "verdict": self.verdict})
+        metrics = {"pairs": 3, "verdict": self.verdict, "side": self.side}
+        return TrainOutcome("done", "v1", "gate passed", metrics)
 
     def adopt(self, version: str) -> None:
         self._call(f"adopt {version}")
+
+    def needs_reindex(self, version: str) -> bool:
+        return self.side != "query"
 
     def reindex(self, version: str) -> str:
         self._call("reindex")

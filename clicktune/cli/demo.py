@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from clicktune.cli.common import fail, settings_of
+from clicktune.demo.namespace import DemoMethod
 from tuner.config import RolloutMode
 from tuner.simulator import ClickModel, UserModel
 
@@ -112,6 +113,14 @@ def demo(
             "seeds show the run-to-run spread",
         ),
     ] = 0,
+    method: Annotated[
+        DemoMethod,
+        typer.Option(
+            help="what the tuner trains (tuner.train.method): full (the whole text model, "
+            "reindexed each round) or query_adapter (an adapter on the query side over the base "
+            "index, no reindex); query_tower is not implemented yet"
+        ),
+    ] = DemoMethod.full,
     references_only: Annotated[
         bool,
         typer.Option(
@@ -147,6 +156,7 @@ def demo(
         user = UserModel(
             click_model, eta=eta, noise=noise, trust_bias=trust_bias, dbn_continue=dbn_continue
         )
+        train_method = method.train_method()
     except ValueError as exc:
         fail(str(exc))
     try:
@@ -178,6 +188,7 @@ def demo(
         rollout=rollout,
         online_passes=online_passes,
         seed=seed,
+        method=train_method,
     )
     interrupt_on_sigterm()
     config_path = ctx.find_root().obj.config_path
@@ -198,6 +209,7 @@ def demo(
                 run_id=loop.run_id,
                 users=user.config(),
                 seed=seed,
+                method=train_method.value,
             )
     except (DatasetError, TunerError, RuntimeError) as exc:
         fail(str(exc))

@@ -29,14 +29,14 @@ from clicktune.clients import kafka_options, opensearch_client
 from clicktune.config import Settings, load_settings
 from clicktune.demo.namespace import candidate_scoring_env, namespace_env
 from clicktune.demo.processes import ChildProcess, ServeProcess
-from clicktune.demo.task_figures import decision, exact_scores
+from clicktune.demo.task_figures import decision, deployment, exact_scores
 from clicktune.demo.users import EventSink, simulate_round
 from serving.encoder import ServableEncoder
 from serving.indexer import index_corpus
 from serving.model_loader import load_model_dir
 from serving.registry import LocalRegistry
 from serving.vector_index import DocumentIndex
-from tuner.config import RolloutMode
+from tuner.config import RolloutMode, TrainMethod
 from tuner.judged import JudgedCollection, load_collection
 from tuner.offline_eval import evaluate_collection
 from tuner.simulator import ClickSimulator, UserModel
@@ -63,6 +63,7 @@ class DemoOptions:
     seed: int = 0
     rollout: RolloutMode = RolloutMode.two_stage  # or promote: straight after the gate
     online_passes: int = 3  # at most this many passes of the train queries for an online test
+    method: TrainMethod = TrainMethod.full  # what the tuner trains (tuner.train.method)
 
 
 @dataclass
@@ -80,6 +81,8 @@ class RoundResult:
     # the two stages of the decision: the gate's verdict and bounds, and the online test's tally
     offline: dict[str, Any] | None = None
     online: dict[str, Any] | None = None
+    # the candidate's side (full: reindexed; query: over the live index) and the policy's choice
+    deploy: dict[str, Any] | None = None
 
 
 class ClosedLoop:
@@ -112,6 +115,7 @@ class ClosedLoop:
                 options.rollout,
                 max(1, budget),
                 options.seed,
+                options.method,
             )
         )
         if options.score_candidates:
@@ -205,7 +209,7 @@ class ClosedLoop:
             online_started = time.perf_counter()
             trained = self._online(number, serve, ingest, trained, traffic)
             timings["online"] = _since(online_started)
-        scored = {**exact_scores(trained), **decision(trained)}
+        scored = {**exact_scores(trained), **decision(trained), "deploy": deployment(trained)}
         if trained.get("status") != "done":
             self.echo(
                 f"round {number}: candidate {trained.get('status')} "
@@ -230,6 +234,7 @@ class ClosedLoop:
         result.status, result.seconds = "promoted", {**timings, **result.seconds}
         result.candidate_exact, result.live_exact = scored["candidate_exact"], scored["live_exact"]
         result.offline, result.online = scored["offline"], scored["online"]
+        result.deploy = scored["deploy"]
         serve.stop()
         return result, ServeProcess(self.logs / f"serve-{number}.log")
 

@@ -3,12 +3,32 @@ worker triggers, decides and scores (see `namespace_env`, `candidate_scoring_env
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
-from tuner.config import RolloutMode
+from tuner.config import RolloutMode, TrainMethod
 from tuner.judged import JudgedCollection
 
-__all__ = ["MIN_ROUND_SESSIONS", "candidate_scoring_env", "namespace_env"]
+__all__ = ["MIN_ROUND_SESSIONS", "DemoMethod", "candidate_scoring_env", "namespace_env"]
+
+
+class DemoMethod(StrEnum):
+    """What a demo run's tuner trains (`tuner.train.method`)."""
+
+    full = "full"  # the whole text model: every round's winner is indexed anew
+    query_adapter = "query_adapter"  # an adapter on the query side: no reindex
+    query_tower = "query_tower"  # a query copy of the text tower (not implemented yet)
+
+    def train_method(self) -> TrainMethod:
+        """The tuner's method; `ValueError` naming the choices for one not implemented."""
+        try:
+            return TrainMethod(self.value)
+        except ValueError:
+            working = [m.value for m in DemoMethod if m.value in TrainMethod.__members__]
+            raise ValueError(
+                f"--method {self.value} is not implemented yet: use one of {working}"
+            ) from None
+
 
 MIN_ROUND_SESSIONS = 20  # a round's sessions trigger the tuner worker (fewer: nothing to learn)
 
@@ -21,19 +41,22 @@ def namespace_env(
     rollout: RolloutMode = RolloutMode.two_stage,
     online_budget: int | None = None,
     seed: int = 0,
+    method: TrainMethod = TrainMethod.full,
 ) -> dict[str, str]:
     """Environment overrides that give one demo run its own topics, indexes, alias and home,
     and the share of searches whose top `explore_depth` hits the serving side shuffles. The
     tuner worker triggers on each round's sessions at once (no grace period, no minimum interval)
     and decides with `rollout`: two_stage tests a candidate the gate calls non-inferior as an
     interleaved arm on the shoppers' next searches, within `online_budget` searches. `seed`
-    seeds training and the batches' held-out splits (the shoppers are seeded by the loop)."""
+    seeds training and the batches' held-out splits (the shoppers are seeded by the loop);
+    `method` is what the tuner trains (query_adapter: query models over the base index)."""
     budget = (
         {"CLICKTUNE_TUNER__WORKER__AB_MAX_QUERIES": str(online_budget)} if online_budget else {}
     )
     return {
         **budget,
         "CLICKTUNE_TUNER__TRAIN__SEED": str(seed),
+        "CLICKTUNE_TUNER__TRAIN__METHOD": method.value,
         "CLICKTUNE_TUNER__BATCHES__SEED": str(seed),
         "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{run_id}-tasks",
         "CLICKTUNE_TUNER__WORKER__ROLLOUT": rollout.value,

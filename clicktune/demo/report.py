@@ -20,6 +20,7 @@ def build_report(
     run_id: str | None = None,
     users: Mapping[str, object] | None = None,
     seed: int | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """The report object: base metrics, the references measured beside them, every round, and
     the simulated users that clicked (`UserModel.config()`), so results say who produced them."""
@@ -28,6 +29,7 @@ def build_report(
         "run_id": run_id,
         "users": dict(users) if users is not None else None,
         "seed": seed,
+        "method": method,  # tuner.train.method of the run (clicktune demo --method)
         "base": _pick(rounds[0].metrics),
         "rounds": [
             {
@@ -41,6 +43,7 @@ def build_report(
                 "live_exact": _pick(r.live_exact),
                 "offline": r.offline,
                 "online": r.online,
+                "deploy": r.deploy,
             }
             for r in rounds
         ],

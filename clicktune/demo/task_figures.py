@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["OFFLINE_FIGURES", "decision", "exact_scores"]
+__all__ = ["OFFLINE_FIGURES", "decision", "deployment", "exact_scores"]
 
 
 def exact_scores(task: dict[str, Any]) -> dict[str, dict[str, float] | None]:
@@ -33,6 +33,20 @@ def decision(task: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     if online is not None:
         online["reason"] = task.get("reason")
     return {"offline": offline, "online": online}
+
+
+def deployment(task: dict[str, Any]) -> dict[str, Any] | None:
+    """How the task's candidate would deploy: its side (full: reindexed; query: over the live
+    index, no reindex), and with both sides trained each one's gain and the policy's choice."""
+    metrics = task.get("metrics") or {}
+    if not metrics.get("side"):
+        return None
+    found: dict[str, Any] = {"side": metrics["side"], "reindex": metrics["side"] != "query"}
+    if metrics.get("choice"):
+        found["choice"] = metrics["choice"]
+    if metrics.get("candidates"):
+        found["gains"] = {side: c.get("gain") for side, c in metrics["candidates"].items()}
+    return found
 
 
 OFFLINE_FIGURES = (

@@ -182,3 +182,28 @@ def test_each_round_reports_both_stages_of_its_decision() -> None:
     table = markdown_table(report)
     assert "| online: +0.0123 (LB -0.0045) | rollback: 40/61/900 in 1001 searches |" in table
     assert _decision({"status": "rejected", "metrics": {}}) == {"offline": None, "online": None}
+
+
+def test_each_round_reports_how_its_candidate_deploys_and_the_policys_choice() -> None:
+    from clicktune.demo.task_figures import deployment
+
+    task = {
+        "status": "done",
+        "metrics": {
+            "side": "query",
+            "candidates": {"full": {"gain": 0.031}, "query": {"gain": 0.027}},
+            "choice": {"side": "query", "reason": "not above reindex_margin 0.01"},
+        },
+    }
+    deploy = deployment(task)
+    assert deploy == {
+        "side": "query",
+        "reindex": False,
+        "choice": {"side": "query", "reason": "not above reindex_margin 0.01"},
+        "gains": {"full": 0.031, "query": 0.027},
+    }
+    rounds = [ROUNDS[0], RoundResult(1, "v1", metrics(0.62), status="promoted", deploy=deploy)]
+    report = build_report("products-synth", rounds, REFERENCES, method="query_adapter")
+    assert report["method"] == "query_adapter" and report["rounds"][1]["deploy"] == deploy
+    assert deployment({"metrics": {"side": "full"}}) == {"side": "full", "reindex": True}
+    assert deployment({"metrics": {}}) is None

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.loop [--dataset ../shared/data/cranfield] [--sessions 300]
                                     [--max-steps 20] [--home DIR] [--json FILE]
+                                    [--methods full query_adapter] [--adapter-steps 200]
                                     [--click-model position|cascade|dbn] [--eta 1.0]
                                     [--noise 0.05] [--trust-bias 0] [--dbn-continue 0.9]
 
@@ -17,6 +18,13 @@
 The namespace's indexes are deleted at the end (the home folder too, unless --home was given).
 `--json FILE` writes the times in the shape of `bench/results.py`. A task that does not end
 `done` exits 1 without it: its time is not a trigger-to-live time.
+
+`--methods` runs the loop once per `tuner.train.method`, each in a fresh namespace on the same
+sessions, and prints them side by side: `full` fine-tunes the model and reindexes the corpus;
+`query_adapter` trains an adapter over the base index's frozen encoder (`--adapter-steps`) and
+goes live by moving the registry alias alone (no reindex stage). Each run also measures the
+uplift: test-query nDCG@10 by kNN search on the live index with the live model's query side,
+before the trigger and once live.
 """
 
 from __future__ import annotations
@@ -43,15 +51,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     user = user_model(parser, args)
-    run_id = f"bench-loop-{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory(prefix="clicktune-bench-loop-") as tmp:
-        home = args.home or Path(tmp)
-        _namespace(run_id, home, args)
-        measured = _measure(args, user)
-    print(json.dumps(measured, indent=1))
-    if measured["status"] != "done":
-        sys.exit(f"the task ended {measured['status']!r}, not 'done': no trigger-to-live time")
-    bench_result(measured).write(args.json)
+    runs = []
+    for method in args.methods:
+        run_id = f"bench-loop-{uuid.uuid4().hex[:8]}"
+        with tempfile.TemporaryDirectory(prefix="clicktune-bench-loop-") as tmp:
+            home = args.home / method if args.home else Path(tmp)
+            _namespace(run_id, home, args, method)
+            measured = _measure(args, user)
+        measured["method"] = method
+        print(json.dumps(measured, indent=1))
+        runs.append(measured)
+    if len(runs) > 1:
+        print(side_by_side(runs))
+    failed = [r for r in runs if r["status"] != "done"]
+    if failed:
+        sys.exit(f"a task ended {failed[0]['status']!r}, not 'done': no trigger-to-live time")
+    for measured in runs:
+        path = args.json
+        if path and len(runs) > 1:
+            path = str(Path(path).with_suffix(f".{measured['method']}.json"))
+        bench_result(measured).write(path)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=20)
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--json", default=None, help="also write the times to this file")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["full"],
+        choices=["full", "query_adapter"],
+        help="tuner.train.method of each run (query_adapter: no reindex)",
+    )
+    parser.add_argument(
+        "--adapter-steps", type=int, default=200, help="training steps of a query_adapter run"
+    )
     add_user_arguments(parser)
     return parser
 
@@ -68,16 +97,36 @@ def _parser() -> argparse.ArgumentParser:
 def bench_result(measured: dict) -> BenchResult:
     """The printed times in the shape of `bench/results.py`; sizes and outcome as params."""
     params = ("dataset", "docs", "sessions", "max_steps", "status", "version", "cpu_count")
+    params += tuple(k for k in ("method", "reindexed") if k in measured)
     users = measured.get("users", {})  # the simulated users, as UserModel.config() gives them
     result = BenchResult("loop", params={**{k: measured[k] for k in params}, **users})
     result.add("trigger_to_live", measured["trigger_to_live_s"], "s")
     for stage, seconds in measured["stages_s"].items():
         result.add(f"stage_{stage}", seconds, "s")
     result.add("setup_not_in_loop", measured["setup_s (import + index base, not in the loop)"], "s")
+    for name, value in measured.get("ndcg@10", {}).items():
+        result.add(f"test_ndcg@10_{name}", value, "")
     return result
 
 
-def _namespace(run_id: str, home: Path, args: argparse.Namespace) -> None:
+def side_by_side(runs: list[dict]) -> str:
+    """A markdown table of the runs: trigger to live, seconds per stage, test nDCG@10."""
+    stages = list(dict.fromkeys(s for r in runs for s in r["stages_s"]))
+    head = ["method", "trigger to live (s)", *(f"{s} (s)" for s in stages), "nDCG@10 before",
+            "live", "uplift"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        ndcg = r.get("ndcg@10", {})
+        cells = [r["method"], f"{r['trigger_to_live_s']:.1f}"]
+        cells += [f"{r['stages_s'][s]:.2f}" if s in r["stages_s"] else "-" for s in stages]
+        cells += [f"{ndcg.get(k, float('nan')):.4f}" for k in ("before", "live")]
+        cells.append(f"{ndcg.get('live', 0.0) - ndcg.get('before', 0.0):+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _namespace(run_id: str, home: Path, args: argparse.Namespace, method: str = "full") -> None:
+    steps = args.adapter_steps if method == "query_adapter" else args.max_steps
     os.environ.update(
         {
             "CLICKTUNE_HOME": str(home),
@@ -90,7 +139,8 @@ def _namespace(run_id: str, home: Path, args: argparse.Namespace) -> None:
             "CLICKTUNE_TUNER__WORKER__MIN_NEW_SESSIONS": str(args.sessions),
             "CLICKTUNE_TUNER__WORKER__MIN_INTERVAL_S": "0",
             "CLICKTUNE_TUNER__BATCHES__GRACE_S": "0",
-            "CLICKTUNE_TUNER__TRAIN__MAX_STEPS": str(args.max_steps),
+            "CLICKTUNE_TUNER__TRAIN__MAX_STEPS": str(steps),
+            "CLICKTUNE_TUNER__TRAIN__METHOD": method,
             "CLICKTUNE_TUNER__GATE__ENABLED": "false",  # time the loop, whatever the gate says
             "CLICKTUNE_TUNER__MLFLOW_ENABLED": "false",
         }
@@ -104,6 +154,7 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     from ingest.templates import install_templates
     from serving.encoder import OnnxTextEncoder
     from serving.indexer import index_corpus
+    from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
     from serving.vector_index import DocumentIndex
     from tuner.judged import load_collection
@@ -123,10 +174,15 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     try:
         install_templates(client, ingest.queries_index, ingest.events_index)
         _sessions(client, collection, ingest, args.sessions, user, encoder, doc_index)
+        before = _test_ndcg(collection, encoder, doc_index)
         clock = time.perf_counter()
         wall = datetime.now(UTC)
         answer = build_worker(settings).tick()
         total = time.perf_counter() - clock
+        live = load_model_dir(
+            registry.get("production").path, settings.serving.encoder, registry=registry
+        )
+        after = _test_ndcg(collection, live, doc_index)
     finally:
         client.indices.delete(
             index=f"{ingest.queries_index},{ingest.events_index},{settings.serving.index.prefix}__*,"
@@ -144,6 +200,8 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
         "setup_s (import + index base, not in the loop)": round(setup_s, 1),
         "trigger_to_live_s": round(total, 1),
         "stages_s": _stage_seconds(task["history"], wall),
+        "reindexed": "reindexing" in [h["stage"] for h in task["history"]],
+        "ndcg@10": {"before": round(before, 4), "live": round(after, 4)},
         "cpu_count": os.cpu_count(),
         "users": user.config(),
     }
@@ -178,6 +236,21 @@ def _sessions(client, collection, ingest, count, user, encoder, doc_index) -> No
         [{"_index": ingest.queries_index, "_id": r["query_id"], "_source": r} for r in records],
     )
     client.indices.refresh(index=f"{ingest.queries_index},{ingest.events_index}")
+
+
+def _test_ndcg(collection, encoder, doc_index) -> float:  # type: ignore[no-untyped-def]
+    """nDCG@10 of the test queries by kNN search on the live alias, queries embedded by
+    `encoder` (a query model's query side)."""
+    from tuner.metrics import rank_metrics
+
+    queries = collection.split_queries("test")
+    ids = sorted(queries)
+    vectors = encoder.encode([queries[q] for q in ids])
+    run = {}
+    for qid, vector in zip(ids, vectors, strict=True):
+        run[qid] = {h.id: float(h.score) for h in doc_index.search_knn(vector, 10)}
+    qrels = {q: collection.qrels[q] for q in ids if q in collection.qrels}
+    return float(rank_metrics(qrels, run)["ndcg@10"])
 
 
 def _stage_seconds(history: list[dict], start: datetime) -> dict[str, float]:

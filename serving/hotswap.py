@@ -6,6 +6,11 @@ probe image) or would not fit the live index (another dimension or another model
 CLIP, unless the caller says it is a reindex) is refused with the reason; the slot keeps serving
 the old model. A query model is checked on both sides (its query graph and its document model),
 and fits the live index when its document model's kind does: it searches that model's vectors.
+A replica that follows the alias (`swap_to`: the registry poller, the control topic) also asks
+`pairing` whether the live index was built by that document model, and refuses the query model
+naming the pairing when not; `swap_after`'s caller moves the index itself (the rollout checks the
+pairing there). Refusals are counted by cause: `clicktune_swap_refusals_total{slot,cause}`
+(`swap_metrics`).
 Swaps and alias moves are serialised by one lock per replica, so the registry poller never races
 an admin promote. `swap_after` runs the admin API's alias moves
 (serving/rollout.py) between the checks and the swap: a refused model moves no alias.
@@ -16,27 +21,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from serving.encoder import ServableEncoder
 from serving.encoder_pair import document_encoder
-from serving.errors import RegistryError, SwapRefusedError
+from serving.errors import PairingError, RegistryError, SwapRefusedError
 from serving.index_versions import index_version
 from serving.model_loader import image_tower
 from serving.registry import LocalRegistry, ModelVersion
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 
-__all__ = ["HotSwapper", "SwapResult", "check_encoder", "live_index_kind"]
+__all__ = ["HotSwapper", "SwapResult", "check_encoder", "live_index_kind", "swap_metrics"]
 
 log = logging.getLogger(__name__)
 
 ModelLoader = Callable[[Path], ServableEncoder]
+Pairing = Callable[[ModelVersion], object]  # raises PairingError when a query model does not fit
 Moved = TypeVar("Moved")
 NORM_TOLERANCE = 1e-3
 REPEAT_TOLERANCE = 1e-5
@@ -139,6 +148,7 @@ class HotSwapper:
         probes: Sequence[str],
         expected_dimension: Callable[[], int | None] = lambda: None,
         expected_kind: Callable[[], str | None] = lambda: None,
+        pairing: Pairing = lambda version: None,
     ) -> None:
         self.slot = slot
         self.registry = registry
@@ -146,31 +156,42 @@ class HotSwapper:
         self._probes = list(probes)
         self._expected_dimension = expected_dimension
         self._expected_kind = expected_kind
+        self._pairing = pairing
         self.lock = threading.RLock()
         self.last_refusal: dict[str, str] | None = None
+        self.refusals: Counter[str] = Counter()  # by cause: registry, pairing, kind, checks
 
     def swap_to(self, ref: str, *, reindex: bool = False) -> SwapResult:
         """Serve registry version (or alias) `ref`; raise `SwapRefusedError` and keep the old one
         when it does not load or fails its checks. `reindex=True` accepts a new dimension or
-        model kind (the caller re-embeds the index)."""
-        return self.swap_after(ref, lambda version: None, reindex=reindex)[0]
+        model kind (the caller re-embeds the index). A query model is refused unless the live
+        index was built by its document model, whatever `reindex` says: it is never reindexed."""
+        return self._swap(ref, lambda version: None, reindex, check_pairing=True)[0]
 
     def swap_after(
         self, ref: str, move: Callable[[str], Moved], *, reindex: bool = False
     ) -> tuple[SwapResult, Moved]:
         """Check `ref`, run `move(version)`, then serve it: the admin API moves the document and
         registry aliases in `move` only once the model passed its checks, and swaps the slot only
-        once they moved. If the checks or `move` fail, the slot keeps the old model."""
+        once they moved. If the checks or `move` fail, the slot keeps the old model. `move`
+        answers for a query model's pairing (a rollback moves the index it needs first)."""
+        return self._swap(ref, move, reindex, check_pairing=False)
+
+    def _swap(
+        self, ref: str, move: Callable[[str], Moved], reindex: bool, *, check_pairing: bool
+    ) -> tuple[SwapResult, Moved]:
         with self.lock:
             started = time.perf_counter()
             try:
                 version = self.registry.get(ref)
             except RegistryError as exc:
-                raise self._refuse(ref, str(exc)) from exc
+                raise self._refuse(ref, str(exc), "registry") from exc
             current = self.slot.version
             if version.version == current:
                 moved = move(version.version)
                 return SwapResult(version.version, current, 0.0, changed=False), moved
+            if check_pairing and version.document_model is not None:
+                self._check_pairing(version)
             encoder = self._checked(version, reindex)
             moved = move(version.version)
             self.slot.swap(encoder)
@@ -193,6 +214,7 @@ class HotSwapper:
                 version.version,
                 f"it searches vectors of a {searched!r} model but the live index holds vectors "
                 f"of a {kind!r} model; promote it as a reindex instead",
+                "kind",
             )
         try:
             encoder = self._loader(version.path)
@@ -211,7 +233,15 @@ class HotSwapper:
         try:
             return self.registry.get(version.document_model).kind
         except RegistryError as exc:
-            raise self._refuse(version.version, str(exc)) from exc
+            raise self._refuse(version.version, str(exc), "registry") from exc
+
+    def _check_pairing(self, version: ModelVersion) -> None:
+        """Refuse query model `version` unless its document model built the live index. An
+        index that cannot be read now is no refusal: the error goes up and the follower retries."""
+        try:
+            self._pairing(version)
+        except PairingError as exc:
+            raise self._refuse(version.version, str(exc), "pairing") from exc
 
     def promote(self, version: str, alias: str, *, reindex: bool = False) -> SwapResult:
         """Check and serve `version` here, then point `alias` at it in the registry."""
@@ -232,8 +262,31 @@ class HotSwapper:
             self.registry.rollback_alias(alias)
             return result
 
-    def _refuse(self, version: str, reason: str) -> SwapRefusedError:
+    def _refuse(self, version: str, reason: str, cause: str = "checks") -> SwapRefusedError:
         message = f"model {version!r} refused, still serving {self.slot.version!r}: {reason}"
         self.last_refusal = {"version": version, "reason": message}
+        self.refusals[cause] += 1
         log.warning("%s", message)
         return SwapRefusedError(message)
+
+
+class _RefusalCollector(Collector):
+    """The swapper's refusal counts at scrape time: the swapper stays the one source of truth."""
+
+    def __init__(self, swapper: HotSwapper) -> None:
+        self.swapper = swapper
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "clicktune_swap_refusals",
+            "model versions this replica refused to swap in, by cause",
+            labels=["slot", "cause"],
+        )
+        for cause, count in sorted(self.swapper.refusals.items()):
+            family.add_metric([self.swapper.slot.name, cause], count)
+        yield family
+
+
+def swap_metrics(swapper: HotSwapper) -> Collector:
+    """`clicktune_swap_refusals_total{slot,cause}`: registry, pairing, kind or checks."""
+    return _RefusalCollector(swapper)

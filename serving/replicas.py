@@ -1,8 +1,9 @@
 """How replicas learn that the live model changed: the Kafka control topic and registry polling.
 
 Both followers run as daemon threads with `start()` / `stop()`; each calls `follow(version)` on
-the replica's `HotSwapper`, which refuses a broken model and keeps the old one serving. A
-version refused once is not retried by the poller until the alias moves again.
+the replica's `HotSwapper`, which refuses a broken model, or a query model whose document model
+did not build the live index, and keeps the old one serving. A version refused once is not
+retried until the alias names another version.
 """
 
 from __future__ import annotations
@@ -51,19 +52,23 @@ class ControlPublisher:
 
 
 class _Follower:
-    """Swaps to a version once; remembers refused versions so they are not retried."""
+    """Swaps to a version once; a refused one is not retried until another version is named
+    (a query model refused over another model's index may fit once the alias comes back)."""
 
     def __init__(self, swapper: HotSwapper) -> None:
         self.swapper = swapper
-        self.refused: set[str] = set()
+        self.refused: str | None = None
 
     def follow(self, version: str, reindex: bool = False) -> None:
-        if version == self.swapper.slot.version or version in self.refused:
+        if version == self.refused:
+            return
+        self.refused = None
+        if version == self.swapper.slot.version:
             return
         try:
             self.swapper.swap_to(version, reindex=reindex)
         except SwapRefusedError:
-            self.refused.add(version)  # the swapper logged why
+            self.refused = version  # the swapper logged why and counted it
 
 
 class RegistryPoller(BackgroundLoop):

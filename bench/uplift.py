@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.uplift [--dataset ../shared/data/homedepot-dev]
         [--users-per-query 3] [--randomize 0.2] [--explore-depth 20] [--max-steps N]
-        [--max-length 256] [--pooling] [--json FILE]
+        [--max-length 256] [--pooling] [--negatives CHOICE ...] [--no-references] [--json FILE]
         [--click-model position|cascade|dbn] [--eta 1.0] [--noise 0.05] [--trust-bias 0]
         [--dbn-continue 0.9]
 
@@ -22,6 +22,10 @@ What the tuner's first iteration can learn on a judged collection, measured in o
    - pooled (with `--pooling`): the same sessions pooled per (query, document) into one pair
      weighted by its position-corrected outcome rate (`tuner.pooling`, `train.pooling`);
    - supervised: the collection's own train judgments (the yardstick clicks can approach).
+   - clicks_<choice> (with `--negatives`): the clicks fine-tune with `train.negatives` set to
+     each choice (`tuner.config.NegativeSource`); ann_mined searches the base model's vectors of
+     the corpus (the live index of the simulated round) exactly (`tuner.negatives`).
+   `--no-references` leaves out no_ipw and supervised (an ablation of the click arms only).
 3. Base and the three models scored on the test queries by exact search over the whole corpus
    (`tuner.references`, as the demo's references).
 
@@ -85,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sessions = simulate_sessions(embed, collection, corpus_texts(collection), args, user)
     clicks = click_pairs(sessions, settings)
-    runs = {
-        "clicks": clicks,
-        "no_ipw": click_pairs(sessions, no_ipw_settings(settings)),
-        "supervised": supervised_pairs(collection),
-    }
+    runs = {"clicks": clicks}
+    if not args.no_references:
+        runs["no_ipw"] = click_pairs(sessions, no_ipw_settings(settings))
+        runs["supervised"] = supervised_pairs(collection)
     if args.pooling:
         runs["pooled"] = click_pairs(sessions, pooled_settings(settings))
+    for choice in args.negatives or ():
+        runs[f"clicks_{choice}"] = negative_pairs(sessions, settings, choice, embed, collection)
     print(f"{len(sessions)} sessions, {len(clicks)} click pairs", flush=True)
     for name, pairs in runs.items():
         reference = train_reference(collection, pairs, settings)
@@ -164,6 +169,25 @@ def pooled_settings(settings: Any) -> Any:
     pooling = settings.train.pooling.model_copy(update={"enabled": True})
     train = settings.train.model_copy(update={"pooling": pooling})
     return settings.model_copy(update={"train": train})
+
+
+def negative_pairs(
+    sessions: list[Any], settings: Any, choice: str, embed: Embed, collection: Any
+) -> list[Any]:
+    """The click pairs with `train.negatives` = `choice`; ann_mined mines the base model's
+    exact index of the corpus (the index the simulated users searched)."""
+    from tuner.config import NegativeSource
+    from tuner.negatives import ExactNeighbours, mine_negatives
+    from tuner.references import click_pairs, corpus_texts
+
+    train = settings.train.model_copy(update={"negatives": NegativeSource(choice)})
+    pairs = click_pairs(sessions, settings.model_copy(update={"train": train}))
+    if choice != "ann_mined":
+        return pairs
+    texts = corpus_texts(collection)
+    ids = sorted(texts)
+    index = ExactNeighbours(ids, embed([texts[d] for d in ids]))
+    return mine_negatives(pairs, embed, index, index.name, train.ann_depth)
 
 
 def memoized(embed: Embed) -> Embed:
@@ -244,13 +268,17 @@ def bench_result(found: dict[str, dict[str, Any]], sessions: int, options: dict)
             if figures.get(key) is not None:
                 result.add(f"{name}_{key}", figures[key], unit)
     base = found["base"]["ndcg@10"]
-    supervised_gain = found["supervised"]["ndcg@10"] - base
-    click_gain = found["clicks"]["ndcg@10"] - base
-    if supervised_gain > 0:  # a share of no gain means nothing: the ratio is left out
-        result.add_ratio("clicks_share_of_supervised_uplift", click_gain / supervised_gain)
     clicks = found["clicks"]["ndcg@10"]
-    result.add_ratio("clicks_over_no_ipw_ndcg", clicks / found["no_ipw"]["ndcg@10"])
+    if "supervised" in found:
+        supervised_gain = found["supervised"]["ndcg@10"] - base
+        if supervised_gain > 0:  # a share of no gain means nothing: the ratio is left out
+            result.add_ratio("clicks_share_of_supervised_uplift", (clicks - base) / supervised_gain)
+    if "no_ipw" in found:
+        result.add_ratio("clicks_over_no_ipw_ndcg", clicks / found["no_ipw"]["ndcg@10"])
     result.add_ratio("clicks_over_base_ndcg", clicks / base)
+    for name in found:
+        if name.startswith("clicks_"):
+            result.add_ratio(f"{name}_over_clicks_ndcg", found[name]["ndcg@10"] / clicks)
     if "pooled" in found:
         result.add_ratio("pooled_over_clicks_ndcg", found["pooled"]["ndcg@10"] / clicks)
     return result
@@ -283,6 +311,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=256, help="tokens per text")
     parser.add_argument(
         "--pooling", action="store_true", help="also fine-tune on the pooled click pairs"
+    )
+    parser.add_argument(
+        "--negatives",
+        nargs="+",
+        choices=["none", "skip_above", "skip_above_examined", "top_skipped", "ann_mined"],
+        help="also fine-tune the clicks with each of these train.negatives",
+    )
+    parser.add_argument(
+        "--no-references", action="store_true", help="leave out the no_ipw and supervised arms"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)

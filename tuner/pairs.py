@@ -181,6 +181,7 @@ def session_negatives(
 ) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """The hard negatives `source` picks from `session` for its positive at `rank`, and their
     loss weights (empty: each counts fully)."""
+    source = NegativeSource(source)  # a plain string from an unvalidated model_copy too
     if source is NegativeSource.skip_above:
         return skip_above(session, rank, query_positives), ()
     if source is NegativeSource.skip_above_examined:

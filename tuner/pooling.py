@@ -134,7 +134,7 @@ def pooled_pairs(
     stats.without_outcome += sum(1 for s in usable if not _has_shown_outcome(s, outcome_weights))
     pooled = pool_sessions(usable, outcome_weights, propensity, negatives)
     cap = weight_cap(settings, outcome_weights)
-    examined = negatives is NegativeSource.skip_above_examined
+    examined = NegativeSource(negatives) is NegativeSource.skip_above_examined
     pairs = [
         TrainingPair(
             exposure.query,

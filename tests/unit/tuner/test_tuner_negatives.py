@@ -52,6 +52,14 @@ def test_top_skipped_is_the_sessions_first_hit_without_an_outcome() -> None:
     ]
 
 
+def test_a_choice_given_as_a_string_is_the_same_choice() -> None:
+    """`model_copy(update=...)` does not validate: "top_skipped" must not train as none."""
+    pairs = build_pairs(SESSIONS, WEIGHTS, P, 10.0, negatives="top_skipped")  # type: ignore[arg-type]
+    assert [p.hard_negative_ids for p in pairs] == [("a",), ("a",)]
+    with pytest.raises(ValueError, match="hardest"):
+        build_pairs(SESSIONS, WEIGHTS, P, 10.0, negatives="hardest")  # type: ignore[arg-type]
+
+
 def test_none_and_ann_mined_take_no_negatives_from_the_session() -> None:
     for source in (NegativeSource.none, NegativeSource.ann_mined):
         assert all(ids == () for _, ids, _ in negatives(source))

@@ -10,28 +10,21 @@ that embeds documents (`index`, `reindex`, `/v1/documents`, an ingest pipeline c
 goes through `document_encoder`, which finds the pair behind any wrapper (`.inner`) and returns
 its document side, or the encoder itself when there is no pair.
 
-`InputType` is the side a client of `/v1/embeddings` or `/embed` asks for (`input_type`, the
-field Voyage's and Cohere's embedding APIs use; OpenAI's has none).
+`InputType` (serving/input_type.py) is the side a client of `/v1/embeddings` or `/embed` asks
+for.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from serving.encoder import DelegatingEncoder, ServableEncoder
 from serving.errors import ModelLoadError
+from serving.input_type import InputType
 
 __all__ = ["InputType", "PairedEncoder", "document_encoder", "encoder_for_input", "paired"]
-
-
-class InputType(StrEnum):
-    """What a text is: a search query, or a document to store in the index."""
-
-    QUERY = "query"
-    DOCUMENT = "document"
 
 
 class PairedEncoder(DelegatingEncoder):

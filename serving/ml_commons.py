@@ -1,9 +1,16 @@
 """OpenSearch calling clicktune: an ml-commons remote connector and model pointing at the
-service's OpenAI-compatible `/v1/embeddings`, and a `text_embedding` ingest pipeline using it.
+service's OpenAI-compatible `/v1/embeddings`, one per side of the served model.
 
-Every function takes the OpenSearch client first. `connect` is idempotent by name: a connector
-already pointing at the same URL and its deployed model are reused; ones pointing elsewhere are
-undeployed and deleted before fresh ones are made, so re-running never piles up models.
+    document  model `<name>` and a `text_embedding` ingest pipeline using it: documents are
+              stored with the vectors the index holds (its connector sends no `input_type`,
+              which the service reads as document)
+    query     model `<name>-query`, whose connector sends `"input_type": "query"`: the model a
+              `neural` query names, so a query model embeds the queries; no pipeline
+
+For a text or CLIP model both sides embed alike; a query model needs both. Every function takes
+the OpenSearch client first. `connect` is idempotent by name: a connector already pointing at the
+same URL and its deployed model are reused; ones pointing elsewhere are undeployed and deleted
+once the new model answers, so re-running never piles up models.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from opensearchpy.exceptions import NotFoundError, OpenSearchException, OpenSear
 
 from serving.config import MlCommonsSettings
 from serving.errors import MlCommonsError
+from serving.input_type import InputType
 
-__all__ = ["Connection", "connect", "service_dimension", "wait_for_task"]
+__all__ = ["Connection", "connect", "model_name", "service_dimension", "wait_for_task"]
 
 ML = "/_plugins/_ml"
 SEARCH_ALL = {"query": {"match_all": {}}, "size": 1000}
@@ -30,17 +38,20 @@ _PIPELINE_SETTINGS = ("default_pipeline", "final_pipeline")
 
 @dataclass(frozen=True)
 class Connection:
-    """What `connect` left in OpenSearch, and what must be re-created for the new dimension."""
+    """What `connect` left in OpenSearch, and what must be re-created for the new dimension
+    (the query side has no pipeline)."""
 
     connector_id: str
     model_id: str
-    pipeline: str
+    pipeline: str | None
     dimension: int
     recreate_indexes: list[str] = field(default_factory=list)
     recreate_pipelines: list[str] = field(default_factory=list)
+    input_type: InputType = InputType.DOCUMENT
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "input_type": self.input_type.value,
             "connector_id": self.connector_id,
             "model_id": self.model_id,
             "pipeline": self.pipeline,
@@ -62,18 +73,31 @@ def service_dimension(service_url: str, timeout_s: float = 10.0) -> int:
         ) from exc
 
 
+def model_name(settings: MlCommonsSettings, input_type: InputType) -> str:
+    """The ml-commons connector and model name of one side: `<name>`, `<name>-query`."""
+    return settings.name if input_type is InputType.DOCUMENT else f"{settings.name}-query"
+
+
 def connect(
-    client: OpenSearch, service_url: str, dimension: int, settings: MlCommonsSettings
+    client: OpenSearch,
+    service_url: str,
+    dimension: int,
+    settings: MlCommonsSettings,
+    input_type: InputType = InputType.DOCUMENT,
 ) -> Connection:
-    """Make ml-commons call `service_url` and create the ingest pipeline; see the module doc."""
+    """Make ml-commons call `service_url` for one side, documents (with the ingest pipeline) or
+    queries (the model `neural` queries name); see the module doc."""
+    name = model_name(settings, input_type)
     endpoint = f"{service_url.rstrip('/')}/v1/embeddings"
-    connectors = _find(client, "connectors", settings.name)
-    models = [m for m in _find(client, "models", settings.name) if "chunk_number" not in m]
+    connectors = _find(client, "connectors", name)
+    models = [m for m in _find(client, "models", name) if "chunk_number" not in m]
     kept = next((c for c in connectors if _endpoint(c) == endpoint), None)
     kept_model = next((m for m in models if kept and m.get("connector_id") == kept["_id"]), None)
-    connector_id = kept["_id"] if kept else _create_connector(client, settings.name, endpoint)
-    model_id = _deployed_model(client, kept_model, connector_id, settings)
-    _request(client, "PUT", f"/_ingest/pipeline/{settings.pipeline}", _pipeline(model_id, settings))
+    connector_id = kept["_id"] if kept else _create_connector(client, name, endpoint, input_type)
+    model_id = _deployed_model(client, kept_model, connector_id, name, settings)
+    if input_type is InputType.DOCUMENT:
+        pipeline = _pipeline(model_id, settings)
+        _request(client, "PUT", f"/_ingest/pipeline/{settings.pipeline}", pipeline)
     # Only now that the new model answers: retire the ones it replaces.
     replaced = [m["_id"] for m in models if m["_id"] != model_id]
     for old_model in replaced:
@@ -81,13 +105,16 @@ def connect(
     for connector in connectors:
         if connector["_id"] != connector_id:
             _request(client, "DELETE", f"{ML}/connectors/{connector['_id']}")
-    indexes = _mismatched_indexes(client, settings.pipeline, settings.field_map, dimension)
+    if input_type is InputType.QUERY:
+        return Connection(connector_id, model_id, None, dimension, input_type=input_type)
     return Connection(
         connector_id,
         model_id,
         settings.pipeline,
         dimension,
-        recreate_indexes=indexes,
+        recreate_indexes=_mismatched_indexes(
+            client, settings.pipeline, settings.field_map, dimension
+        ),
         recreate_pipelines=_pipelines_naming(client, replaced, skip=settings.pipeline),
     )
 
@@ -111,7 +138,11 @@ def wait_for_task(client: OpenSearch, task_id: str, timeout_s: float) -> str:
 
 
 def _deployed_model(
-    client: OpenSearch, model: dict[str, Any] | None, connector_id: str, settings: MlCommonsSettings
+    client: OpenSearch,
+    model: dict[str, Any] | None,
+    connector_id: str,
+    name: str,
+    settings: MlCommonsSettings,
 ) -> str:
     """The id of a model on `connector_id` that is DEPLOYED, deploying `model` or a new one.
 
@@ -125,7 +156,7 @@ def _deployed_model(
         task = _request(client, "POST", f"{ML}/models/{model['_id']}/_deploy")
         model_id = wait_for_task(client, task["task_id"], settings.deploy_timeout_s)
     else:
-        body = {"name": settings.name, "function_name": "remote", "connector_id": connector_id}
+        body = {"name": name, "function_name": "remote", "connector_id": connector_id}
         task = _request(client, "POST", f"{ML}/models/_register?deploy=true", body)
         model_id = wait_for_task(client, task["task_id"], settings.deploy_timeout_s)
     _wait_deployed(client, model_id, settings.deploy_timeout_s)
@@ -151,13 +182,18 @@ def _wait_deployed(client: OpenSearch, model_id: str, timeout_s: float) -> None:
     )
 
 
-def _create_connector(client: OpenSearch, name: str, endpoint: str) -> str:
+def _create_connector(client: OpenSearch, name: str, endpoint: str, input_type: InputType) -> str:
+    parameters = {"model": "clicktune"}
+    fields = '"input": ${parameters.input}, "model": "${parameters.model}"'
+    if input_type is InputType.QUERY:  # documents: no input_type, the service's default
+        parameters["input_type"] = input_type.value
+        fields += ', "input_type": "${parameters.input_type}"'
     body = {
         "name": name,
-        "description": f"clicktune embedding service at {endpoint}",
+        "description": f"clicktune embedding service at {endpoint}, {input_type.value} side",
         "version": 1,
         "protocol": "http",
-        "parameters": {"model": "clicktune"},
+        "parameters": parameters,
         "credential": {"key": "unused"},  # ml-commons refuses a connector without one
         "actions": [
             {
@@ -165,7 +201,7 @@ def _create_connector(client: OpenSearch, name: str, endpoint: str) -> str:
                 "method": "POST",
                 "url": endpoint,
                 "headers": {"Content-Type": "application/json"},
-                "request_body": '{ "input": ${parameters.input}, "model": "${parameters.model}" }',
+                "request_body": f"{{ {fields} }}",
                 "pre_process_function": "connector.pre_process.openai.embedding",
                 "post_process_function": "connector.post_process.openai.embedding",
             }

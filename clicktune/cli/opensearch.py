@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clicktune.cli.common import fail, print_json, settings_of
+from serving.input_type import InputType
+
+if TYPE_CHECKING:
+    from serving.ml_commons import Connection
 
 app = typer.Typer(
     help="Connect OpenSearch's ml-commons to the clicktune embedding service.", no_args_is_help=True
@@ -29,14 +33,29 @@ def connect(
         list[str] | None,
         typer.Option("--field", help="SOURCE=TARGET text field -> vector field (repeatable)"),
     ] = None,
+    input_type: Annotated[
+        InputType,
+        typer.Option(
+            "--input-type",
+            help="document: the model the ingest pipeline embeds documents with (and the "
+            "pipeline); query: the model neural queries name, which embeds with a query model's "
+            "query side (no pipeline). A query model needs both",
+        ),
+    ] = InputType.DOCUMENT,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Register a remote connector and model, create a text_embedding ingest pipeline."""
+    """Register a remote connector and model for one side; for documents, create a
+    text_embedding ingest pipeline."""
     from clicktune.clients import opensearch_client
     from serving.errors import ServingError
     from serving.ml_commons import connect as connect_ml
     from serving.ml_commons import service_dimension
 
+    if input_type is InputType.QUERY and (pipeline or field_map):
+        fail(
+            "--pipeline and --field set up the ingest pipeline, which embeds documents; "
+            "drop them with --input-type query, or connect --input-type document"
+        )
     settings = settings_of(ctx)
     serving = settings.serving
     service_url = url or f"http://{serving.host}:{serving.port}"
@@ -47,18 +66,15 @@ def connect(
         options.field_map = _field_map(field_map)
     try:
         dimension = service_dimension(service_url)
-        result = connect_ml(opensearch_client(settings.opensearch), service_url, dimension, options)
+        client = opensearch_client(settings.opensearch)
+        result = connect_ml(client, service_url, dimension, options, input_type)
     except ServingError as exc:
         fail(str(exc))
     if as_json:
         print_json(result.as_dict())
     else:
         typer.echo(result.model_id)
-        typer.echo(
-            f"connector {result.connector_id} -> {service_url}/v1/embeddings; ingest pipeline "
-            f"{result.pipeline!r} embeds {options.field_map} (dimension {dimension})",
-            err=True,
-        )
+        typer.echo(_summary(result, service_url, options.field_map), err=True)
     for index in result.recreate_indexes:
         typer.echo(
             f"warning: index {index!r} holds vectors of another dimension than the live model's "
@@ -71,6 +87,19 @@ def connect(
             f"with model_id {result.model_id}",
             err=True,
         )
+
+
+def _summary(result: Connection, service_url: str, field_map: dict[str, str]) -> str:
+    connector = f"connector {result.connector_id} -> {service_url}/v1/embeddings"
+    if result.input_type is InputType.QUERY:
+        return (
+            f"{connector} (input_type query); name model_id {result.model_id} in neural queries "
+            f"(dimension {result.dimension})"
+        )
+    return (
+        f"{connector}; ingest pipeline {result.pipeline!r} embeds {field_map} "
+        f"(dimension {result.dimension})"
+    )
 
 
 def _field_map(pairs: list[str]) -> dict[str, str]:

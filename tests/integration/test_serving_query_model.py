@@ -226,62 +226,24 @@ def test_a_query_model_goes_live_under_load_without_touching_the_index(world: Wo
     assert embeddings["model"] == "v1"  # no input_type: the document side
 
 
-def _connector(url: str, name: str, input_type: str) -> dict[str, Any]:
-    """The connector body the README shows, for one side."""
-    body = '{ "input": ${parameters.input}, "model": "${parameters.model}", '
-    body += '"input_type": "${parameters.input_type}" }'
-    return {
-        "name": name,
-        "version": 1,
-        "protocol": "http",
-        "parameters": {"model": "clicktune", "input_type": input_type},
-        "credential": {"key": "unused"},
-        "actions": [
-            {
-                "action_type": "predict",
-                "method": "POST",
-                "url": f"{url}/v1/embeddings",
-                "headers": {"Content-Type": "application/json"},
-                "request_body": body,
-                "pre_process_function": "connector.pre_process.openai.embedding",
-                "post_process_function": "connector.post_process.openai.embedding",
-            }
-        ],
-    }
-
-
-def _ml_model(opensearch, url: str, name: str, input_type: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    """Register and deploy the README's connector and remote model; (connector id, model id)."""
-    from serving.ml_commons import ML, _request, _wait_deployed, wait_for_task
-
-    connector = _request(
-        opensearch, "POST", f"{ML}/connectors/_create", _connector(url, name, input_type)
-    )["connector_id"]
-    body = {"name": name, "function_name": "remote", "connector_id": connector}
-    task = _request(opensearch, "POST", f"{ML}/models/_register?deploy=true", body)
-    model = wait_for_task(opensearch, task["task_id"], 120)
-    _wait_deployed(opensearch, model, 120)
-    return connector, model
-
-
 def test_opensearch_ingests_with_the_document_side_and_searches_with_the_query_side(
     world: World, opensearch
 ) -> None:  # type: ignore[no-untyped-def]
-    from serving.ml_commons import ML, _delete_model, _request
+    """The README's two commands (`clicktune opensearch connect`, then with `--input-type
+    query`) against the real ml-commons: the pipeline stores v1's vectors, `neural` queries rank
+    by q1's query vectors."""
+    from serving.config import MlCommonsSettings
+    from serving.input_type import InputType
+    from serving.ml_commons import ML, _delete_model, _request, connect, model_name
 
     assert world.promote("q1").status_code == 200
-    index, pipeline = f"{world.name}-neural", f"{world.name}-embed"
-    made: dict[str, tuple[str, str]] = {}
+    index = f"{world.name}-neural"
+    settings = MlCommonsSettings(name=world.name, pipeline=f"{world.name}-embed")
+    made = {}
     try:
-        for side in ("document", "query"):
-            made[side] = _ml_model(opensearch, world.url, f"{world.name}-{side}", side)
-        processor = {"model_id": made["document"][1], "field_map": {"text": "embedding"}}
-        _request(
-            opensearch,
-            "PUT",
-            f"/_ingest/pipeline/{pipeline}",
-            {"processors": [{"text_embedding": processor}]},
-        )
+        for side in InputType:
+            made[side] = connect(opensearch, world.url, 32, settings, side)
+        assert made[InputType.QUERY].pipeline is None
         method = {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil"}
         vector = {"type": "knn_vector", "dimension": 32, "method": method}
         opensearch.indices.create(
@@ -290,7 +252,7 @@ def test_opensearch_ingests_with_the_document_side_and_searches_with_the_query_s
                 "settings": {
                     "index.knn": True,
                     "number_of_replicas": 0,
-                    "default_pipeline": pipeline,
+                    "default_pipeline": settings.pipeline,
                 },
                 "mappings": {"properties": {"text": {"type": "text"}, "embedding": vector}},
             },
@@ -304,18 +266,22 @@ def test_opensearch_ingests_with_the_document_side_and_searches_with_the_query_s
         np.testing.assert_allclose(stored, world.embed(texts, "document"), atol=1e-5)
         assert not np.allclose(stored, world.embed(texts, "query"), atol=1e-3)
 
+        query_model = made[InputType.QUERY].model_id
         for query in QUERIES[:3]:
-            neural = {"embedding": {"query_text": query, "model_id": made["query"][1], "k": 8}}
+            neural = {"embedding": {"query_text": query, "model_id": query_model, "k": 8}}
             hits = opensearch.search(index=index, body={"query": {"neural": neural}, "size": 3})
             scores = stored @ world.embed([query], "query")[0]
             expected = [list(DOCS)[i] for i in np.argsort(-scores)[:3]]
             assert [h["_id"] for h in hits["hits"]["hits"]] == expected
+        again = connect(opensearch, world.url, 32, settings, InputType.QUERY)
+        assert again.model_id == query_model  # re-running reuses the side's model
+        assert model_name(settings, InputType.QUERY) == f"{world.name}-query"
     finally:
         opensearch.indices.delete(index=index, ignore_unavailable=True)
-        _request(opensearch, "DELETE", f"/_ingest/pipeline/{pipeline}", missing={})
-        for connector, model in made.values():
-            _delete_model(opensearch, model)
-            _request(opensearch, "DELETE", f"{ML}/connectors/{connector}", missing={})
+        _request(opensearch, "DELETE", f"/_ingest/pipeline/{settings.pipeline}", missing={})
+        for connection in made.values():
+            _delete_model(opensearch, connection.model_id)
+            _request(opensearch, "DELETE", f"{ML}/connectors/{connection.connector_id}", missing={})
 
 
 def test_rollback_from_the_query_model_keeps_the_index(world: World) -> None:

@@ -8,7 +8,9 @@ the index holds: `PairedEncoder` carries both. As an encoder it *is* its query s
 interleaved arms, the micro-batcher and metrics wrappers around it) needs no change; everything
 that embeds documents (`index`, `reindex`, `/v1/documents`, an ingest pipeline calling `/embed`)
 goes through `document_encoder`, which finds the pair behind any wrapper (`.inner`) and returns
-its document side, or the encoder itself when there is no pair.
+its document side, or the encoder itself when there is no pair. Serving's own wrappers go on
+through `wrap_sides`: around a pair it wraps each side and keeps the pair outside, so document
+encodes are micro-batched and metered (`side="document"`) as query encodes are.
 
 `InputType` (serving/input_type.py) is the side a client of `/v1/embeddings` or `/embed` asks
 for.
@@ -16,6 +18,7 @@ for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,16 @@ from serving.encoder import DelegatingEncoder, ServableEncoder
 from serving.errors import ModelLoadError
 from serving.input_type import InputType
 
-__all__ = ["InputType", "PairedEncoder", "document_encoder", "encoder_for_input", "paired"]
+__all__ = [
+    "InputType",
+    "PairedEncoder",
+    "document_encoder",
+    "encoder_for_input",
+    "paired",
+    "wrap_sides",
+]
+
+SideWrapper = Callable[[ServableEncoder, InputType | None], ServableEncoder]
 
 
 class PairedEncoder(DelegatingEncoder):
@@ -68,3 +80,13 @@ def encoder_for_input(encoder: Any, input_type: InputType) -> Any:
     """`encoder` itself for queries (the slot's encoder is the query side), its document side
     for documents."""
     return encoder if input_type is InputType.QUERY else document_encoder(encoder)
+
+
+def wrap_sides(encoder: ServableEncoder, wrap: SideWrapper) -> ServableEncoder:
+    """`wrap(side, input_type)` around each side of a pair, the pair kept outermost so
+    `document_encoder` finds the wrapped document side; around any other encoder, `wrap(encoder,
+    None)`: one model embeds both."""
+    if isinstance(encoder, PairedEncoder):
+        queries = wrap(encoder.inner, InputType.QUERY)
+        return PairedEncoder(queries, wrap(encoder.documents, InputType.DOCUMENT))
+    return wrap(encoder, None)

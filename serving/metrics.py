@@ -2,7 +2,8 @@
 
     clicktune_request_seconds{method,route}      request latency histogram, per route template
     clicktune_request_errors_total{route,status} answers with status >= 400
-    clicktune_encode_batch_size{slot}            texts per encode call
+    clicktune_encode_batch_size{slot,side}       texts per encode call; side: query or document
+                                                 (a query model's pair), both (any other model)
     clicktune_model_info{slot,version,dimension} 1 for the version each slot serves now
     clicktune_arm_requests_total{experiment,arm}  A/B searches per arm (serving/arm_health.py)
     clicktune_arm_errors_total{experiment,arm}    of those, the failed ones (5xx answers)
@@ -31,6 +32,7 @@ from prometheus_client.registry import Collector
 from serving.arm_health import LATENCY_BOUNDS_MS, HealthLedger
 from serving.auth import Scope, requires
 from serving.encoder import DelegatingEncoder, ServableEncoder
+from serving.encoder_pair import InputType, wrap_sides
 from serving.slot import ModelSlot
 
 __all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
@@ -60,7 +62,7 @@ class Metrics:
         self.batch_size = Histogram(
             "clicktune_encode_batch_size",
             "texts per encode call",
-            ["slot"],
+            ["slot", "side"],
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
@@ -68,10 +70,15 @@ class Metrics:
         self.registry.register(self._slots)
 
     def watch(self, slot: ModelSlot) -> None:
-        """Report `slot`'s version and meter its encode calls."""
+        """Report `slot`'s version and meter its encode calls, per side of a query model's pair."""
         self._slots.slots.append(slot)
-        histogram = self.batch_size.labels(slot=slot.name)
-        slot.instrument(lambda encoder: MeteredEncoder(encoder, histogram.observe))
+
+        def meter(encoder: ServableEncoder, side: InputType | None) -> ServableEncoder:
+            side_label = side.value if side is not None else "both"
+            histogram = self.batch_size.labels(slot=slot.name, side=side_label)
+            return MeteredEncoder(encoder, histogram.observe)
+
+        slot.instrument(lambda encoder: wrap_sides(encoder, meter))
 
     def watch_arms(self, ledger: HealthLedger) -> None:
         """Report the per-arm counts of the A/B experiments this replica served."""

@@ -246,12 +246,15 @@ def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:
 
 
 def _batched(encoder: Any, settings: EncoderSettings) -> Any:
-    """`encoder` behind its own micro-batcher (serving/batcher.py); as is when the window is 0."""
+    """`encoder` behind its own micro-batcher (serving/batcher.py), a query model's pair one per
+    side; as is when the window is 0."""
     from serving.batcher import MicroBatcher
+    from serving.encoder_pair import wrap_sides
 
     if settings.batch_window_ms <= 0:
         return encoder
-    return MicroBatcher(encoder, window_ms=settings.batch_window_ms, max_batch=settings.max_batch)
+    window, most = settings.batch_window_ms, settings.max_batch
+    return wrap_sides(encoder, lambda side, _: MicroBatcher(side, window_ms=window, max_batch=most))
 
 
 def _arm_router(settings: Settings, doc_index: DocumentIndex) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from clicktune.cli.serve import _batched
 from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_experiment
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
@@ -24,6 +25,7 @@ from serving.encoder_pair import InputType, PairedEncoder, document_encoder, enc
 from serving.errors import ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper
 from serving.indexer import index_corpus
+from serving.metrics import Metrics
 from serving.model_loader import load_model_dir
 from serving.query_log import InMemoryQueryLog
 from serving.registry import LocalRegistry
@@ -296,6 +298,22 @@ def test_a_query_model_hot_swaps_over_its_document_model_s_index_without_a_reind
     result = swapper.swap_to("q1")  # no reindex: the query model searches v1's vectors
     assert (result.version, result.previous) == ("q1", "v1")
     assert document_encoder(slot.current).version == "v1"
+
+
+def test_document_encodes_of_a_pair_are_batched_and_metered_as_the_document_side() -> None:
+    encoder = _batched(pair(), EncoderSettings(batch_window_ms=1))
+    assert isinstance(document_encoder(encoder), MicroBatcher)
+    slot = ModelSlot(encoder)
+    metrics = Metrics()
+    metrics.watch(slot)
+    document_encoder(slot.current).encode(TEXTS)  # what /v1/documents and /embed documents do
+    slot.current.encode(TEXTS[:1])  # type: ignore[union-attr] - a search
+    text = metrics.render().decode()
+    assert 'clicktune_encode_batch_size_sum{side="document",slot="production"} 3.0' in text
+    assert 'clicktune_encode_batch_size_sum{side="query",slot="production"} 1.0' in text
+    np.testing.assert_allclose(
+        document_encoder(slot.current).encode(TEXTS), HashingEncoder(16, "v1").encode(TEXTS)
+    )
 
 
 def test_a_pair_whose_document_side_fails_its_probes_is_refused(registry: LocalRegistry) -> None:

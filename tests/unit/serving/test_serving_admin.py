@@ -224,7 +224,7 @@ def test_metrics_report_latency_batches_errors_and_the_served_version(parts: Par
     text = client.get("/metrics").text
     assert 'clicktune_request_seconds_count{method="POST",route="/v1/embeddings"} 2.0' in text
     assert 'clicktune_request_errors_total{route="/v1/embeddings",status="422"} 1.0' in text
-    assert 'clicktune_encode_batch_size_bucket{le="4.0",slot="production"} 1.0' in text
+    assert 'clicktune_encode_batch_size_bucket{le="4.0",side="both",slot="production"} 1.0' in text
     assert 'clicktune_model_info{dimension="16",slot="production",version="v2"} 1.0' in text
     assert 'version="v1"' not in text
 

@@ -31,7 +31,7 @@ from serving.index_versions import alias_holders, index_version, move_aliases
 from serving.model_loader import load_model_dir
 from serving.registry import LocalRegistry, ModelVersion
 from serving.reindex import CheckpointStore, Reindexer, abandon
-from serving.rollout import Publish, Rollout
+from serving.rollout import Publish, Rollout, paired_index
 from serving.vector_index import DocumentIndex
 from tuner import progress
 from tuner.batches import release_batch, reload_batch
@@ -209,8 +209,14 @@ class LoopStages:
         index = self.doc_index.settings
         control = self.registry.get("production").version
         # A query model's arm searches the live index (its document model's vectors) with its
-        # own query vectors: both arms over one index, no candidate index to build.
-        searched = index.alias if not self.needs_reindex(version) else index.candidate_alias
+        # own query vectors: both arms over one index, no candidate index to build. Over an
+        # index another model built its arm would search vectors it was never trained against:
+        # `paired_index` refuses with the pairing named, and the task fails before any traffic.
+        candidate = self.registry.get(version)
+        searched = index.candidate_alias
+        if candidate.document_model is not None:
+            paired_index(self.doc_index, candidate)
+            searched = index.alias
         self.fence.check(f"starting the experiment for {version}")
         experiment = new_experiment(
             Arm(CONTROL, control, index.alias),

@@ -12,7 +12,8 @@ here) and a `QueryAdapter` on its query embeddings (None: the identity, Y itself
     train       tuner.query_adapter.fine_tune_query_adapter, from the live adapter if any
     embed       `TwoSided`: queries through the adapter, documents through the frozen encoder
                 (computed once per text and shared by every copy: they never change)
-    export      tuner.export_query.export_query_model ("query model X over document model Y")
+    export      tuner.export_query.export_query_model ("query model X over document model Y"),
+                folded into the document model's registered graph (`document_dir`)
 
 The live index keeps its vectors: a query candidate is deployed by moving the registry alias.
 """
@@ -47,18 +48,22 @@ class QueryModel:
     document_model: str  # the registry version whose index the query model searches
     adapter: Any = None  # tuner.query_adapter.QueryAdapter; None: the identity
     doc_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # text -> vector
+    document_dir: Path | None = None  # document_model's registered directory: its ONNX graph
 
     def __deepcopy__(self, memo: dict[int, Any]) -> QueryModel:
         # A hyperparameter set trains its own adapter; the encoder and its document vectors
         # are the same frozen ones for all (copying MiniLM per set would cost ~90 MB each).
+        adapter = copy.deepcopy(self.adapter, memo)
         return QueryModel(
-            self.encoder, self.document_model, copy.deepcopy(self.adapter, memo), self.doc_vectors
+            self.encoder, self.document_model, adapter, self.doc_vectors, self.document_dir
         )
 
 
-def load_query_model(live: ModelVersion) -> QueryModel:
+def load_query_model(live: ModelVersion, document: ModelVersion | None = None) -> QueryModel:
     """The query model an iteration starts from over `live`'s index: `live`'s own encoder and,
-    for a query model, its adapter (a text model: the identity over itself)."""
+    for a query model, its adapter (a text model: the identity over itself). `document`, the
+    registered document model of a live query model, lends its ONNX graph to the export (none:
+    the export writes the encoder's graph anew)."""
     from tuner.base_models import load_text_model
     from tuner.query_adapter import ADAPTER_FILE, load_adapter
 
@@ -78,9 +83,11 @@ def load_query_model(live: ModelVersion) -> QueryModel:
     if meta.get("max_length") is not None:
         encoder.max_seq_length = int(meta["max_length"])  # as served (start_point explains)
     if live.document_model is None:
-        return QueryModel(encoder, live.version)
+        return QueryModel(encoder, live.version, document_dir=live.path)
     adapter = load_adapter(live.path / ADAPTER_FILE, meta["query_adapter"])
-    return QueryModel(encoder, live.document_model, adapter)
+    paired = document is not None and document.version == live.document_model
+    document_dir = document.path if paired and document is not None else None
+    return QueryModel(encoder, live.document_model, adapter, document_dir=document_dir)
 
 
 class QueryKind:
@@ -139,6 +146,7 @@ class QueryKind:
             max_length=settings.train.max_length,
             min_cosine=settings.export.parity_min_cosine,
             opset_version=settings.export.opset_version,
+            document_dir=model.document_dir,
             **lineage,
         )
 

@@ -79,7 +79,7 @@ def start_model(
     except RegistryError:
         live = None
     if method == TrainMethod.query_adapter or (live is not None and live.kind == "query"):
-        return _query_start(live, ref, base_model, method)
+        return _query_start(live, ref, base_model, method, _document_of(registry, live))
     kind = kind_named(live.kind) if live is not None else TEXT
     lineage = str(model_metadata(live).get("base_model") or base_model) if live else base_model
     if live is not None and (live.path / kind.weights_dir).is_dir():
@@ -91,8 +91,23 @@ def start_model(
     return StartPoint(kind.load(base), parent, base, f"base model {base}", kind)
 
 
+def _document_of(registry: ModelRegistry, live: ModelVersion | None) -> ModelVersion | None:
+    """The registered document model of a live query model (None: not one, or no longer
+    registered); its graph is what a query candidate's export folds into."""
+    if live is None or live.document_model is None:
+        return None
+    try:
+        return registry.get(live.document_model)
+    except RegistryError:
+        return None
+
+
 def _query_start(
-    live: ModelVersion | None, ref: str, base_model: str, method: TrainMethod
+    live: ModelVersion | None,
+    ref: str,
+    base_model: str,
+    method: TrainMethod,
+    document: ModelVersion | None = None,
 ) -> StartPoint:
     """A query model over `live`'s index (query-side `method`), or, for a full method over a
     live query model, its encoder to fine-tune with the query model scored as live."""
@@ -104,7 +119,7 @@ def _query_start(
             f"encoder, and {ref!r} names no model: import and promote a text model first "
             "(clicktune models import)"
         )
-    query = load_query_model(live)
+    query = load_query_model(live, document)
     lineage = str(model_metadata(live).get("base_model") or base_model)
     source = f"{ref} ({live.version})"
     if method == TrainMethod.query_adapter:

@@ -21,6 +21,7 @@ from serving.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_query_adapter import DOCS, HELD_OUT, PAIRS, QUERIES, SETTINGS
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder
 from tuner.errors import ExportParityError
+from tuner.export import export_text_model
 from tuner.export_query import export_query_model
 from tuner.query_adapter import (
     ADAPTER_FILE,
@@ -42,7 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[SentenceTransform
     return encoder, fine_tune_query_adapter(encoder, PAIRS, DOCS, settings, progress=False).adapter
 
 
-def export(trained: tuple[SentenceTransformer, QueryAdapter], out: Path) -> dict:
+def export(
+    trained: tuple[SentenceTransformer, QueryAdapter], out: Path, document_dir: Path | None = None
+) -> dict:
     encoder, adapter = trained
     report = export_query_model(
         encoder,
@@ -54,6 +57,7 @@ def export(trained: tuple[SentenceTransformer, QueryAdapter], out: Path) -> dict
         base_model="tiny",
         max_length=32,
         held_out_texts=HELD_OUT + QUERIES,
+        document_dir=document_dir,
     )
     return {"report": report, "meta": json.loads((out / "clicktune.json").read_text())}
 
@@ -111,3 +115,52 @@ def test_a_graph_that_disagrees_with_torch_is_refused_and_not_registrable(
     assert not (tmp_path / "q1" / "clicktune.json").exists()
     with pytest.raises(RegistryError, match="clicktune.json"):
         LocalRegistry(tmp_path / "models").add(tmp_path / "q1")
+
+
+@pytest.fixture()
+def registered_v3(trained, tmp_path: Path) -> Path:
+    """The document model's registered directory: the frozen encoder exported as a text model."""
+    encoder, _ = trained
+    path = tmp_path / "models" / "v3"
+    export_text_model(encoder, path, version="v3", parent=None, base_model="tiny", max_length=32)
+    return path
+
+
+def no_encoder_export(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the frozen encoder was exported again")
+
+
+def test_over_a_registered_document_model_only_the_adapter_is_added_and_checked(
+    trained, registered_v3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder, adapter = trained
+    graph_before = (registered_v3 / "model.onnx").read_bytes()
+    monkeypatch.setattr(export_query, "export_text_model", no_encoder_export)
+    out = export(trained, tmp_path / "q1", document_dir=registered_v3)
+    assert out["report"].parity_min_cosine >= 0.9999
+    assert (out["meta"]["kind"], out["meta"]["document_model"]) == ("query", "v3")
+    assert out["meta"]["max_length"] == 32 and out["meta"]["dimension"] == 32
+
+    onnx_vectors = served(tmp_path / "q1", UNSEEN)
+    torch_vectors = encode_queries(encoder, adapter, UNSEEN, 32)
+    assert np.sum(onnx_vectors * torch_vectors, axis=1).min() >= 0.9999
+    assert (registered_v3 / "model.onnx").read_bytes() == graph_before  # the index's graph
+    st = SentenceTransformer(str(tmp_path / "q1" / "st"), device="cpu")  # the next round's start
+    assert np.allclose(st.encode(UNSEEN), encoder.encode(UNSEEN), atol=1e-6)
+    version = LocalRegistry(tmp_path / "registry").add(tmp_path / "q1")
+    assert (version.kind, version.document_model) == ("query", "v3")
+
+
+def test_a_fold_that_disagrees_with_the_torch_adapter_is_refused(
+    trained, registered_v3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = QueryAdapter(32, 0)
+    with torch.no_grad():
+        wrong.weight.normal_()
+    fold = export_query.fold_adapter
+    monkeypatch.setattr(
+        export_query, "fold_adapter", lambda path, _adapter, source=None: fold(path, wrong, source)
+    )
+    with pytest.raises(ExportParityError, match="minimum cosine"):
+        export(trained, tmp_path / "q1", document_dir=registered_v3)
+    assert not (tmp_path / "q1" / "clicktune.json").exists()

@@ -2,7 +2,9 @@
 task to `ab_running`, `clicktune serve` routes searches to the arms and reports their health,
 `clicktune ingest run` stores the UBI records; simulated users who click more on the candidate
 get it promoted, users who click less get it rolled back, and a candidate arm whose searches
-fail is stopped by the guard before the sequential test could decide anything.
+fail is stopped by the guard before the sequential test could decide anything. A query adapter
+(rollout two_stage) goes through the interleaved online stage over the one live index, promoted
+or rolled back by which team's hits users click, with the document index untouched.
 
 A tiny random-weight model (worker_support.py) makes training and reindexing take seconds; the
 users' taste is decided per arm (the arm is in each search answer), not by the model's quality,
@@ -17,14 +19,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from opensearchpy.helpers import bulk
 
 from clicktune.local_http import free_port, wait_until_ready
 from serving.tasks import Stage, TaskRecord, new_task
-from tests.integration.worker_world import ROOT, World
+from tests.integration.worker_world import DOCS, ROOT, World
 from tuner.simulator import ClickSimulator, UserModel
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -227,4 +231,96 @@ def test_a_candidate_arm_whose_searches_fail_is_stopped_by_the_guard(
     assert _experiment_over(world)
     after = httpx.post(f"{loop.url}/v1/search", json={"query": "wing", "client_id": "ab-0"})
     assert after.status_code == 200 and after.json()["arm"] == "production"
+    world.assert_nothing_half_done()
+
+
+# A query adapter that barely moves ranks as the live model offline: the gate (promote_directly
+# off) finds it not worse and leaves the decision to the online stage, an interleaved test of the
+# two query sides over the one live index.
+QUERY_TWO_STAGE = {
+    "CLICKTUNE_TUNER__WORKER__ROLLOUT": "two_stage",
+    "CLICKTUNE_TUNER__TRAIN__METHOD": "query_adapter",
+    "CLICKTUNE_TUNER__TRAIN__QUERY_ADAPTER_LEARNING_RATE": "1e-9",
+    "CLICKTUNE_TUNER__GATE__ENABLED": "true",
+    "CLICKTUNE_TUNER__GATE__PROMOTE_DIRECTLY": "false",
+    "CLICKTUNE_TUNER__GATE__MIN_CONFIRM_QUERIES": "2",
+    "CLICKTUNE_TUNER__GATE__NONINFERIORITY_MARGIN": "0.5",
+}
+
+
+def interleaved_traffic(loop: Loop, liked: str, searches: int = 40) -> None:
+    """Interleaved searches; each user clicks the first hit team `liked` ("A": control, "B":
+    the candidate) contributed, as the UBI query record the replica logged says."""
+    world = loop.world
+    shown: dict[str, list[str]] = {}
+    for i in range(searches):
+        query = world.queries[i % len(world.queries)]
+        body = {"query": query["text"], "k": 10, "client_id": f"il-{world.unique}-{i}"}
+        answer = httpx.post(f"{loop.url}/v1/search", json=body, timeout=30)
+        assert answer.status_code == 200 and answer.json()["arm"] == "interleave", answer.text
+        shown[answer.json()["query_id"]] = [h["id"] for h in answer.json()["hits"]]
+    teams = _logged_teams(world, list(shown))
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    events = []
+    for qid, hits in shown.items():
+        rank = teams[qid].index(liked)
+        target = {"object_id": hits[rank], "object_id_field": "_id"}
+        attributes = {"event_id": f"e-{qid}", "object": target, "position": {"ordinal": rank}}
+        event = {"action_name": "click", "query_id": qid, "client_id": "c", "timestamp": now}
+        source = {**event, "event_attributes": attributes}
+        events.append({"_index": world.events_index, "_source": source})
+    bulk(world.client, events, refresh=True)
+
+
+def _logged_teams(world: World, query_ids: list[str], timeout_s: float = 60) -> dict[str, list]:
+    """query id -> the interleave teams of its hits, once ingest has stored every record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        world.client.indices.refresh(index=world.queries_index)
+        found = world.client.search(
+            index=world.queries_index,
+            body={"query": {"terms": {"query_id": query_ids}}, "size": len(query_ids)},
+        )["hits"]["hits"]
+        if len(found) == len(query_ids):
+            return {
+                h["_source"]["query_id"]: h["_source"]["query_attributes"]["interleave_teams"]
+                for h in found
+            }
+        assert time.monotonic() < deadline, f"{len(found)} of {len(query_ids)} queries logged"
+        time.sleep(1)
+
+
+@pytest.mark.parametrize(("liked", "outcome"), [("B", "done"), ("A", "rejected")])
+def test_a_query_adapter_is_decided_by_interleaving_over_the_untouched_index(
+    world: World, loop_for, liked: str, outcome: str
+) -> None:
+    live = world.doc_index.live_index()
+    indexes = sorted(world.client.indices.get(index=f"tw_{world.unique}_docs*"))
+    production = world.registry.aliases()["production"]
+    loop, task = loop_for(**QUERY_TWO_STAGE)
+    assert task.metrics["side"] == "query" and task.metrics["verdict"] == "online", task.metrics
+    assert task.metrics["reindexed"] is False
+    version = world.registry.get(str(task.version))
+    assert (version.kind, version.document_model) == ("query", production)
+    experiment = json.loads((world.home / "models" / "experiment.json").read_text())
+    assert experiment["mode"] == "interleave"
+    alias = world.doc_index.settings.alias
+    assert [experiment[arm]["index_alias"] for arm in ("control", "candidate")] == [alias, alias]
+
+    interleaved_traffic(loop, liked)
+    final = loop.wait_for(task.id, lambda t: t.finished, 90)
+    assert final.stage == outcome, final.reason
+    assert "win share - 1/2 " + ("+" if liked == "B" else "-") in str(final.reason)
+    if outcome == "done":
+        assert [h["stage"] for h in final.history][-3:] == ["ab_running", "promoting", "done"]
+        assert world.registry.aliases()["production"] == version.version
+        assert final.metrics["rollout"]["reindexed"] is False
+    else:
+        assert [h["stage"] for h in final.history][-2:] == ["rolling_back", "rejected"]
+        assert world.registry.aliases()["production"] == production
+    # Either way the document index is untouched: same live index, same indexes, every document.
+    assert world.doc_index.live_index() == live
+    assert sorted(world.client.indices.get(index=f"tw_{world.unique}_docs*")) == indexes
+    assert world.doc_index.refresh(live) == DOCS
+    assert _experiment_over(world)
     world.assert_nothing_half_done()

@@ -74,7 +74,7 @@ def compare_cache(args: argparse.Namespace) -> int:
             figures = pool.submit(run_arm, "clicktune", options).result()
         print(
             f"{name:>10}: {_line(figures)}, ndcg@10 {figures['ndcg@10']:.4f} "
-            f"(base {figures['base_ndcg@10']:.4f}, {figures['steps']} steps)",
+            f"(base {base:.4f}, {figures['steps']} steps)",
             flush=True,
         )
         result.add(f"{name}_pairs_per_s", figures["pairs_per_s"], "pairs/s")

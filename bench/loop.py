@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.loop [--dataset ../shared/data/cranfield] [--sessions 300]
                                     [--max-steps 20] [--home DIR] [--json FILE]
-                                    [--methods full query_adapter] [--adapter-steps 200]
+                                    [--methods full query_adapter query_tower]
+                                    [--adapter-steps 200]
                                     [--click-model position|cascade|dbn] [--eta 1.0]
                                     [--noise 0.05] [--trust-bias 0] [--dbn-continue 0.9]
 
@@ -22,7 +23,8 @@ The namespace's indexes are deleted at the end (the home folder too, unless --ho
 `--methods` runs the loop once per `tuner.train.method`, each in a fresh namespace on the same
 sessions, and prints them side by side: `full` fine-tunes the model and reindexes the corpus;
 `query_adapter` trains an adapter over the base index's frozen encoder (`--adapter-steps`) and
-goes live by moving the registry alias alone (no reindex stage). Each run also measures the
+goes live by moving the registry alias alone (no reindex stage); `query_tower` trains a copy of
+that encoder for queries (`--max-steps`) and goes live the same way. Each run also measures the
 uplift: test-query nDCG@10 by kNN search on the live index with the live model's query side,
 before the trigger and once live.
 """
@@ -84,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         default=["full"],
-        choices=["full", "query_adapter"],
-        help="tuner.train.method of each run (query_adapter: no reindex)",
+        choices=["full", "query_adapter", "query_tower"],
+        help="tuner.train.method of each run (query_adapter, query_tower: no reindex)",
     )
     parser.add_argument(
         "--adapter-steps", type=int, default=200, help="training steps of a query_adapter run"

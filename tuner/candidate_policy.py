@@ -35,7 +35,7 @@ __all__ = [
 
 QUERY = "query"
 FULL = "full"
-_QUERY_METHODS = frozenset({TrainMethod.query_adapter})
+_QUERY_METHODS = frozenset({TrainMethod.query_adapter, TrainMethod.query_tower})
 
 
 def is_query_side(method: TrainMethod) -> bool:

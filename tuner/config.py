@@ -17,6 +17,9 @@ class TrainMethod(StrEnum):
     # a residual adapter on the query embedding over the frozen document encoder: no reindex
     # (tuner/query_adapter.py); the model's own weights never move
     query_adapter = "query_adapter"
+    # a full copy of the text tower trained on queries only, the document tower frozen: no
+    # reindex either (tuner/query_tower.py); exported as a query model with its own graph
+    query_tower = "query_tower"
 
 
 class NegativeSource(StrEnum):
@@ -308,7 +311,7 @@ class Candidates(StrEnum):
     """Which candidates a worker iteration trains (tuner/candidate_policy.py picks one)."""
 
     full = "full"  # a full model by `train.method` (full or lora): deployed with a reindex
-    query = "query"  # a query-side model (query_adapter) over the live index: no reindex
+    query = "query"  # a query-side model (query_adapter, query_tower) over the live index
     both = "both"  # both; the cheaper (query) one unless the full one's gain pays its reindex
 
 
@@ -334,7 +337,7 @@ class WorkerSettings(BaseModel):
     candidates: Candidates | None = Field(
         default=None,
         description="full, query or both; None: one candidate, the side `train.method` names "
-        "(query_adapter: query, else full)",
+        "(query_adapter, query_tower: query, else full)",
     )
     reindex_margin: float = Field(
         default=0.01,

@@ -17,6 +17,10 @@ through serving's own `OnnxTextEncoder` for the check; below the threshold `Expo
 is raised and no `clicktune.json` is left behind.
 `clicktune.json` says `"kind": "query"` and `"document_model"`: the version whose index this
 model searches ("query model X over document model Y"); the rollout refuses any other index.
+
+A query tower (`export_query_tower`) is exported as a graph of its own, checked whole, with the
+frozen encoder's weights beside it in `st/` (what the next round embeds documents with) and the
+tower's in `query_st/`; `clicktune.json` says `"query_tower"`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,7 @@ from tuner.export import (
 from tuner.parity_texts import parity_texts
 from tuner.query_adapter import ADAPTER_FILE, QueryAdapter, encode_queries, save_adapter
 
-__all__ = ["QUERY_KIND", "export_query_model", "fold_adapter"]
+__all__ = ["QUERY_KIND", "export_query_model", "export_query_tower", "fold_adapter"]
 
 QUERY_KIND = "query"
 _BASE_OUTPUT = "base_sentence_embedding"
@@ -122,6 +127,56 @@ def export_query_model(
         seconds=round(time.perf_counter() - started, 3),
         metadata=metadata,
     )
+
+
+def export_query_tower(
+    tower: SentenceTransformer,
+    encoder: SentenceTransformer,
+    out_dir: Path,
+    *,
+    version: str,
+    document_model: str,
+    parent: str | None,
+    base_model: str,
+    max_length: int = 256,
+    metrics: Mapping[str, Any] | None = None,
+    held_out_texts: Sequence[str] | None = None,
+    min_cosine: float = 0.9999,
+    opset_version: int = 17,
+    document_dir: Path | None = None,
+) -> ExportReport:
+    """Write the query model directory of a query `tower` over the frozen `encoder` (the model
+    that built `document_model`'s index): the tower's own graph, checked whole against torch, its
+    weights in `query_st/` and the frozen encoder's in `st/` (linked from `document_dir`'s)."""
+    from tuner.query_tower import QUERY_TOWER_DIR
+
+    exported = export_text_model(
+        tower,
+        out_dir,
+        version=version,
+        parent=parent,
+        base_model=base_model,
+        max_length=max_length,
+        held_out_texts=held_out_texts,
+        min_cosine=min_cosine,
+        opset_version=opset_version,
+    )
+    (out_dir / METADATA_FILE).unlink()  # a text model's metadata, until the pairing is whole
+    (out_dir / TORCH_WEIGHTS_DIR).rename(out_dir / QUERY_TOWER_DIR)
+    if document_dir is not None:
+        weights = document_dir / TORCH_WEIGHTS_DIR
+        shutil.copytree(weights, out_dir / TORCH_WEIGHTS_DIR, copy_function=_link_or_copy)
+    else:
+        encoder.save(str(out_dir / TORCH_WEIGHTS_DIR), create_model_card=False)
+    metadata = {
+        **exported.metadata,
+        "kind": QUERY_KIND,
+        "document_model": document_model,
+        "query_tower": {"weights": QUERY_TOWER_DIR},
+        "metrics": dict(metrics or {}),
+    }
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return replace(exported, metadata=metadata)
 
 
 def _take_document_model(

@@ -1,19 +1,25 @@
-"""Query-side candidates in an iteration: a query adapter over the live index's frozen encoder.
+"""Query-side candidates in an iteration: a query adapter or a query tower over the live
+index's frozen encoder.
 
-`QueryModel` is what an iteration trains and scores for `train.method: query_adapter`: the
-sentence-transformers encoder the live index was built with (document model Y, never trained
-here) and a `QueryAdapter` on its query embeddings (None: the identity, Y itself). `QUERY` is its
-`tuner.model_kinds.ModelKind`:
+`QueryModel` is what an iteration trains and scores for `train.method: query_adapter` or
+`query_tower`: the sentence-transformers encoder the live index was built with (document model
+Y, never trained here) and on the query side either a `QueryAdapter` on its embeddings or a
+tower of its own (a trained copy of the encoder); neither: the identity, Y itself. `QUERY` is
+its `tuner.model_kinds.ModelKind`:
 
     step        QUERY
     load        `query_start`: the live version's encoder (its own, or its document model's,
-                saved in `st/`) and, when the live version is a query model, its adapter
+                saved in `st/`) and, when the live version is a query model, its adapter or
+                its tower (`query_st/`)
     documents   text fields joined, as for text models
-    train       tuner.query_adapter.fine_tune_query_adapter, from the live adapter if any
-    embed       `TwoSided`: queries through the adapter, documents through the frozen encoder
-                (computed once per text and shared by every copy: they never change)
-    export      tuner.export_query.export_query_model ("query model X over document model Y"),
-                folded into the document model's registered graph (`document_dir`)
+    train       by method: tuner.query_adapter.fine_tune_query_adapter, from the live adapter
+                if any; tuner.query_tower.fine_tune_query_tower, from the live tower if any
+                (training one side drops the other: a candidate has one)
+    embed       `TwoSided`: queries through the adapter or the tower, documents through the
+                frozen encoder (computed once per text and shared by every copy)
+    export      tuner.export_query ("query model X over document model Y"): an adapter folded
+                into the document model's registered graph (`document_dir`); a tower exported
+                as a graph of its own
 
 The live index keeps its vectors: a query candidate is deployed by moving the registry alias.
 """
@@ -49,33 +55,39 @@ class QueryModel:
     adapter: Any = None  # tuner.query_adapter.QueryAdapter; None: the identity
     doc_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # text -> vector
     document_dir: Path | None = None  # document_model's registered directory: its ONNX graph
+    tower: Any = None  # SentenceTransformer for queries (method query_tower); None: encoder
 
     def __deepcopy__(self, memo: dict[int, Any]) -> QueryModel:
-        # A hyperparameter set trains its own adapter; the encoder and its document vectors
+        # A hyperparameter set trains its own query side; the encoder and its document vectors
         # are the same frozen ones for all (copying MiniLM per set would cost ~90 MB each).
-        adapter = copy.deepcopy(self.adapter, memo)
         return QueryModel(
-            self.encoder, self.document_model, adapter, self.doc_vectors, self.document_dir
+            self.encoder,
+            self.document_model,
+            copy.deepcopy(self.adapter, memo),
+            self.doc_vectors,
+            self.document_dir,
+            copy.deepcopy(self.tower, memo),
         )
 
 
 def load_query_model(live: ModelVersion, document: ModelVersion | None = None) -> QueryModel:
     """The query model an iteration starts from over `live`'s index: `live`'s own encoder and,
-    for a query model, its adapter (a text model: the identity over itself). `document`, the
-    registered document model of a live query model, lends its ONNX graph to the export (none:
-    the export writes the encoder's graph anew)."""
+    for a query model, its adapter or tower (a text model: the identity over itself).
+    `document`, the registered document model of a live query model, lends its ONNX graph and
+    weights to the export (none: the export writes the encoder's anew)."""
     from tuner.base_models import load_text_model
     from tuner.query_adapter import ADAPTER_FILE, load_adapter
+    from tuner.query_tower import QUERY_TOWER_DIR
 
     if live.kind not in ("text", "query"):
         raise TrainConfigError(
-            f"method query_adapter trains over a text encoder; the live model {live.version!r} "
+            f"a query-side method trains over a text encoder; the live model {live.version!r} "
             f"is kind {live.kind!r}: use method full or lora for it"
         )
     weights = live.path / TORCH_WEIGHTS_DIR
     if not weights.is_dir():
         raise TrainConfigError(
-            f"method query_adapter needs the live model's torch weights ({weights}) to embed "
+            f"a query-side method needs the live model's torch weights ({weights}) to embed "
             f"queries as its index's documents were: {live.version!r} has none"
         )
     encoder = load_text_model(str(weights))
@@ -84,14 +96,19 @@ def load_query_model(live: ModelVersion, document: ModelVersion | None = None) -
         encoder.max_seq_length = int(meta["max_length"])  # as served (start_point explains)
     if live.document_model is None:
         return QueryModel(encoder, live.version, document_dir=live.path)
-    adapter = load_adapter(live.path / ADAPTER_FILE, meta["query_adapter"])
     paired = document is not None and document.version == live.document_model
     document_dir = document.path if paired and document is not None else None
-    return QueryModel(encoder, live.document_model, adapter, document_dir=document_dir)
+    query = QueryModel(encoder, live.document_model, document_dir=document_dir)
+    if "query_tower" in meta:
+        query.tower = load_text_model(str(live.path / QUERY_TOWER_DIR))
+        query.tower.max_seq_length = encoder.max_seq_length
+    else:
+        query.adapter = load_adapter(live.path / ADAPTER_FILE, meta["query_adapter"])
+    return query
 
 
 class QueryKind:
-    """Query models: an adapter trained over a frozen text encoder (see the module doc)."""
+    """Query models: an adapter or a tower trained over a frozen text encoder (module doc)."""
 
     name = "query"
     weights_dir = TORCH_WEIGHTS_DIR
@@ -116,12 +133,19 @@ class QueryKind:
         progress: bool = True,
     ) -> Any:
         from tuner.query_adapter import fine_tune_query_adapter
+        from tuner.query_tower import fine_tune_query_tower
 
+        if settings.method == TrainMethod.query_tower:
+            tower = fine_tune_query_tower(
+                model.encoder, pairs, docs, settings, progress=progress, initial=model.tower
+            )
+            model.tower, model.adapter = tower.tower, None
+            return tower.report
         settings = settings.model_copy(update={"method": TrainMethod.query_adapter})
         run = fine_tune_query_adapter(
             model.encoder, pairs, docs, settings, progress=progress, initial=model.adapter
         )
-        model.adapter = run.adapter
+        model.adapter, model.tower = run.adapter, None
         return run.report
 
     def embedder(self, model: QueryModel) -> Embed:
@@ -130,9 +154,22 @@ class QueryKind:
     def export(
         self, model: QueryModel, out_dir: Path, settings: TunerSettings, **lineage: Any
     ) -> Any:
-        from tuner.export_query import export_query_model
+        from tuner.export_query import export_query_model, export_query_tower
         from tuner.query_adapter import QueryAdapter
 
+        if model.tower is not None:
+            return export_query_tower(
+                model.tower,
+                model.encoder,
+                out_dir,
+                version="unregistered",
+                document_model=model.document_model,
+                max_length=settings.train.max_length,
+                min_cosine=settings.export.parity_min_cosine,
+                opset_version=settings.export.opset_version,
+                document_dir=model.document_dir,
+                **lineage,
+            )
         adapter = model.adapter
         if adapter is None:  # an untrained start exported as is: the identity
             dimension = model.encoder.get_sentence_embedding_dimension()
@@ -155,6 +192,8 @@ def _query_embed(model: QueryModel) -> Embed:
     base = torch_embedder(model.encoder)
 
     def embed(texts: Sequence[str]) -> np.ndarray:
+        if model.tower is not None:  # read at call time: training sets it
+            return torch_embedder(model.tower)(texts)  # (n, D), the query tower's
         vectors = base(texts)  # (n, D), the frozen encoder's
         if model.adapter is None or not len(texts):
             return vectors

@@ -3,9 +3,10 @@
 `start_model` loads the model an iteration fine-tunes (and the gate scores as the live side) with
 the lineage it records; `kind_of` says which kind (text, CLIP) the registry serves.
 
-A query-side method (`train.method: query_adapter`) starts from a `tuner.query_kind.QueryModel`
-over the live version's encoder. A full method over a live query model starts from that model's
-encoder (its document model's weights) while the gate scores the query model itself (`live`).
+A query-side method (`train.method: query_adapter` or `query_tower`) starts from a
+`tuner.query_kind.QueryModel` over the live version's encoder. A full method over a live query
+model starts from that model's encoder (its document model's weights) while the gate scores the
+query model itself (`live`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
+from tuner.candidate_policy import is_query_side
 from tuner.config import TrainMethod
 from tuner.errors import TrainConfigError
 from tuner.model_kinds import TEXT, ModelKind, kind_named
@@ -78,7 +80,7 @@ def start_model(
         live = registry.get(ref)
     except RegistryError:
         live = None
-    if method == TrainMethod.query_adapter or (live is not None and live.kind == "query"):
+    if is_query_side(method) or (live is not None and live.kind == "query"):
         return _query_start(live, ref, base_model, method, _document_of(registry, live))
     kind = kind_named(live.kind) if live is not None else TEXT
     lineage = str(model_metadata(live).get("base_model") or base_model) if live else base_model
@@ -122,7 +124,7 @@ def _query_start(
     query = load_query_model(live, document)
     lineage = str(model_metadata(live).get("base_model") or base_model)
     source = f"{ref} ({live.version})"
-    if method == TrainMethod.query_adapter:
+    if is_query_side(method):
         source += f", queries over the frozen document model {query.document_model}"
         return StartPoint(query, live.version, lineage, source, QUERY)
     source += f": the encoder of its document model {query.document_model}"

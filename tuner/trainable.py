@@ -57,10 +57,11 @@ def _trainable(
 ) -> Iterator[list[nn.Parameter]]:
     # peft injects the adapters into `network` in place (the wrapper it returns is only needed
     # to merge them), so `root` trains through them without being rewired.
-    if settings.method == TrainMethod.query_adapter:
+    if settings.method in (TrainMethod.query_adapter, TrainMethod.query_tower):
         raise TrainConfigError(
-            "method query_adapter trains an adapter over the frozen model, never the model's "
-            "own weights: use tuner.query_adapter.fine_tune_query_adapter, not a fine-tune loop"
+            f"method {settings.method.value} trains a query side over the frozen model, never the "
+            "model's own weights: use tuner.query_adapter.fine_tune_query_adapter or "
+            "tuner.query_tower.fine_tune_query_tower, not a fine-tune loop"
         )
     flags = [(p, p.requires_grad) for p in root.parameters()]
     peft_model = (

@@ -117,8 +117,9 @@ def demo(
         DemoMethod,
         typer.Option(
             help="what the tuner trains (tuner.train.method): full (the whole text model, "
-            "reindexed each round) or query_adapter (an adapter on the query side over the base "
-            "index, no reindex); query_tower is not implemented yet"
+            "reindexed each round), query_adapter (an adapter on the query side over the base "
+            "index, no reindex) or query_tower (a copy of the text model for queries only, over "
+            "the base index, no reindex)"
         ),
     ] = DemoMethod.full,
     references_only: Annotated[

@@ -1,8 +1,11 @@
-"""The tuner worker with `tuner.train.method: query_adapter` against the real OpenSearch: a task
-trains a query adapter over the live model's frozen encoder, registers "query model over
-document model", and goes live without a reindex (the document index untouched)."""
+"""The tuner worker with `tuner.train.method: query_adapter` or `query_tower` against the real
+OpenSearch: a task trains a query adapter (or a query tower) over the live model's frozen
+encoder, registers "query model over document model", and goes live without a reindex (the
+document index untouched)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -13,14 +16,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.slow
-def test_a_query_adapter_task_goes_live_over_the_same_index_without_a_reindex(
-    world: World,
+@pytest.mark.parametrize("method", ["query_adapter", "query_tower"])
+def test_a_query_side_task_goes_live_over_the_same_index_without_a_reindex(
+    world: World, method: str
 ) -> None:
     live_before = world.doc_index.live_index()
     indexes_before = sorted(world.client.indices.get(index=f"tw_{world.unique}_docs*"))
     world.add_sessions(40)
     task, _ = world.store.create(new_task("weighted-infonce"))
-    world.run_once(CLICKTUNE_TUNER__TRAIN__METHOD="query_adapter")
+    world.run_once(CLICKTUNE_TUNER__TRAIN__METHOD=method)
     final = world.store.get(task.id)
     assert final.status == "done", final.reason
     assert [h["stage"] for h in final.history] == [
@@ -34,6 +38,8 @@ def test_a_query_adapter_task_goes_live_over_the_same_index_without_a_reindex(
     assert final.metrics["side"] == "query" and final.metrics["reindexed"] is False
     version = world.registry.get(str(final.version))
     assert version.kind == "query" and version.document_model == "base"
+    meta = json.loads((version.path / "clicktune.json").read_text())
+    assert ("query_tower" in meta) == (method == "query_tower")
     assert world.registry.aliases()["production"] == version.version
     rollout = final.metrics["rollout"]
     assert rollout["reindexed"] is False and rollout["index"] == live_before

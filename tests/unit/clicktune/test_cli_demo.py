@@ -118,27 +118,26 @@ def test_the_seed_seeds_the_tuner_workers_training_and_splits() -> None:
     assert env["CLICKTUNE_TUNER__BATCHES__SEED"] == "4"
 
 
+@pytest.mark.parametrize("method", ["query_adapter", "query_tower"])
 def test_the_method_reaches_the_tuner_and_the_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_services: list[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_services: list[str], method: str
 ) -> None:
     from clicktune.demo.loop import namespace_env
     from tuner.config import TrainMethod
 
-    report = _run_demo(tmp_path, monkeypatch, ["--method", "query_adapter"])
-    assert FakeLoop.seen[0].method == TrainMethod.query_adapter
-    assert report["method"] == "query_adapter"
+    report = _run_demo(tmp_path, monkeypatch, ["--method", method])
+    assert FakeLoop.seen[0].method == TrainMethod(method)
+    assert report["method"] == method
     assert _run_demo(tmp_path, monkeypatch, [])["method"] == "full"
-    env = namespace_env("demo-x", Path("/tmp/home"), method=TrainMethod.query_adapter)
-    assert env["CLICKTUNE_TUNER__TRAIN__METHOD"] == "query_adapter"
+    env = namespace_env("demo-x", Path("/tmp/home"), method=TrainMethod(method))
+    assert env["CLICKTUNE_TUNER__TRAIN__METHOD"] == method
 
 
-def test_a_method_not_implemented_yet_is_refused_naming_the_choices(
+def test_a_method_that_does_not_exist_is_refused_naming_the_choices(
     tmp_path: Path, no_services: list[str]
 ) -> None:
-    args = ["demo", "--method", "query_tower", "--report", str(tmp_path / "out")]
+    args = ["demo", "--method", "query_wizard", "--report", str(tmp_path / "out")]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
-    assert result.exit_code == 1
-    assert "--method query_tower is not implemented yet: use one of ['full', 'query_adapter']" in (
-        result.output
-    )
+    assert result.exit_code == 2
+    assert "query_tower" in result.output and "query_wizard" in result.output
     assert no_services == [] and not (tmp_path / "out").exists()

@@ -1,7 +1,8 @@
 """A worker iteration with a query-side candidate: trained over the live model's frozen encoder,
 gated with adapted queries against frozen document vectors, registered as "query model over
 document model", and weighed against a full candidate by the deploy policy (a tiny random BERT
-whose words are told apart; the queries share no word with the documents they buy)."""
+whose words are told apart; the queries share no word with the documents they buy). A query
+tower (a trained copy of the encoder for queries) goes the same way with a graph of its own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 import tuner.export_query as export_query
+from serving.config import EncoderSettings
+from serving.encoder import OnnxTextEncoder
 from serving.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_batches import FakeSessions
 from tests.unit.tuner.test_tuner_export_query import no_encoder_export
@@ -35,7 +38,7 @@ from tuner.config import (
 )
 from tuner.export import export_text_model
 from tuner.iteration import IterationContext, run_training_iteration
-from tuner.publish import publish
+from tuner.publish import model_metadata, publish
 from tuner.query_adapter import encode_frozen
 from tuner.sessions import Action, Session
 
@@ -185,5 +188,57 @@ def test_the_next_query_round_goes_on_from_the_live_adapter_over_the_same_docume
     assert by_side[FULL].gain < -0.1 and not by_side[FULL].passed
     assert abs(by_side[QUERY].gain) < 1e-3 and by_side[QUERY].passed
     assert second.choice is not None and second.choice.side == QUERY
+    assert second.version is not None and second.version.document_model == "v1"
+    assert second.version.parent == first.version.version
+
+
+def tower_settings(max_steps: int = 60, learning_rate: float = 1e-3) -> TunerSettings:
+    tower = settings(TrainMethod.query_tower)
+    tower.train.max_steps, tower.train.learning_rate = max_steps, learning_rate
+    return tower
+
+
+def test_a_query_tower_trains_a_copy_for_queries_and_registers_its_own_graph(
+    tmp_path: Path, tiny: Path
+) -> None:
+    context, released = world(tmp_path, tiny)
+    result = run_training_iteration(released, context, tower_settings(), progress=False)
+    decision = result.decision
+    print(f"\nquery tower: {decision.reason}")
+    assert result.status == "done" and result.side == QUERY
+    assert decision.candidate["ips_dcg@10"] > decision.live["ips_dcg@10"] + 0.1
+    version = result.version
+    assert version is not None and version.kind == "query" and version.document_model == "v1"
+    assert version.metrics["side"] == QUERY and "query_tower" in model_metadata(version)
+    v1 = context.registry.get("v1").path
+    # The document side is v1's encoder, untouched; the queries go through a graph of their own.
+    frozen = SentenceTransformer(str(v1 / "st"), device="cpu")
+    st = SentenceTransformer(str(version.path / "st"), device="cpu")
+    docs = list(DOCS.values())
+    assert np.array_equal(
+        encode_frozen(frozen, docs, 32).numpy(), encode_frozen(st, docs, 32).numpy()
+    )
+    served = OnnxTextEncoder.from_dir(version.path, EncoderSettings(max_length=32))
+    tower = SentenceTransformer(str(version.path / "query_st"), device="cpu")
+    torch_queries = encode_frozen(tower, QUERIES, 32).numpy()
+    assert np.sum(served.encode(QUERIES) * torch_queries, axis=1).min() >= 0.9999
+    before = OnnxTextEncoder.from_dir(v1, EncoderSettings(max_length=32)).encode(QUERIES)
+    assert np.sum(served.encode(QUERIES) * before, axis=1).max() < 0.99  # the tower learned
+    assert context.registry.aliases() == {"production": "v1", "candidate": "v2"}
+
+
+def test_the_next_tower_round_goes_on_from_the_live_tower(tmp_path: Path, tiny: Path) -> None:
+    context, released = world(tmp_path, tiny)
+    first = run_training_iteration(released, context, tower_settings(), progress=False)
+    assert first.version is not None
+    context.registry.set_alias("production", first.version.version)
+    # One step that barely moves: a round restarted from v1's encoder would rank as v1 does.
+    second = run_training_iteration(released, context, tower_settings(1, 1e-9), progress=False)
+    assert second.live.validation["ips_dcg@10"] == pytest.approx(
+        first.decision.candidate["ips_dcg@10"]
+    )
+    assert second.decision.candidate["ips_dcg@10"] == pytest.approx(
+        first.decision.candidate["ips_dcg@10"], abs=1e-3
+    )
     assert second.version is not None and second.version.document_model == "v1"
     assert second.version.parent == first.version.version

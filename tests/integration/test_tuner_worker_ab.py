@@ -3,8 +3,8 @@ task to `ab_running`, `clicktune serve` routes searches to the arms and reports 
 `clicktune ingest run` stores the UBI records; simulated users who click more on the candidate
 get it promoted, users who click less get it rolled back, and a candidate arm whose searches
 fail is stopped by the guard before the sequential test could decide anything. A query adapter
-(rollout two_stage) goes through the interleaved online stage over the one live index, promoted
-or rolled back by which team's hits users click, with the document index untouched.
+or tower (rollout two_stage) goes through the interleaved online stage over the one live index,
+promoted or rolled back by which team's hits users click, with the document index untouched.
 
 A tiny random-weight model (worker_support.py) makes training and reindexing take seconds; the
 users' taste is decided per arm (the arm is in each search answer), not by the model's quality,
@@ -239,8 +239,8 @@ def test_a_candidate_arm_whose_searches_fail_is_stopped_by_the_guard(
 # two query sides over the one live index.
 QUERY_TWO_STAGE = {
     "CLICKTUNE_TUNER__WORKER__ROLLOUT": "two_stage",
-    "CLICKTUNE_TUNER__TRAIN__METHOD": "query_adapter",
     "CLICKTUNE_TUNER__TRAIN__QUERY_ADAPTER_LEARNING_RATE": "1e-9",
+    "CLICKTUNE_TUNER__TRAIN__LEARNING_RATE": "1e-9",  # a query tower's
     "CLICKTUNE_TUNER__GATE__ENABLED": "true",
     "CLICKTUNE_TUNER__GATE__PROMOTE_DIRECTLY": "false",
     "CLICKTUNE_TUNER__GATE__MIN_CONFIRM_QUERIES": "2",
@@ -290,14 +290,21 @@ def _logged_teams(world: World, query_ids: list[str], timeout_s: float = 60) -> 
         time.sleep(1)
 
 
-@pytest.mark.parametrize(("liked", "outcome"), [("B", "done"), ("A", "rejected")])
-def test_a_query_adapter_is_decided_by_interleaving_over_the_untouched_index(
-    world: World, loop_for, liked: str, outcome: str
+@pytest.mark.parametrize(
+    ("method", "liked", "outcome"),
+    [
+        ("query_adapter", "B", "done"),
+        ("query_adapter", "A", "rejected"),
+        ("query_tower", "B", "done"),
+    ],
+)
+def test_a_query_model_is_decided_by_interleaving_over_the_untouched_index(
+    world: World, loop_for, method: str, liked: str, outcome: str
 ) -> None:
     live = world.doc_index.live_index()
     indexes = sorted(world.client.indices.get(index=f"tw_{world.unique}_docs*"))
     production = world.registry.aliases()["production"]
-    loop, task = loop_for(**QUERY_TWO_STAGE)
+    loop, task = loop_for(**QUERY_TWO_STAGE, CLICKTUNE_TUNER__TRAIN__METHOD=method)
     assert task.metrics["side"] == "query" and task.metrics["verdict"] == "online", task.metrics
     assert task.metrics["reindexed"] is False
     version = world.registry.get(str(task.version))

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -23,6 +23,9 @@ from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair, query_key
 from tuner.progress import stage as progress_stage
 from tuner.trainable import trainable_text_model
+
+if TYPE_CHECKING:
+    from tuner.distributed import DataParallel
 
 __all__ = [
     "TrainReport",
@@ -67,9 +70,12 @@ def fine_tune(
     doc_texts: Mapping[str, str],
     settings: TrainSettings,
     progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> TrainReport:
     """Train `model` in place on `pairs` for `max_steps` (or `epochs`) and report how it went.
 
+    `parallel`: this process is one of a data-parallel fine-tune (`tuner.distributed`); each
+    process embeds its share of every batch and the step is the whole batch's.
     `TrainConfigError` before any step when the settings cannot train on these pairs."""
     used = usable_pairs(pairs, doc_texts)
     if not used:
@@ -78,6 +84,8 @@ def fine_tune(
             f"(is the document index the one the sessions were served from?)"
         )
     check_trainable(used, settings)
+    if parallel is not None:
+        parallel.check(settings.batch_size)
     torch.manual_seed(settings.seed)
     batch_size = settings.batch_size
     steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
@@ -85,9 +93,12 @@ def fine_tune(
     loss_fn = WeightedInfoNCELoss(settings.temperature)
     positives = positives_by_query(used)
     device = str(model.device)
+    label = device if parallel is None else f"{parallel.world_size} x {device}"
     started = time.perf_counter()
     model.train()
     with trainable_text_model(model, settings) as params:
+        if parallel is not None:
+            parallel.start(model, settings.seed)
         optimizer = torch.optim.AdamW(
             params, lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
@@ -100,13 +111,17 @@ def fine_tune(
             positives=positives,
             device=device,
             mini_batch_size=settings.mini_batch_size,
+            parallel=parallel,
         )
         effective = EffectiveBatches()
         batches = effective.track(shuffled_batches(used, batch_size, settings.seed))
-        losses = run_steps(step_fn, batches, optimizer, scheduler, steps, batch_size, progress)
+        sync = None if parallel is None else partial(parallel.sum_gradients, params)
+        losses = run_steps(
+            step_fn, batches, optimizer, scheduler, steps, batch_size, progress, sync
+        )
     model.eval()
     effective.report(batch_size)
-    report = report_of(losses, len(used), len(pairs), started, batch_size, device, settings)
+    report = report_of(losses, len(used), len(pairs), started, batch_size, label, settings)
     return replace(report, effective_batch=effective.mean())
 
 
@@ -161,11 +176,13 @@ def run_steps(
     steps: int,
     batch_size: int,
     progress: bool,
+    sync_gradients: Callable[[], None] | None = None,
 ) -> list[float]:
     """The optimisation loop shared by the text and CLIP trainers; returns the loss per step.
 
     `progress`: a bar on the terminal; log lines (`tuner.progress`: step/total, pairs/s, ETA)
-    are written either way, for a worker's log."""
+    are written either way, for a worker's log. `sync_gradients` runs between backward and
+    the optimizer (data-parallel: the gradient sum over processes)."""
     losses: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=steps, desc="fine-tune", unit="step", disable=not progress)
@@ -173,6 +190,8 @@ def run_steps(
         for step, batch in zip(range(steps), batches, strict=False):
             loss = step_fn(batch)
             loss.backward()
+            if sync_gradients is not None:
+                sync_gradients()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -220,6 +239,7 @@ class StepInputs:
 
     queries: list[str]  # B query texts
     candidates: list[str]  # B positives' texts, then H hard negatives' (each row's first)
+    candidate_rows: tuple[int, ...]  # (B + H,) the batch row each candidate comes from
     weights: Tensor  # (B,) pair weights
     mask: Tensor  # (B, B + H) True: not a negative for that row
     negative_weights: Tensor | None  # (H,) how much each hard negative counts; None: 1 each
@@ -243,6 +263,10 @@ def step_inputs(
     return StepInputs(
         queries=[p.query for p in batch],
         candidates=[doc_texts[c] for c in candidate_ids],
+        candidate_rows=(
+            *range(len(batch)),
+            *(i for i, p in enumerate(batch) if p.hard_negative_ids),
+        ),
         weights=torch.tensor([p.weight for p in batch], device=device),  # (B,)
         mask=in_batch_mask(batch, candidate_ids, positives).to(device),  # (B, B + H)
         negative_weights=negative_weights,
@@ -276,17 +300,22 @@ def train_step(
     positives: Mapping[str, set[str]],
     device: str,
     mini_batch_size: int | None = None,
+    parallel: DataParallel | None = None,
 ) -> Tensor:
     """The loss of one batch, ready for `.backward()`; with `mini_batch_size`, through the
-    gradient cache (`tuner.grad_cache`): same value and gradients, memory of a mini-batch."""
+    gradient cache (`tuner.grad_cache`): same value and gradients, memory of a mini-batch.
+    With `parallel`, this process embeds its share of `batch` and the loss is the whole
+    batch's (`tuner.distributed`): sum the gradients over processes before stepping."""
     inputs = step_inputs(batch, doc_texts, positives, device)
-    loss_of = partial(_loss_of, loss_fn, inputs)
+    loss_of: Callable[[list[Tensor]], Tensor] = partial(_loss_of, loss_fn, inputs)
+    groups = [inputs.queries, inputs.candidates]  # (B,), (B + H,) texts
+    if parallel is not None:
+        owners = [range(len(batch)), inputs.candidate_rows]
+        groups, loss_of = parallel.split_step(len(batch), owners, groups, loss_of)
     if mini_batch_size is not None:
         encode = partial(_embed_autocast, model, device=device)
-        return cached_loss(encode, [inputs.queries, inputs.candidates], loss_of, mini_batch_size)
-    queries = _embed_autocast(model, inputs.queries, device)  # (B, D)
-    docs = _embed_autocast(model, inputs.candidates, device)  # (B + H, D)
-    return loss_of([queries, docs])
+        return cached_loss(encode, groups, loss_of, mini_batch_size)
+    return loss_of([_embed_autocast(model, g, device) for g in groups])  # (B, D), (B + H, D)
 
 
 def _loss_of(loss_fn: WeightedInfoNCELoss, inputs: StepInputs, reps: list[Tensor]) -> Tensor:

@@ -36,6 +36,52 @@ class NegativeSource(StrEnum):
     ann_mined = "ann_mined"
 
 
+class DistributedBackend(StrEnum):
+    """The torch.distributed backend of a data-parallel fine-tune."""
+
+    auto = "auto"  # nccl when the processes have CUDA devices, else gloo
+    gloo = "gloo"  # CPU (and a fallback on GPUs)
+    nccl = "nccl"  # NVIDIA GPUs, one per process
+
+
+class DistributedSettings(BaseModel):
+    """Data-parallel fine-tuning under torchrun (tuner/distributed.py): each process embeds its
+    share of every batch; the embeddings are gathered so in-batch negatives span all of them."""
+
+    nproc_per_node: int = Field(
+        default=1,
+        ge=1,
+        description="training processes on this machine (one per GPU); 1 with "
+        "nnodes 1: train in the calling process, no torchrun",
+    )
+    nnodes: int = Field(
+        default=1, ge=1, description="machines; the others run the job with torchrun themselves"
+    )
+    rdzv_endpoint: str | None = Field(
+        default=None, description="host:port where the nodes meet (nnodes > 1), on this machine"
+    )
+    backend: DistributedBackend = DistributedBackend.auto
+    job_dir: Path | None = Field(
+        default=None,
+        description="where a job's start model, pairs and trained weights go; None: a temporary "
+        "folder (one node only); nnodes > 1: a folder every node reads and rank 0 writes",
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    @model_validator(mode="after")
+    def _nodes_can_meet(self) -> DistributedSettings:
+        if self.nnodes > 1 and (self.rdzv_endpoint is None or self.job_dir is None):
+            raise ValueError(
+                f"distributed.nnodes {self.nnodes} needs rdzv_endpoint (host:port of this "
+                f"machine, got {self.rdzv_endpoint!r}) and a shared job_dir (got "
+                f"{self.job_dir!r}): the other nodes meet there and read the job from there"
+            )
+        return self
+
+
 class PoolingSettings(BaseModel):
     """Pooled relevance (tuner/pooling.py): one pair per (query, document), weighted by the
     position-corrected outcome rate of all its sessions instead of per session by 1/p(rank)."""
@@ -121,6 +167,10 @@ class TrainSettings(BaseModel):
         "memory is bounded by the mini-batch and the loss still sees the whole batch; None: "
         "one pass over the batch",
     )
+    distributed: DistributedSettings = Field(
+        default_factory=DistributedSettings,
+        description="data-parallel training (full and lora on text models): processes and nodes",
+    )
 
     @model_validator(mode="after")
     def _mini_batch_within_batch(self) -> TrainSettings:
@@ -128,6 +178,17 @@ class TrainSettings(BaseModel):
             raise ValueError(
                 f"mini_batch_size {self.mini_batch_size} is larger than batch_size "
                 f"{self.batch_size}: a mini-batch must be at most the batch"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_pair_per_process(self) -> TrainSettings:
+        world = self.distributed.world_size
+        if world > self.batch_size:
+            raise ValueError(
+                f"distributed world size {world} (nproc_per_node {self.distributed.nproc_per_node}"
+                f" x nnodes {self.distributed.nnodes}) is larger than batch_size "
+                f"{self.batch_size}: every process needs at least one pair of each batch"
             )
         return self
 

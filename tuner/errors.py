@@ -5,6 +5,7 @@ TunerError
 ├── NoTrainingDataError    nothing to learn from: no sessions, no pairs, no document texts
 ├── ModelLoadError         a base model or registry version cannot be loaded
 ├── TrainConfigError       the training settings do not fit the model (layers, LoRA targets)
+├── DistributedTrainingError  a data-parallel job (torchrun) failed or left no trained weights
 └── ExportError            the ONNX export failed or the model cannot be exported
     └── ExportParityError  onnxruntime disagrees with torch; nothing is registered
 """
@@ -12,6 +13,7 @@ TunerError
 from __future__ import annotations
 
 __all__ = [
+    "DistributedTrainingError",
     "ExportError",
     "ExportParityError",
     "ModelLoadError",
@@ -40,6 +42,10 @@ class ModelLoadError(TunerError):
 
 class TrainConfigError(TunerError):
     """The training settings ask for something the model does not have."""
+
+
+class DistributedTrainingError(TunerError):
+    """A data-parallel fine-tune's processes failed; the model was not changed."""
 
 
 class ExportError(TunerError):

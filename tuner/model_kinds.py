@@ -7,6 +7,7 @@ exports; only how each step is done depends on the model's kind (`clicktune.json
     load        tuner.base_models.load_text_model     tuner.clip.load_clip_model
     documents   text fields joined (doc_texts_for)    the image field's image, else the text
     train       tuner.train.fine_tune                 tuner.train_clip.fine_tune_clip (images)
+                (tuner.torchrun when data-parallel)
     embed       texts -> text model                   texts -> text tower, images -> image tower
     export      tuner.export.export_text_model        tuner.export_clip.export_clip_model
 
@@ -27,7 +28,7 @@ from serving.corpus import document_text
 from serving.errors import CorpusError
 from tuner.base_models import TORCH_WEIGHTS_DIR
 from tuner.config import TunerSettings
-from tuner.errors import ModelLoadError, NoTrainingDataError
+from tuner.errors import ModelLoadError, NoTrainingDataError, TrainConfigError
 from tuner.pairs import TrainingPair
 from tuner.session_eval import Embed, torch_embedder
 
@@ -99,6 +100,10 @@ class TextKind:
         return _texts(source.get_documents(list(ids)), fields.text_fields)
 
     def train(self, model, pairs, docs, settings, progress=True):  # type: ignore[no-untyped-def]
+        if settings.distributed.world_size > 1:  # torchrun's ranks train, this process waits
+            from tuner.torchrun import train_data_parallel
+
+            return train_data_parallel(model, pairs, docs, settings, progress=progress)
         from tuner.train import fine_tune
 
         return fine_tune(model, pairs, docs, settings, progress=progress)
@@ -157,6 +162,12 @@ class ClipKind:
     def train(self, model, pairs, docs, settings, progress=True):  # type: ignore[no-untyped-def]
         from tuner.train_clip import fine_tune_clip
 
+        if settings.distributed.world_size > 1:
+            raise TrainConfigError(
+                f"tuner.train.distributed world size {settings.distributed.world_size}: "
+                f"data-parallel training runs text models only, this start model is CLIP "
+                f"(set nproc_per_node and nnodes to 1)"
+            )
         images = {d: v for d, v in docs.items() if not isinstance(v, str)}
         return fine_tune_clip(model, pairs, images, settings, progress=progress)
 

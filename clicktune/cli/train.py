@@ -21,6 +21,15 @@ def train(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="stop after N optimizer steps")
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="train data-parallel in N processes here under torchrun, one per GPU "
+            "(tuner.train.distributed.nproc_per_node)",
+        ),
+    ] = None,
     promote: Annotated[
         bool, typer.Option("--promote", help="point the production alias at the new version")
     ] = False,
@@ -38,6 +47,8 @@ def train(
     tuner_settings = settings.tuner
     if max_steps is not None:
         tuner_settings = _with_max_steps(tuner_settings, max_steps)
+    if nproc is not None:
+        tuner_settings = _with_processes(tuner_settings, nproc)
     notify = (lambda _: None) if as_json else (lambda m: typer.echo(m, err=True))
     try:
         context = _iteration_context(settings, tuner_settings, notify)
@@ -61,6 +72,22 @@ def _with_max_steps(tuner_settings, max_steps: int):  # type: ignore[no-untyped-
     train_settings = tuner_settings.train.model_copy(update={"max_steps": max_steps})
     search = [o.model_copy(update={"max_steps": max_steps}) for o in tuner_settings.search]
     return tuner_settings.model_copy(update={"train": train_settings, "search": search})
+
+
+def _with_processes(tuner_settings, nproc: int):  # type: ignore[no-untyped-def]
+    """Settings whose fine-tunes run in `nproc` processes on this machine; refused (exit 1)
+    when the training settings cannot take that many."""
+    from pydantic import ValidationError
+
+    from tuner.config import TrainSettings
+
+    train = tuner_settings.train.model_dump()
+    train["distributed"] = {**train["distributed"], "nproc_per_node": nproc}
+    try:
+        validated = TrainSettings.model_validate(train)
+    except ValidationError as exc:
+        fail(f"--nproc {nproc}: " + "; ".join(e["msg"] for e in exc.errors()))
+    return tuner_settings.model_copy(update={"train": validated})
 
 
 def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-untyped-def]

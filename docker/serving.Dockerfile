@@ -1,4 +1,4 @@
-# The data plane: clicktune's serving app on onnxruntime + tokenizers. No torch in this image.
+# The data plane: clicktune's serving app on onnxruntime or OpenVINO + tokenizers. No torch here.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -7,12 +7,12 @@ COPY ingest ./ingest
 COPY serving ./serving
 COPY tuner ./tuner
 COPY configs ./configs
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[openvino]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 clicktune
 COPY --from=build /wheels /wheels
-# The core dependency set only: serving must never pull torch.
+# The core dependency set and OpenVINO only: serving must never pull torch.
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && python -c "import importlib.util as u; assert u.find_spec('torch') is None"
 COPY configs /etc/clicktune

@@ -1,4 +1,4 @@
-"""Both towers of an open_clip model on onnxruntime + tokenizers + PIL, without torch.
+"""Both towers of an open_clip model on onnxruntime or OpenVINO + tokenizers + PIL, no torch.
 
 A CLIP model directory (`kind: "clip"`, see `serving.model_dir`) holds the text tower as
 `model.onnx` (input_ids int64 [batch, seq <= context_length] -> sentence_embedding, padded to the
@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 from tokenizers import Tokenizer
 
-from serving.config import EncoderSettings
-from serving.encoder import _providers, session_options
+from serving.config import EncoderRuntime, EncoderSettings
 from serving.errors import ModelLoadError
 from serving.image_preprocess import ImagePreprocessing
 from serving.model_dir import read_model_meta
+from serving.runtime import GraphSession, open_session
+from serving.runtime_choice import PROCESS_RUNTIMES
 
 __all__ = ["IMAGE_FILE", "OnnxClipEncoder"]
 
@@ -33,12 +33,12 @@ IMAGE_OUTPUT = "image_embedding"
 
 
 class OnnxClipEncoder:
-    """Text and image towers of one CLIP model version, run on onnxruntime."""
+    """Text and image towers of one CLIP model version, on the configured runtime."""
 
     def __init__(
         self,
-        text_session: ort.InferenceSession,
-        image_session: ort.InferenceSession,
+        text_session: GraphSession,
+        image_session: GraphSession,
         tokenizer: Tokenizer,
         preprocessing: ImagePreprocessing,
         *,
@@ -55,10 +55,13 @@ class OnnxClipEncoder:
         self._dimension = dimension
         self._pad_id = pad_id
         self._batch_size = batch_size
+        self.graph = "model.onnx + image.onnx"  # what runs, for refusals
 
     @classmethod
     def from_dir(cls, path: Path, settings: EncoderSettings) -> OnnxClipEncoder:
-        """Load a CLIP model directory (kind "clip")."""
+        """Load a CLIP model directory (kind "clip"); runtime `auto` as this process decided."""
+        if settings.runtime is EncoderRuntime.auto:
+            return PROCESS_RUNTIMES.load(path, "clip", settings, cls.from_dir)  # type: ignore[return-value]
         meta = read_model_meta(path, error=ModelLoadError)
         if meta["kind"] != "clip":
             raise ModelLoadError(f"{path}: kind {meta['kind']!r} is not a CLIP model")
@@ -68,13 +71,14 @@ class OnnxClipEncoder:
     def from_files(
         cls, path: Path, meta: Mapping[str, Any], settings: EncoderSettings
     ) -> OnnxClipEncoder:
-        """Load the graphs and tokenizer under `path` with metadata `meta` (not yet on disk)."""
+        """Load the graphs and tokenizer under `path` with metadata `meta` (not yet on disk), on
+        a concrete runtime (the export's check: `auto` is decided on registered models only)."""
         if not isinstance(meta.get("image"), Mapping):
             raise ModelLoadError(f"{path}: CLIP metadata needs an 'image' section, got {meta!r}")
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         tokenizer.no_padding()  # padded per batch here, to the context length in the graph
         tokenizer.enable_truncation(max_length=int(meta["max_length"]))
-        return cls(
+        encoder = cls(
             _session(path / "model.onnx", settings),
             _session(path / IMAGE_FILE, settings),
             tokenizer,
@@ -84,6 +88,8 @@ class OnnxClipEncoder:
             pad_id=int(meta.get("pad_id", 0)),
             batch_size=settings.batch_size,
         )
+        encoder.graph = f"model.onnx + {IMAGE_FILE} on {settings.runtime.value}"
+        return encoder
 
     @property
     def dimension(self) -> int:
@@ -136,10 +142,7 @@ class OnnxClipEncoder:
         return vectors.astype(np.float32, copy=False)
 
 
-def _session(graph: Path, settings: EncoderSettings) -> ort.InferenceSession:
+def _session(graph: Path, settings: EncoderSettings) -> GraphSession:
     if not graph.is_file():
         raise ModelLoadError(f"CLIP model directory {graph.parent} has no {graph.name}")
-    try:
-        return ort.InferenceSession(str(graph), session_options(settings), providers=_providers())
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelLoadError(f"{graph} cannot be loaded: {exc}") from exc
+    return open_session(graph, settings)

@@ -107,10 +107,23 @@ class IndexSettings(BaseModel):
         return f"{self.alias}_candidate"
 
 
-class EncoderSettings(BaseModel):
-    """onnxruntime encoder knobs."""
+class EncoderRuntime(StrEnum):
+    """The library that runs a model's ONNX graphs (serving/runtime.py)."""
 
-    intra_op_threads: int = Field(default=0, ge=0, description="0 = onnxruntime decides")
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"  # the optional extra clicktune[openvino]
+    auto = "auto"  # the faster of the installed two, by a self-test at start-up
+
+
+class EncoderSettings(BaseModel):
+    """Encoder knobs: the runtime, its threads, lengths, batches and the graph variant."""
+
+    runtime: EncoderRuntime = Field(
+        default=EncoderRuntime.auto,
+        description="onnxruntime | openvino | auto: the process times both on its first model "
+        "and serves with the faster one (serving/runtime_choice.py)",
+    )
+    intra_op_threads: int = Field(default=0, ge=0, description="0 = the runtime decides")
     inter_op_threads: int = Field(default=1, ge=0, description="0 = onnxruntime decides")
     allow_spinning: bool = Field(
         default=True,

@@ -1,7 +1,8 @@
 """Text encoders: the ONNX one the product serves, and a hashing fake for tests.
 
-`OnnxTextEncoder` runs a model directory (see `serving.model_dir`) on onnxruntime + tokenizers,
-without torch; `EncoderSettings.variant == "int8"` picks `model.int8.onnx` (written by
+`OnnxTextEncoder` runs a model directory (see `serving.model_dir`) on onnxruntime or OpenVINO
+(`EncoderSettings.runtime`, serving/runtime.py) + tokenizers, without torch;
+`EncoderSettings.variant == "int8"` picks `model.int8.onnx` (written by
 `tuner.quantize`) when the directory has one. Texts are sorted by token length and padded per
 batch, so a batch of short queries never pays for one long document.
 """
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from serving.config import EncoderSettings
+from serving.config import EncoderRuntime, EncoderSettings
 from serving.errors import ModelLoadError
 from serving.model_dir import read_model_meta
+from serving.runtime import GraphSession, open_session, session_options
+from serving.runtime_choice import PROCESS_RUNTIMES
 
 __all__ = [
     "INT8_FILE",
@@ -88,12 +90,13 @@ class OnnxTextEncoder:
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        session: GraphSession,
         tokenizer: Tokenizer,
         *,
         version: str,
         dimension: int,
         batch_size: int,
+        graph: str = "model.onnx",
     ) -> None:
         inputs = {i.name for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
@@ -108,10 +111,14 @@ class OnnxTextEncoder:
         self._dimension = dimension
         self._batch_size = batch_size
         self._uses_token_types = "token_type_ids" in inputs
+        self.graph = graph  # what runs, e.g. "model.int8.onnx on openvino", for refusals
 
     @classmethod
     def from_dir(cls, path: Path, settings: EncoderSettings) -> OnnxTextEncoder:
-        """Load `model.onnx`, `tokenizer.json` and `clicktune.json` from a model directory."""
+        """Load `model.onnx`, `tokenizer.json` and `clicktune.json` from a model directory
+        (runtime `auto`: the one this process decided on, deciding it now if need be)."""
+        if settings.runtime is EncoderRuntime.auto:
+            return PROCESS_RUNTIMES.load(path, "text", settings, cls.from_dir)  # type: ignore[return-value]
         meta = read_model_meta(path, error=ModelLoadError)
         if meta["kind"] not in TEXT_GRAPH_KINDS:
             raise ModelLoadError(
@@ -122,18 +129,13 @@ class OnnxTextEncoder:
         tokenizer.no_padding()  # padding happens per batch, to the batch's longest text
         tokenizer.enable_truncation(max_length=min(settings.max_length, meta["max_length"]))
         graph = model_file(Path(path), settings.variant)
-        try:
-            session = ort.InferenceSession(
-                str(graph), session_options(settings), providers=_providers()
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"{graph} cannot be loaded: {exc}") from exc
         return cls(
-            session,
+            open_session(graph, settings),
             tokenizer,
             version=meta["version"],
             dimension=meta["dimension"],
             batch_size=settings.batch_size,
+            graph=f"{graph.name} on {settings.runtime.value}",
         )
 
     @property
@@ -190,22 +192,6 @@ def model_file(path: Path, variant: str) -> Path:
             return int8
         log.info("%s has no %s; serving the fp32 model.onnx", path, INT8_FILE)
     return path / "model.onnx"
-
-
-def session_options(settings: EncoderSettings) -> ort.SessionOptions:
-    """onnxruntime session options from the encoder settings (threads, spinning)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
-    options.add_session_config_entry(
-        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
-    )
-    return options
-
-
-def _providers() -> list[str]:
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 class HashingEncoder:

@@ -72,7 +72,7 @@ def check_encoder(
     documents = document_encoder(encoder)
     if documents is not encoder:
         check_encoder(documents, probes, expected_dimension)
-    name = f"model {encoder.version!r}"
+    name = f"model {encoder.version!r}{_graph_of(encoder)}"
     if expected_dimension is not None and encoder.dimension != expected_dimension:
         raise SwapRefusedError(
             f"{name} has dimension {encoder.dimension} but the live index holds "
@@ -101,6 +101,17 @@ def check_encoder(
     tower = image_tower(encoder)
     if tower is not None:
         _check_image_tower(name, tower, encoder.dimension)
+
+
+def _graph_of(encoder: Any) -> str:
+    """ " (model.int8.onnx on openvino)": the graph file and runtime behind serving's wrappers,
+    so a refusal names the variant that failed; "" for encoders that run no graph file."""
+    for _ in range(16):  # wrappers nest a few deep, never in a cycle
+        graph = getattr(encoder, "graph", None)
+        if isinstance(graph, str):
+            return f" ({graph})"
+        encoder = getattr(encoder, "inner", None)
+    return ""
 
 
 def _check_image_tower(name: str, tower: Any, dimension: int) -> None:

@@ -8,6 +8,8 @@ registry whose `versions/` folder holds the directory). Hot swap, `clicktune ser
 model works wherever a text model does. A CLIP encoder embeds queries
 with its text tower (`encode`) and document images with its image tower (`encode_images`);
 `image_tower` finds that tower behind serving's wrappers (micro-batcher, metrics).
+`serving.encoder.runtime: auto` is decided here, once per model kind and process, by timing the
+installed runtimes on the first model loaded (serving/runtime_choice.py, `PROCESS_RUNTIMES`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from serving.encoder_pair import PairedEncoder
 from serving.errors import ModelLoadError, RegistryError
 from serving.model_dir import read_model_meta
 from serving.registry import LocalRegistry
+from serving.runtime_choice import PROCESS_RUNTIMES, RuntimeChooser
 
 __all__ = [
     "KINDS",
@@ -56,25 +59,34 @@ QUERY_KIND = "query"
 
 
 def load_model_dir(
-    path: Path, settings: EncoderSettings, registry: LocalRegistry | None = None
+    path: Path,
+    settings: EncoderSettings,
+    registry: LocalRegistry | None = None,
+    runtimes: RuntimeChooser | None = None,
 ) -> ServableEncoder:
     """The serving encoder of the model directory `path`, chosen by its `clicktune.json` kind;
-    a query model comes with its document model from `registry`."""
+    a query model comes with its document model from `registry`. A runtime of `auto` is decided
+    by `runtimes` (default: this process's `PROCESS_RUNTIMES`)."""
     path = Path(path)
+    runtimes = runtimes if runtimes is not None else PROCESS_RUNTIMES
     meta = read_model_meta(path, error=ModelLoadError)
     if meta["kind"] == QUERY_KIND:
-        return _load_pair(path, meta, settings, registry)
+        return _load_pair(path, meta, settings, registry, runtimes)
     loader = KINDS.get(meta["kind"])
     if loader is None:
         raise ModelLoadError(
             f"{path}: model kind {meta['kind']!r} is not servable; use one of "
             f"{[*KINDS, QUERY_KIND]}"
         )
-    return loader(path, settings)
+    return runtimes.load(path, meta["kind"], settings, loader)
 
 
 def _load_pair(
-    path: Path, meta: dict[str, Any], settings: EncoderSettings, registry: LocalRegistry | None
+    path: Path,
+    meta: dict[str, Any],
+    settings: EncoderSettings,
+    registry: LocalRegistry | None,
+    runtimes: RuntimeChooser,
 ) -> PairedEncoder:
     """Query model `path` (its graph embeds queries) over its document model from `registry`."""
     name, document_model = meta["version"], meta["document_model"]
@@ -93,7 +105,8 @@ def _load_pair(
             f"{kind!r}; a document model must be one of {list(KINDS)}"
         )
     return PairedEncoder(
-        OnnxTextEncoder.from_dir(path, settings), KINDS[kind](documents_dir, settings)
+        runtimes.load(path, "text", settings, OnnxTextEncoder.from_dir),
+        runtimes.load(documents_dir, kind, settings, KINDS[kind]),
     )
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from serving.clip_encoder import IMAGE_FILE, IMAGE_OUTPUT, TEXT_OUTPUT, OnnxClipEncoder
-from serving.config import EncoderSettings
+from serving.config import EncoderRuntime, EncoderSettings
 from tuner import progress
 from tuner.clip import CLIP_WEIGHTS_DIR, ClipModel, save_clip_model
 from tuner.errors import ExportError, ExportParityError
@@ -235,7 +235,9 @@ def _parity(
     images: Sequence[Image.Image],
 ) -> tuple[float, float]:
     """Min cosine per tower between torch (open_clip's own tokenizer and transform) and serving."""
-    served = OnnxClipEncoder.from_files(out_dir, metadata, EncoderSettings(batch_size=8))
+    # onnxruntime: the graph file is what is checked; serving's runtimes are checked against it.
+    settings = EncoderSettings(batch_size=8, runtime=EncoderRuntime.onnxruntime)
+    served = OnnxClipEncoder.from_files(out_dir, metadata, settings)
     with torch.no_grad():
         tokens = clip.tokenizer(list(texts))  # (N, context)
         text_ref = F.normalize(clip.model.encode_text(tokens), dim=-1).numpy()

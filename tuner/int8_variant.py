@@ -203,12 +203,15 @@ def _decide(
 
 def _onnx_embed(model_dir: Path, variant: Literal["fp32", "int8"], max_length: int) -> Embed:
     """`Embed` through serving's encoder, so recall is measured on what serving will run."""
-    from serving.config import EncoderSettings
+    from serving.config import EncoderRuntime, EncoderSettings
     from serving.encoder import OnnxTextEncoder
 
-    encoder = OnnxTextEncoder.from_dir(
-        model_dir, EncoderSettings(variant=variant, max_length=max_length)
+    # onnxruntime, whatever serving's `auto` picks: the dynamic int8 graph is onnxruntime's
+    # quantisation, and its bounds are checked where it was made.
+    settings = EncoderSettings(
+        variant=variant, max_length=max_length, runtime=EncoderRuntime.onnxruntime
     )
+    encoder = OnnxTextEncoder.from_dir(model_dir, settings)
     return lambda texts: encoder.encode(list(texts))
 
 

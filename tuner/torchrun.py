@@ -64,6 +64,7 @@ def train_data_parallel(
             f"data-parallel training runs sentence-transformers text models, not "
             f"{type(model).__name__} (set nproc_per_node and nnodes to 1)"
         )
+    _check_devices(settings.distributed)
     with _job_folder(settings.distributed) as job:
         write_job(job, model, pairs, doc_texts, settings, progress)
         command = torchrun_command(settings.distributed, job)
@@ -189,6 +190,17 @@ def run_job(job: Path) -> None:
             _write_result(job, model, report)
     finally:
         dist.destroy_process_group()
+
+
+def _check_devices(settings: DistributedSettings) -> None:
+    """nccl runs one process per GPU: more processes than this machine's GPUs are refused."""
+    devices = torch.cuda.device_count()
+    if _backend(settings.backend) == "nccl" and settings.nproc_per_node > devices:
+        raise TrainConfigError(
+            f"tuner.train.distributed.nproc_per_node {settings.nproc_per_node} with backend "
+            f"nccl needs a CUDA device per process and this machine has {devices} (lower "
+            f"nproc_per_node, or backend gloo to train on CPU)"
+        )
 
 
 def _backend(backend: DistributedBackend) -> str:

@@ -205,3 +205,15 @@ def test_data_parallel_training_refuses_a_model_that_is_not_a_text_model() -> No
     settings = TrainSettings(batch_size=6, distributed={"nproc_per_node": 2})
     with pytest.raises(TrainConfigError, match="world size 2: .*text models, not Linear"):
         train_data_parallel(torch.nn.Linear(2, 2), PAIRS, DOCS, settings)
+
+
+def test_nccl_with_more_processes_than_gpus_is_refused(model_dir) -> None:  # type: ignore[no-untyped-def]
+    from tuner.errors import TrainConfigError
+    from tuner.torchrun import train_data_parallel
+
+    gpus = torch.cuda.device_count()
+    settings = TrainSettings(
+        batch_size=6, distributed={"nproc_per_node": gpus + 1, "backend": "nccl"}
+    )
+    with pytest.raises(TrainConfigError, match=f"nproc_per_node {gpus + 1} with backend nccl"):
+        train_data_parallel(load(model_dir), PAIRS, DOCS, settings)

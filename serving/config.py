@@ -131,7 +131,13 @@ class EncoderSettings(BaseModel):
         "cores for HTTP work between batches",
     )
     max_length: int = Field(default=256, ge=8, le=8192)
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_size: int = Field(default=64, ge=1, le=4096, description="most texts in one model run")
+    max_batch_tokens: int | None = Field(
+        default=8192,
+        ge=8,
+        description="most padded tokens (rows x longest) in one model run, texts sorted by "
+        "length; a longer text runs alone (serving/token_batches.py); None: cut by count alone",
+    )
     variant: Literal["fp32", "int8"] = Field(
         default="fp32", description="int8 loads model.int8.onnx when the version has one"
     )

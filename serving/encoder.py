@@ -3,8 +3,9 @@
 `OnnxTextEncoder` runs a model directory (see `serving.model_dir`) on onnxruntime or OpenVINO
 (`EncoderSettings.runtime`, serving/runtime.py) + tokenizers, without torch;
 `EncoderSettings.variant == "int8"` picks `model.int8.onnx` (written by
-`tuner.quantize`) when the directory has one. Texts are sorted by token length and padded per
-batch, so a batch of short queries never pays for one long document.
+`tuner.quantize`) when the directory has one. Texts are sorted by token length, cut into runs of
+at most `max_batch_tokens` padded tokens (serving/token_batches.py) and padded per run, so a
+batch of short queries never pays for one long document.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from serving.errors import ModelLoadError
 from serving.model_dir import read_model_meta
 from serving.runtime import GraphSession, open_session, session_options
 from serving.runtime_choice import PROCESS_RUNTIMES
+from serving.token_batches import TokenTally, plan_batches
 
 __all__ = [
     "INT8_FILE",
@@ -97,6 +99,7 @@ class OnnxTextEncoder:
         dimension: int,
         batch_size: int,
         graph: str = "model.onnx",
+        max_batch_tokens: int | None = None,
     ) -> None:
         inputs = {i.name for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
@@ -112,6 +115,8 @@ class OnnxTextEncoder:
         self._batch_size = batch_size
         self._uses_token_types = "token_type_ids" in inputs
         self.graph = graph  # what runs, e.g. "model.int8.onnx on openvino", for refusals
+        self._max_batch_tokens = max_batch_tokens  # None: cut by count alone
+        self.tally = TokenTally()  # real and padded tokens run; serving's metrics swap in theirs
 
     @classmethod
     def from_dir(cls, path: Path, settings: EncoderSettings) -> OnnxTextEncoder:
@@ -136,6 +141,7 @@ class OnnxTextEncoder:
             dimension=meta["dimension"],
             batch_size=settings.batch_size,
             graph=f"{graph.name} on {settings.runtime.value}",
+            max_batch_tokens=settings.max_batch_tokens,
         )
 
     @property
@@ -156,14 +162,15 @@ class OnnxTextEncoder:
         if not texts:
             return out
         encodings = self._tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start : start + self._batch_size]
+        lengths = [len(e.ids) for e in encodings]
+        budget = self._max_batch_tokens or self._batch_size * max(1, max(lengths))
+        for rows in plan_batches(lengths, max_tokens=budget, max_texts=self._batch_size):
             out[rows] = self._run([encodings[i] for i in rows])
         return out
 
     def _run(self, batch: list[Encoding]) -> np.ndarray:
         width = max(1, max(len(e.ids) for e in batch))
+        self.tally.add(sum(len(e.ids) for e in batch), len(batch) * width)
         ids = np.zeros((len(batch), width), dtype=np.int64)  # (batch, seq)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)

@@ -4,6 +4,9 @@
     clicktune_request_errors_total{route,status} answers with status >= 400
     clicktune_encode_batch_size{slot,side}       texts per encode call; side: query or document
                                                  (a query model's pair), both (any other model)
+    clicktune_encode_tokens_total{slot,side,kind} tokens the model runs carried: kind real (the
+                                                 texts') or padded (rows x longest, what ran);
+                                                 1 - real / padded is the padding waste
     clicktune_model_info{slot,version,dimension} 1 for the version each slot serves now
     clicktune_arm_requests_total{experiment,arm}  A/B searches per arm (serving/arm_health.py)
     clicktune_arm_errors_total{experiment,arm}    of those, the failed ones (5xx answers)
@@ -34,6 +37,7 @@ from serving.auth import Scope, requires
 from serving.encoder import DelegatingEncoder, ServableEncoder
 from serving.encoder_pair import InputType, wrap_sides
 from serving.slot import ModelSlot
+from serving.token_batches import TokenTally, attach_tally
 
 __all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
 
@@ -68,6 +72,8 @@ class Metrics:
         )
         self._slots = _SlotVersions()
         self.registry.register(self._slots)
+        self._tokens = _TokenCollector()
+        self.registry.register(self._tokens)
 
     def watch(self, slot: ModelSlot) -> None:
         """Report `slot`'s version and meter its encode calls, per side of a query model's pair."""
@@ -76,6 +82,9 @@ class Metrics:
         def meter(encoder: ServableEncoder, side: InputType | None) -> ServableEncoder:
             side_label = side.value if side is not None else "both"
             histogram = self.batch_size.labels(slot=slot.name, side=side_label)
+            # One tally per slot and side, kept across swaps: the counts never go back.
+            tally = self._tokens.tallies.setdefault((slot.name, side_label), TokenTally())
+            attach_tally(encoder, tally)
             return MeteredEncoder(encoder, histogram.observe)
 
         slot.instrument(lambda encoder: wrap_sides(encoder, meter))
@@ -114,6 +123,22 @@ class _SlotVersions(Collector):
             encoder = slot.current
             if encoder is not None:
                 family.add_metric([slot.name, encoder.version, str(encoder.dimension)], 1.0)
+        yield family
+
+
+class _TokenCollector(Collector):
+    def __init__(self) -> None:
+        self.tallies: dict[tuple[str, str], TokenTally] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "clicktune_encode_tokens",
+            "tokens of the model runs: real (the texts') and padded (rows x longest)",
+            labels=["slot", "side", "kind"],
+        )
+        for (slot, side), tally in sorted(self.tallies.items()):
+            family.add_metric([slot, side, "real"], tally.real)
+            family.add_metric([slot, side, "padded"], tally.padded)
         yield family
 
 

@@ -193,6 +193,13 @@ class TrainSettings(BaseModel):
         return self
 
 
+class Int8Method(StrEnum):
+    """How `model.int8.onnx` is made (tuner/int8_variant.py)."""
+
+    dynamic = "dynamic"  # onnxruntime dynamic quantisation, projections chosen by damage
+    static = "static"  # NNCF post-training static quantisation, checked on OpenVINO
+
+
 class ExportSettings(BaseModel):
     """ONNX export of a trained model."""
 
@@ -203,6 +210,11 @@ class ExportSettings(BaseModel):
         default=True,
         description="also write model.int8.onnx for text models (serving.encoder.variant: int8), "
         "kept only within the two bounds below",
+    )
+    int8_method: Int8Method = Field(
+        default=Int8Method.dynamic,
+        description="dynamic (onnxruntime) | static (NNCF, calibrated on the validation "
+        "sessions' queries and shown documents, checked on OpenVINO: tuner/static_int8.py)",
     )
     int8_min_cosine: float = Field(
         default=0.99, gt=0.0, le=1.0, description="held-out min cosine of int8 to fp32 vectors"

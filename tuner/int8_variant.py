@@ -16,8 +16,14 @@ held out for the cosine figures. Recall is measured on all validation judgments,
 texts with calibration; calibration only picks which projections and outlier channels go int8
 (activation scales are computed per input at run time), so that overlap flatters recall little.
 
-Either way the outcome goes into `clicktune.json` (an "int8" object, and `int8_*` numbers among
-its "metrics", which the iteration also puts in the lineage and the MLflow run). Quantising is
+`tuner.export.int8_method: static` makes the file with NNCF instead (tuner/static_int8.py):
+calibrated on the same texts, its cosines, speed and recall measured on the runtime it is made
+for (OpenVINO when installed), under the same two bounds.
+
+Either way the outcome goes into `clicktune.json` (an "int8" object: kept or not, why, the
+figures, the method, the runtime they were measured on, the calibration set and the bounds; and
+`int8_*` numbers among its "metrics", which the iteration also puts in the lineage and the
+MLflow run). Quantising is
 an optimisation: any error in it is logged and the version is registered fp32 only. CLIP models
 are skipped: the quantiser handles text graphs only.
 """
@@ -28,12 +34,12 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from tuner import progress
-from tuner.config import ExportSettings
+from tuner.config import ExportSettings, Int8Method
 from tuner.quantize import INT8_FILE, QuantReport, quantize_text_model
 from tuner.session_eval import Embed, SessionJudgments, evaluate_sessions
 
@@ -62,6 +68,10 @@ class Int8Outcome:
     recall_int8: float | None = None
     speedup: float | None = None  # fp32 seconds / int8 seconds on the held-out texts
     quantized_groups: tuple[str, ...] = ()  # projection roles that went int8
+    method: str = Int8Method.dynamic.value
+    runtime: str = "onnxruntime"  # where the figures were measured: what the variant is for
+    calibration: dict[str, Any] | None = None  # source and counts of the calibration texts
+    bounds: dict[str, float] | None = None  # the two bounds it was held to
 
     def metadata(self) -> dict[str, Any]:
         """The "int8" object of `clicktune.json`."""
@@ -74,14 +84,22 @@ class Int8Outcome:
         }
         kept = {"kept": self.kept, "file": INT8_FILE if self.kept else None}
         groups = {"quantized_groups": list(self.quantized_groups)}
-        return {**kept, "reason": self.reason, **_rounded(figures), **groups}
+        how = {"method": self.method, "runtime": self.runtime}
+        sets = {"calibration": self.calibration, "bounds": self.bounds}
+        return {**kept, "reason": self.reason, **_rounded(figures), **groups, **how, **sets}
 
     def metrics(self) -> dict[str, float]:
         """`int8_*` numbers for the lineage metrics (only the figures that were measured)."""
         figures = {k: v for k, v in self.metadata().items() if isinstance(v, float)}
+        sizes = {k: v for k, v in (self.calibration or {}).items() if k != "source"}
+        counts = {f"int8_calibration_{k}": float(v) for k, v in sizes.items()}
+        bounds = {f"int8_bound_{k}": v for k, v in (self.bounds or {}).items()}
         return {
             "int8_kept": 1.0 if self.kept else 0.0,
+            "int8_static": 1.0 if self.method == Int8Method.static.value else 0.0,
             **{f"int8_{k}": v for k, v in figures.items()},
+            **counts,
+            **bounds,
         }
 
 
@@ -107,14 +125,32 @@ def add_int8_variant(
         return None
     try:
         outcome = _quantize_and_check(
-            model_dir, judgments, doc_texts, settings, max_length, quantize or quantize_text_model
+            model_dir, judgments, doc_texts, settings, max_length, quantize or _quantizer(settings)
         )
     except Exception as exc:  # quantiser and onnxruntime raise many types; fp32 still serves
         (model_dir / INT8_FILE).unlink(missing_ok=True)
         log.warning("int8 variant failed, registering fp32 only: %s: %s", type(exc).__name__, exc)
-        outcome = Int8Outcome(False, f"quantisation failed: {type(exc).__name__}: {exc}")
+        reason = f"quantisation failed: {type(exc).__name__}: {exc}"
+        outcome = Int8Outcome(False, reason, method=settings.int8_method.value)
     _record(model_dir, meta, outcome)
     return outcome
+
+
+def _quantizer(settings: ExportSettings) -> Quantize:
+    if settings.int8_method is Int8Method.static:
+        from tuner.static_int8 import quantize_static  # nncf loads only when asked for
+
+        return quantize_static
+    return quantize_text_model
+
+
+def _runtime(settings: ExportSettings) -> str:
+    """The runtime a variant of `settings.int8_method` is made for and measured on."""
+    if settings.int8_method is Int8Method.static:
+        from tuner.static_int8 import check_runtime
+
+        return check_runtime().value
+    return "onnxruntime"
 
 
 def calibration_split(
@@ -157,16 +193,40 @@ def _quantize_and_check(
         )
         steps.advance(last="quantize", min_cosine=f"{report.min_cosine:.5f}")
         texts = {d: t for d, t in doc_texts.items() if isinstance(t, str)}
-        fp32, int8 = (_onnx_embed(model_dir, v, max_length) for v in ("fp32", "int8"))
+        runtime = _runtime(settings)
+        fp32, int8 = (_onnx_embed(model_dir, v, max_length, runtime) for v in ("fp32", "int8"))
         recall_fp32 = evaluate_sessions(fp32, judgments, texts, rank_against="pool")
         steps.advance(last="recall_fp32")
         recall_int8 = evaluate_sessions(int8, judgments, texts, rank_against="pool")
         steps.advance(last="recall_int8")
-    outcome = _decide(report, recall_fp32[RECALL], recall_int8[RECALL], settings)
+    outcome = replace(
+        _decide(report, recall_fp32[RECALL], recall_int8[RECALL], settings),
+        method=settings.int8_method.value,
+        runtime=runtime,
+        calibration=_calibration_record(judgments, calibration, held_out),
+        bounds={
+            "min_cosine": settings.int8_min_cosine,
+            "max_recall_drop": settings.int8_max_recall_drop,
+        },
+    )
     if not outcome.kept:
         (model_dir / INT8_FILE).unlink(missing_ok=True)
     log.info("int8 variant %s: %s", "kept" if outcome.kept else "dropped", outcome.reason)
     return outcome
+
+
+def _calibration_record(
+    judgments: SessionJudgments, calibration: list[str], held_out: list[str]
+) -> dict[str, Any]:
+    """Where the calibration texts came from and how many of each kind (never test queries)."""
+    queries = set(judgments.queries.values())
+    asked = sum(t in queries for t in calibration)
+    return {
+        "source": "validation sessions: their queries and the documents shown for them",
+        "queries": asked,
+        "documents": len(calibration) - asked,
+        "held_out": len(held_out),
+    }
 
 
 def _decide(
@@ -201,15 +261,16 @@ def _decide(
     )
 
 
-def _onnx_embed(model_dir: Path, variant: Literal["fp32", "int8"], max_length: int) -> Embed:
-    """`Embed` through serving's encoder, so recall is measured on what serving will run."""
+def _onnx_embed(
+    model_dir: Path, variant: Literal["fp32", "int8"], max_length: int, runtime: str
+) -> Embed:
+    """`Embed` through serving's encoder on `runtime`, so recall is measured on what serving
+    will run: onnxruntime for the dynamic variant (its quantisation), the static one's own."""
     from serving.config import EncoderRuntime, EncoderSettings
     from serving.encoder import OnnxTextEncoder
 
-    # onnxruntime, whatever serving's `auto` picks: the dynamic int8 graph is onnxruntime's
-    # quantisation, and its bounds are checked where it was made.
     settings = EncoderSettings(
-        variant=variant, max_length=max_length, runtime=EncoderRuntime.onnxruntime
+        variant=variant, max_length=max_length, runtime=EncoderRuntime(runtime)
     )
     encoder = OnnxTextEncoder.from_dir(model_dir, settings)
     return lambda texts: encoder.encode(list(texts))

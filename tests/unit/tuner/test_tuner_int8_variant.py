@@ -122,6 +122,45 @@ def test_a_text_candidate_keeps_its_int8_variant_with_the_figures(  # type: igno
     assert lineage["int8_kept"] == 1.0 and "int8_speedup" in lineage
 
 
+def _op_types(graph: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(graph)).graph.node}
+
+
+def test_a_static_variant_is_calibrated_by_nncf_and_records_how(tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    export = ExportSettings(int8_method="static")
+    context, result = iterate(tmp_path, str(tiny_model), export)
+    assert result.status == "done" and result.version is not None
+    int8 = meta_of(result)["int8"]
+    print(f"\nstatic int8 of the tiny model: {int8}")
+    assert int8["kept"] is True, int8["reason"]
+    assert (int8["method"], int8["runtime"]) == ("static", "openvino")
+    assert int8["min_cosine"] >= 0.99 and int8["recall@10_fp32"] - int8["recall@10_int8"] <= 0.01
+    calibration = int8["calibration"]
+    assert calibration["queries"] > 0 and calibration["documents"] > 0
+    assert "validation sessions" in calibration["source"]
+    assert int8["bounds"] == {"min_cosine": 0.99, "max_recall_drop": 0.01}
+    # static: activations quantised with scales fixed at calibration, nothing computed per input
+    ops = _op_types(result.version.path / "model.int8.onnx")
+    assert "QuantizeLinear" in ops and "DynamicQuantizeLinear" not in ops
+    logged = run_metrics(context, result)
+    assert logged["int8_static"] == 1.0 and logged["int8_bound_min_cosine"] == 0.99
+    assert logged["int8_calibration_queries"] == calibration["queries"]
+
+
+def test_a_static_variant_outside_the_cosine_bound_is_dropped(tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("nncf")
+    export = ExportSettings(int8_method="static", int8_min_cosine=1.0)
+    _, result = iterate(tmp_path, str(tiny_model), export)
+    assert result.version is not None and not (result.version.path / "model.int8.onnx").exists()
+    int8 = meta_of(result)["int8"]
+    assert int8["kept"] is False and int8["method"] == "static"
+    assert "tuner.export.int8_min_cosine 1.0" in int8["reason"]
+
+
 def test_an_impossible_recall_bound_drops_the_variant_and_says_why(tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
     context, result = iterate(tmp_path, str(tiny_model), ExportSettings(int8_max_recall_drop=-1))
     assert result.status == "done" and result.version is not None

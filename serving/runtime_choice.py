@@ -128,5 +128,12 @@ class RuntimeChooser:
         """The decision for `kind`, once made (for logs, metrics and tests)."""
         return self._decided.get(kind)
 
+    def report(self) -> list[str]:
+        """One line per decision made: "encoder runtime auto, text models: runtime ... (...)"."""
+        return [
+            f"encoder runtime auto, {kind} models: {choice.describe()}"
+            for kind, choice in sorted(self._decided.items())
+        ]
+
 
 PROCESS_RUNTIMES = RuntimeChooser()  # this process's `auto` decisions; empty until a model loads

@@ -38,6 +38,7 @@ def serve(
     from clicktune.cli.index import load_encoder
     from clicktune.clients import kafka_options, opensearch_client
     from serving.lazy_kafka import LazyProducer
+    from serving.runtime_choice import PROCESS_RUNTIMES
 
     settings = settings_of(ctx)
     serving = settings.serving
@@ -64,6 +65,8 @@ def serve(
         f"on http://{host or serving.host}:{port or serving.port}",
         err=True,
     )
+    for line in PROCESS_RUNTIMES.report():  # runtime auto: the self-test's figures
+        typer.echo(line, err=True)
     for follower in followers:
         follower.start()
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,14 @@ def server(services, opensearch, tmp_path_factory) -> Iterator[Server]:  # type:
         process.terminate()
         process.wait(timeout=30)
         opensearch.indices.delete(index=f"{name}*", params={"expand_wildcards": "all"})
+
+
+def test_serve_says_which_runtime_its_self_test_chose_and_both_figures(server: Server) -> None:
+    """configs/default.yaml's runtime auto: the start-up self-test's figures are printed."""
+    log = (server.registry.root.parent / "serve.log").read_text()
+    line = next(x for x in log.splitlines() if x.startswith("encoder runtime auto, text models"))
+    assert re.search(r"runtime (onnxruntime|openvino) \(onnxruntime \d+ texts/s", line), line
+    assert re.search(r"openvino (\d+ texts/s|left out)", line), line
 
 
 def _check(server: Server, body: dict, texts: list[str]) -> None:

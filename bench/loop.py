@@ -174,7 +174,7 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     indexed = index_corpus(collection.corpus(), encoder, doc_index, progress=False)
     setup_s = time.perf_counter() - started
     try:
-        install_templates(client, ingest.queries_index, ingest.events_index)
+        install_templates(client, ingest.queries_index, ingest.events_index, ingest.index)
         _sessions(client, collection, ingest, args.sessions, user, encoder, doc_index)
         before = _test_ndcg(collection, encoder, doc_index)
         clock = time.perf_counter()

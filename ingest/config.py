@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ingest.index_layout import UbiIndexSettings
+
 
 class IngestSettings(BaseModel):
     """How the ingest worker reads UBI records from Kafka and writes them to OpenSearch."""
@@ -12,6 +14,9 @@ class IngestSettings(BaseModel):
     events_topic: str = "ubi.events"
     queries_index: str = "ubi_queries"
     events_index: str = "ubi_events"
+    index: UbiIndexSettings = Field(
+        default_factory=UbiIndexSettings, description="shards, replicas, ISM rollover"
+    )
     group_id: str = "clicktune-ingest"
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     batch_timeout_ms: int = Field(default=500, ge=1)

@@ -169,7 +169,7 @@ class IngestWorker:
             )
         self._retrying(
             "template install",
-            lambda: install_templates(self._opensearch, s.queries_index, s.events_index),
+            lambda: install_templates(self._opensearch, s.queries_index, s.events_index, s.index),
         )
 
     def run(

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from ingest.config import IngestSettings
+from ingest.index_layout import Replicas
 from serving.config import ServingSettings
 from tuner.config import TunerSettings
 
@@ -60,6 +61,11 @@ class OpenSearchSettings(BaseModel):
     client_cert: Path | None = None
     client_key: Path | None = None
     timeout_s: float = Field(default=30.0, gt=0)
+    internal_replicas: Replicas = Field(
+        default="0-1",
+        description="replicas of clicktune's own indexes (tasks and lease, arm health): a count "
+        "or an auto-expand range; '0-1' keeps one node green and copies them to a second",
+    )
 
     @field_validator("url")
     @classmethod

@@ -54,7 +54,9 @@ def dashboard_router_for(
     def metrics_for(experiment: Any) -> Any:
         return metrics_of(client, experiment, ingest.queries_index, ingest.events_index)
 
-    health_store = OpenSearchArmHealthStore(client, serving.ab.health_index)
+    health_store = OpenSearchArmHealthStore(
+        client, serving.ab.health_index, settings.opensearch.internal_replicas
+    )
     arm_health = replica_health(health_store, lambda: arms.health)
 
     sources = DashboardSources(

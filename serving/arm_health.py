@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
+from ingest.index_layout import replica_settings
 from serving.background import BackgroundLoop
 from serving.errors import ExperimentError
 
@@ -201,8 +202,10 @@ class OpenSearchArmHealthStore:
         }
     }
 
-    def __init__(self, client: OpenSearch, index: str) -> None:
+    def __init__(self, client: OpenSearch, index: str, replicas: int | str = "0-1") -> None:
+        """`replicas`: a count or an auto-expand range (`opensearch.internal_replicas`)."""
         self.client, self.index = client, index
+        self.replicas = replicas
         self._ready = False
 
     def write(self, replica: str, experiment: str, arms: Mapping[str, ArmHealth]) -> None:
@@ -239,7 +242,7 @@ class OpenSearchArmHealthStore:
     def _ensure_index(self) -> None:
         if self._ready:
             return
-        body = {"settings": {"number_of_replicas": 0}, "mappings": self.MAPPINGS}
+        body = {"settings": replica_settings(self.replicas), "mappings": self.MAPPINGS}
         try:
             if not self.client.indices.exists(index=self.index):
                 # ignore 400: another replica created it meanwhile

@@ -30,6 +30,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConflictError, NotFoundError, OpenSearchException
 from pydantic import BaseModel, Field, PrivateAttr
 
+from ingest.index_layout import replica_settings
 from serving.errors import ServingError
 
 __all__ = [
@@ -210,9 +211,11 @@ MAPPINGS: dict[str, Any] = {
 class OpenSearchTaskStore:
     """Tasks as documents of one OpenSearch index, written with optimistic concurrency."""
 
-    def __init__(self, client: OpenSearch, index: str) -> None:
+    def __init__(self, client: OpenSearch, index: str, replicas: int | str = "0-1") -> None:
+        """`replicas`: a count or an auto-expand range (`opensearch.internal_replicas`)."""
         self.client = client
         self.index = index
+        self.replicas = replicas
         self._ready = False
 
     def ensure_index(self) -> None:
@@ -223,7 +226,7 @@ class OpenSearchTaskStore:
             if not self.client.indices.exists(index=self.index):
                 self.client.indices.create(
                     index=self.index,
-                    body={"settings": {"number_of_replicas": 0}, "mappings": MAPPINGS},
+                    body={"settings": replica_settings(self.replicas), "mappings": MAPPINGS},
                     params={"ignore": 400},  # created meanwhile by another process
                 )
         except OpenSearchException as exc:

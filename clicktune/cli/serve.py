@@ -128,7 +128,9 @@ def build_app(
         from serving.dashboard_sources import tasks_source
         from serving.tasks import OpenSearchTaskStore
 
-        tasks = OpenSearchTaskStore(client, settings.tuner.worker.tasks_index)
+        tasks = OpenSearchTaskStore(
+            client, settings.tuner.worker.tasks_index, settings.opensearch.internal_replicas
+        )
         routers.append(
             dashboard_router_for(settings, slot, client, arms, ref, tasks=tasks_source(tasks))
         )
@@ -245,7 +247,10 @@ def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:
     from serving.task_api import task_router
     from serving.tasks import OpenSearchTaskStore
 
-    return task_router(OpenSearchTaskStore(doc_index.client, settings.tuner.worker.tasks_index))
+    store = OpenSearchTaskStore(
+        doc_index.client, settings.tuner.worker.tasks_index, settings.opensearch.internal_replicas
+    )
+    return task_router(store)
 
 
 def _batched(encoder: Any, settings: EncoderSettings) -> Any:
@@ -273,7 +278,7 @@ def _health_reporter(settings: Settings, client: Any, arms: Any) -> Any:
     from serving.arm_health import HealthReporter, OpenSearchArmHealthStore
 
     ab = settings.serving.ab
-    store = OpenSearchArmHealthStore(client, ab.health_index)
+    store = OpenSearchArmHealthStore(client, ab.health_index, settings.opensearch.internal_replicas)
     replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     return HealthReporter(arms.ledger, store, replica, ab.health_report_s)
 

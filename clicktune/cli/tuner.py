@@ -73,10 +73,13 @@ def build_worker(settings: Settings) -> TunerWorker:
 
     worker_settings = settings.tuner.worker
     client = opensearch_client(settings.opensearch)
-    store = OpenSearchTaskStore(client, worker_settings.tasks_index)
+    replicas = settings.opensearch.internal_replicas
+    store = OpenSearchTaskStore(client, worker_settings.tasks_index, replicas)
     store.ensure_index()
     me = worker_id()
-    lease = Lease(client, f"{worker_settings.tasks_index}-lease", me, worker_settings.lease_s)
+    lease_index = f"{worker_settings.tasks_index}-lease"
+    _create_lease_index(client, lease_index, replicas)
+    lease = Lease(client, lease_index, me, worker_settings.lease_s)
     context = _iteration_context(settings, settings.tuner, lambda m: logging.info("%s", m))
     stages = LoopStages(
         context=context,
@@ -90,7 +93,7 @@ def build_worker(settings: Settings) -> TunerWorker:
         client=client,
         ubi_indexes=(settings.ingest.queries_index, settings.ingest.events_index),
         publish=_publisher(settings),
-        arm_health=OpenSearchArmHealthStore(client, settings.serving.ab.health_index),
+        arm_health=OpenSearchArmHealthStore(client, settings.serving.ab.health_index, replicas),
     )
 
     def runner_for(fence: Any) -> TaskRunner:
@@ -105,6 +108,22 @@ def build_worker(settings: Settings) -> TunerWorker:
         worker_settings,
         grace=timedelta(seconds=settings.tuner.batches.grace_s),
     )
+
+
+def _create_lease_index(client: Any, index: str, replicas: int | str) -> None:
+    """The lease's index with its replicas (the lease itself would let it be auto-created)."""
+    from opensearchpy.exceptions import OpenSearchException
+
+    from ingest.index_layout import replica_settings
+    from serving.tasks import TaskError
+
+    try:
+        if not client.indices.exists(index=index):
+            body = {"settings": replica_settings(replicas)}
+            # ignore 400: another worker created it meanwhile
+            client.indices.create(index=index, body=body, params={"ignore": 400})
+    except OpenSearchException as exc:
+        raise TaskError(f"cannot create the lease index {index!r}: {exc}") from exc
 
 
 def _publisher(settings: Settings) -> Any:

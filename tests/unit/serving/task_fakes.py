@@ -13,12 +13,14 @@ from opensearchpy.exceptions import ConflictError, NotFoundError
 class _Indices:
     def __init__(self) -> None:
         self.names: set[str] = set()
+        self.bodies: dict[str, Any] = {}
 
     def exists(self, index: str) -> bool:
         return index in self.names
 
     def create(self, index: str, body: Any = None, params: Any = None) -> None:
         self.names.add(index)
+        self.bodies[index] = body
 
     def refresh(self, index: str) -> None:
         pass

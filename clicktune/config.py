@@ -101,6 +101,13 @@ class LocalServicesSettings(BaseModel):
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     opensearch_heap: str = "1g"
+    opensearch_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="nodes of the local OpenSearch; node n > 1 is a data node on the ports + n-1",
+    )
+    opensearch_extra_heap: str = Field(default="512m", description="heap of nodes 2 and up")
     kafka_heap: str = "512m"
     run_as_user: str = Field(default="clicktune-os", description="OpenSearch refuses root")
     start_timeout_s: float = Field(default=180.0, gt=0)

@@ -28,9 +28,24 @@ def _quiet_kafka() -> None:
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--nodes",
+            min=1,
+            max=9,
+            help="OpenSearch nodes on loopback (services.opensearch_nodes): node n > 1 is a "
+            "data node on the ports + n-1. Start a multi-node cluster from a stopped one.",
+        ),
+    ] = None,
+) -> None:
     """Fetch (cached), configure and start OpenSearch and Kafka; wait until both are healthy."""
     settings = settings_of(ctx)
+    if nodes is not None:
+        services = settings.services.model_copy(update={"opensearch_nodes": nodes})
+        settings = settings.model_copy(update={"services": services})
     _quiet_kafka()
     try:
         manager.up(manager.local_services(settings), typer.echo, settings.services.start_timeout_s)
@@ -42,7 +57,7 @@ def up(ctx: typer.Context) -> None:
 def down(ctx: typer.Context) -> None:
     """Stop the OpenSearch and Kafka processes that `services up` started, nothing else."""
     _quiet_kafka()
-    manager.down(manager.local_services(settings_of(ctx)), typer.echo)
+    manager.down(manager.local_services(settings_of(ctx), started_too=True), typer.echo)
 
 
 @app.command()
@@ -79,8 +94,8 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines per service.")] = 50,
 ) -> None:
     """Print the last lines of the local services' logs."""
-    for local in manager.local_services(settings_of(ctx)):
-        if service is not None and local.name != service.value:
+    for local in manager.local_services(settings_of(ctx), started_too=True):
+        if service is not None and not local.name.startswith(service.value):
             continue
         typer.echo(f"==> {local.name} <==")
         for line in local.log_tail(lines) or ["(no log yet: run `clicktune services up`)"]:

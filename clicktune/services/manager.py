@@ -48,13 +48,19 @@ class LocalService(Protocol):
     def failure(self, what: str, lines: int = 20) -> str: ...
 
 
-def local_services(settings: Settings) -> list[LocalService]:
-    """The services `up` manages, cached under `$CLICKTUNE_HOME/services/`."""
-    root = settings.home / "services"
-    return [
-        OpenSearchService(settings.services, root / "opensearch"),
-        KafkaService(settings.services, root / "kafka"),
+def local_services(settings: Settings, started_too: bool = False) -> list[LocalService]:
+    """The services `up` manages, cached under `$CLICKTUNE_HOME/services/`: the OpenSearch
+    nodes (`services.opensearch_nodes`; with `started_too`, also any other node that has a pid
+    file, so `down` stops what an earlier `up --nodes N` started), then Kafka."""
+    root = settings.home / "services" / "opensearch"
+    nodes = settings.services.opensearch_nodes
+    if started_too:
+        started = [int(p.parent.name.split("-")[1]) for p in root.glob("node-*/opensearch.pid")]
+        nodes = max([nodes, *started])
+    opensearch: list[LocalService] = [
+        OpenSearchService(settings.services, root, node) for node in range(1, nodes + 1)
     ]
+    return [*opensearch, KafkaService(settings.services, settings.home / "services" / "kafka")]
 
 
 def up(services: Sequence[LocalService], echo: Echo, timeout_s: float) -> bool:

@@ -5,6 +5,12 @@ The integ-test-zip ships only the transport-netty4 module and no JDK, so `lang-p
 ml-commons and neural-search plugins are installed in that order (ml-commons extends
 job-scheduler, neural-search extends k-NN). OpenSearch refuses to run as root, so as root it runs
 as `services.run_as_user`.
+
+With `services.opensearch_nodes` N > 1 the same distribution runs N nodes of one cluster on
+loopback: node 1 as before (cluster manager and data, `services.opensearch_*_port`), node n a
+data node on those ports + n-1 with its own config, data and logs under `node-<n>/`. Only node 1 is
+cluster-manager eligible, so the cluster survives losing any other node (not node 1: surviving
+the loss of any node takes three manager-eligible nodes).
 """
 
 from __future__ import annotations
@@ -66,15 +72,19 @@ def painless_jars(candidates: list[Path], server_libs: list[str]) -> list[Path]:
     return kept
 
 
-def render_config(settings: LocalServicesSettings, data: Path, logs: Path) -> str:
-    """opensearch.yml: one node on loopback on the configured ports, ml-commons opened up."""
-    config = {
+def node_name(node: int) -> str:
+    return "clicktune-local" if node == 1 else f"clicktune-node-{node}"
+
+
+def render_config(settings: LocalServicesSettings, data: Path, logs: Path, node: int = 1) -> str:
+    """opensearch.yml: node `node` on loopback on its ports, ml-commons opened up."""
+    config: dict[str, object] = {
         "cluster.name": CLUSTER_NAME,
-        "node.name": "clicktune-local",
+        "node.name": node_name(node),
         "network.host": LOOPBACK,
-        "http.port": settings.opensearch_http_port,
-        "transport.port": settings.opensearch_transport_port,
-        "discovery.type": "single-node",
+        "http.port": settings.opensearch_http_port + node - 1,
+        "transport.port": settings.opensearch_transport_port + node - 1,
+        **_discovery(settings, node),
         "path.data": str(data),
         "path.logs": str(logs),
         "cluster.routing.allocation.disk.threshold_enabled": False,
@@ -86,38 +96,62 @@ def render_config(settings: LocalServicesSettings, data: Path, logs: Path) -> st
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def _discovery(settings: LocalServicesSettings, node: int) -> dict[str, object]:
+    """One node: single-node discovery. Several: every node seeds from all, node 1 bootstraps."""
+    if settings.opensearch_nodes == 1:
+        return {"discovery.type": "single-node"}
+    first = settings.opensearch_transport_port
+    seeds = [f"{LOOPBACK}:{first + i}" for i in range(settings.opensearch_nodes)]
+    found: dict[str, object] = {
+        "discovery.seed_hosts": seeds,
+        "cluster.initial_cluster_manager_nodes": [node_name(1)],
+    }
+    if node > 1:
+        found["node.roles"] = ["data", "ingest"]
+    return found
+
+
 class OpenSearchService:
-    """Fetch, install, start and find the local OpenSearch under `root`."""
+    """Fetch, install, start and find node `node` of the local OpenSearch under `root`.
 
-    name = "opensearch"
+    Node 1 keeps its config in the distribution and its data in `root`; node n > 1 has its own
+    `root/node-<n>/` (config, data, logs, pid file) and shares the installed distribution."""
 
-    def __init__(self, settings: LocalServicesSettings, root: Path) -> None:
+    def __init__(self, settings: LocalServicesSettings, root: Path, node: int = 1) -> None:
         self.settings = settings
         self.root = root
+        self.node = node
+        self.name = "opensearch" if node == 1 else f"opensearch-node-{node}"
         self.version = settings.opensearch_version
         self.dist = root / f"opensearch-{self.version}"
         self.downloads = root / "downloads"
-        self.data = root / "data"
-        self.logs = root / "logs"
-        self.pid_file = root / "opensearch.pid"
+        self.home = root if node == 1 else root / f"node-{node}"
+        self.conf = self.dist / "config" if node == 1 else self.home / "config"
+        self.data = self.home / "data"
+        self.logs = self.home / "logs"
+        self.pid_file = self.home / "opensearch.pid"
         self.log_file = self.logs / f"{CLUSTER_NAME}.log"
         self.stdout_log = self.logs / "stdout.log"
         self._launched_at: float | None = None
 
     @property
     def address(self) -> str:
-        return f"http://{LOOPBACK}:{self.settings.opensearch_http_port}"
+        return f"http://{LOOPBACK}:{self.ports['opensearch_http_port']}"
 
     @property
     def ports(self) -> dict[str, int]:
+        offset = self.node - 1
         return {
-            "opensearch_http_port": self.settings.opensearch_http_port,
-            "opensearch_transport_port": self.settings.opensearch_transport_port,
+            "opensearch_http_port": self.settings.opensearch_http_port + offset,
+            "opensearch_transport_port": self.settings.opensearch_transport_port + offset,
         }
 
     @property
     def markers(self) -> list[str]:
-        return ["org.opensearch.bootstrap.OpenSearch", f"-Dopensearch.path.home={self.dist}"]
+        found = ["org.opensearch.bootstrap.OpenSearch", f"-Dopensearch.path.home={self.dist}"]
+        if self.node > 1:
+            found.append(f"-Dopensearch.path.conf={self.conf}")
+        return found
 
     def installed(self) -> bool:
         return all((self.dist / "plugins" / folder).is_dir() for folder in PLUGIN_FOLDERS)
@@ -184,17 +218,21 @@ class OpenSearchService:
         """Write the config and start the daemon (as `run_as_user` when root)."""
         for folder in (self.data, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
-        (self.dist / "config" / "opensearch.yml").write_text(
-            render_config(self.settings, self.data, self.logs)
+        if self.node > 1:  # its own copy: a keystore and opensearch.yml of its own
+            shutil.copytree(self.dist / "config", self.conf, dirs_exist_ok=True)
+        (self.conf / "opensearch.yml").write_text(
+            render_config(self.settings, self.data, self.logs, self.node)
         )
         self.pid_file.unlink(missing_ok=True)
         prefix = accounts.run_as_prefix(self.settings.run_as_user, self.root)
-        heap = self.settings.opensearch_heap
+        s = self.settings
+        heap = s.opensearch_heap if self.node == 1 else s.opensearch_extra_heap
         command = [
             *prefix,
             "env",
             f"OPENSEARCH_JAVA_HOME={java_home}",
             f"OPENSEARCH_JAVA_OPTS=-Xms{heap} -Xmx{heap}",
+            f"OPENSEARCH_PATH_CONF={self.conf}",
             str(self.dist / "bin" / "opensearch"),
             "-d",
             "-p",
@@ -205,6 +243,8 @@ class OpenSearchService:
         with self.stdout_log.open("ab") as out:
             done = subprocess.run(
                 command,
+                # jvm.options names gc and heap-dump paths relative to the working directory
+                cwd=self.home if self.node > 1 else None,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

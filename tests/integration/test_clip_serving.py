@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,14 +23,13 @@ pytest.importorskip("open_clip")
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
 from clicktune.clients import kafka_options  # noqa: E402
-from clicktune.local_http import free_port  # noqa: E402
 from serving.config import EncoderSettings, ImageSettings, IndexSettings  # noqa: E402
 from serving.doc_images import ImageReader, load_image  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
 from serving.model_loader import image_tower, load_model_dir  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
-from tests.integration.serve_ready import wait_healthy  # noqa: E402
+from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.tuner.clip_support import register_tiny_clip, write_swatches  # noqa: E402
 
 WRITE_TOKEN = "t-clip-write"
@@ -62,34 +59,17 @@ def clip_server(services, opensearch, tmp_path_factory) -> Iterator[Clip]:  # ty
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
     # what `clicktune index --trust-local-images` runs
     index_corpus(corpus, encoder, docs, batch_size=4, progress=False, images=LOCAL)
-    port = free_port()
-    env = {
-        **os.environ,
-        "CLICKTUNE_HOME": str(home),
-        "CLICKTUNE_OPENSEARCH__URL": services.opensearch.url,
-        "CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
-        "CLICKTUNE_KAFKA__CONTROL_TOPIC": f"{name}-control",
-        "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{name}-queries",
-        "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{name}-events",
-        "CLICKTUNE_SERVING__INDEX__ALIAS": name,
-        "CLICKTUNE_SERVING__INDEX__PREFIX": name,
-        "CLICKTUNE_SERVING__HOT_SWAP__POLL_S": "0",
-        "CLICKTUNE_AUTH__WRITE_TOKEN": WRITE_TOKEN,
-    }
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clicktune", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    env = serve_env(
+        home,
+        name,
+        services,
+        CLICKTUNE_SERVING__HOT_SWAP__POLL_S="0",
+        CLICKTUNE_AUTH__WRITE_TOKEN=WRITE_TOKEN,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, home / "serve.log")
-        yield Clip(url, name, home, files, f"{name}-queries")
+        with running_serve(home, env) as url:
+            yield Clip(url, name, home, files, f"{name}-queries")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         opensearch.indices.delete(index=f"{name}*", params={"expand_wildcards": "all"})
         admin = KafkaAdminClient(**kafka_options(services.kafka))
         topics = [f"{name}-{t}" for t in ("control", "queries", "events")]

@@ -7,8 +7,6 @@ count and vectors, searches then embed with q1, and documents still embed with v
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +23,13 @@ pytest.importorskip("sentence_transformers")
 
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
-from clicktune.local_http import free_port  # noqa: E402
 from serving.config import EncoderSettings, IndexSettings  # noqa: E402
 from serving.corpus import document_text  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
 from serving.model_loader import load_model_dir  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
-from tests.integration.serve_ready import wait_healthy  # noqa: E402
+from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.tuner.test_tuner_query_adapter import (  # noqa: E402
     DOCS,
     HELD_OUT,
@@ -122,35 +119,17 @@ def world(services, opensearch, tmp_path_factory) -> Iterator[World]:  # type: i
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
     v1 = load_model_dir(registry.get("v1").path, EncoderSettings())
     index_corpus(CORPUS, v1, docs, progress=False)
-    port = free_port()
-    env = {
-        **os.environ,
-        "CLICKTUNE_HOME": str(home),
-        "CLICKTUNE_OPENSEARCH__URL": services.opensearch.url,
-        "CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
-        "CLICKTUNE_KAFKA__CONTROL_TOPIC": f"{name}-control",
-        "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{name}-queries",
-        "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{name}-events",
-        "CLICKTUNE_SERVING__INDEX__ALIAS": name,
-        "CLICKTUNE_SERVING__INDEX__PREFIX": name,
-        "CLICKTUNE_SERVING__HOT_SWAP__POLL_S": "0",
-        "CLICKTUNE_ADMIN__TOKEN": TOKEN,
-    }
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clicktune", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    env = serve_env(
+        home,
+        name,
+        services,
+        CLICKTUNE_SERVING__HOT_SWAP__POLL_S="0",
+        CLICKTUNE_ADMIN__TOKEN=TOKEN,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, home / "serve.log")
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with running_serve(home, env) as url, httpx.Client(base_url=url, timeout=60) as http:
             yield World(url, name, registry, docs, http)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         opensearch.indices.delete(index=f"{name}*", params={"expand_wildcards": "all"})
 
 

@@ -10,8 +10,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +22,10 @@ import pytest
 pytestmark = pytest.mark.integration
 pytest.importorskip("onnx")
 
-from clicktune.local_http import free_port  # noqa: E402
 from serving.config import IndexSettings  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
-from tests.integration.serve_ready import wait_healthy  # noqa: E402
+from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402
 
 TOKEN = "t-admin-token"
@@ -80,36 +77,19 @@ def server(services, opensearch, tmp_path_factory) -> Iterator[Server]:  # type:
     docs = DocumentIndex(opensearch, IndexSettings(alias=name, prefix=name))
     docs.swap_alias(docs.create_version("v1", 8))  # the live index: 8-dimensional vectors
     docs.create_version("v2", 8)  # a kept index of v2 (as empty as the live one): no reindex
-    port = free_port()
-    env = {
-        **os.environ,
-        "CLICKTUNE_HOME": str(home),
-        "CLICKTUNE_OPENSEARCH__URL": services.opensearch.url,
-        "CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
-        "CLICKTUNE_KAFKA__CONTROL_TOPIC": f"{name}-control",
-        "CLICKTUNE_INGEST__QUERIES_TOPIC": f"{name}-queries",
-        "CLICKTUNE_INGEST__EVENTS_TOPIC": f"{name}-events",
-        "CLICKTUNE_SERVING__INDEX__ALIAS": name,
-        "CLICKTUNE_SERVING__INDEX__PREFIX": name,
-        "CLICKTUNE_SERVING__ML_COMMONS__NAME": name,
-        "CLICKTUNE_SERVING__ML_COMMONS__PIPELINE": f"{name}-embed",
-        "CLICKTUNE_SERVING__HOT_SWAP__POLL_S": "0",  # changes arrive on the control topic only
-        "CLICKTUNE_ADMIN__TOKEN": TOKEN,
-    }
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clicktune", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    env = serve_env(
+        home,
+        name,
+        services,
+        CLICKTUNE_SERVING__ML_COMMONS__NAME=name,
+        CLICKTUNE_SERVING__ML_COMMONS__PIPELINE=f"{name}-embed",
+        CLICKTUNE_SERVING__HOT_SWAP__POLL_S="0",  # changes arrive on the control topic only
+        CLICKTUNE_ADMIN__TOKEN=TOKEN,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, home / "serve.log")
-        yield Server(url, name, registry, tables, docs)
+        with running_serve(home, env) as url:
+            yield Server(url, name, registry, tables, docs)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         opensearch.indices.delete(index=f"{name}*", params={"expand_wildcards": "all"})
 
 

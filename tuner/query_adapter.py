@@ -38,6 +38,7 @@ from tuner.train import (
     TrainReport,
     positives_by_query,
     report_of,
+    run_length,
     run_steps,
     shuffled_batches,
     usable_pairs,
@@ -51,7 +52,9 @@ __all__ = [
     "encode_frozen",
     "encode_queries",
     "fine_tune_query_adapter",
+    "frozen_documents_loss",
     "load_adapter",
+    "query_side_pairs",
     "save_adapter",
 ]
 
@@ -127,14 +130,9 @@ def fine_tune_query_adapter(
     index holds, stay as they are. Steps: `max_steps`, else `epochs` passes over the pairs.
     `initial`: a trained adapter to go on from (the live query model's, left unchanged: a copy
     trains), instead of the identity."""
-    used = usable_pairs(pairs, doc_texts)
-    if not used:
-        raise NoTrainingDataError(
-            f"none of the {len(pairs)} training pairs has a positive document with text"
-        )
+    used = query_side_pairs(pairs, doc_texts)
     torch.manual_seed(settings.seed)
-    batch_size = min(settings.batch_size, len(used))
-    steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
+    batch_size, steps = run_length(settings, len(used))
     started = time.perf_counter()
     frozen = _FrozenSide.of(encoder, used, doc_texts, settings.max_length)
     if initial is not None:
@@ -199,7 +197,22 @@ def _adapter_step(
     frozen: _FrozenSide,
     positives: Mapping[str, set[str]],
 ) -> Tensor:
-    device = frozen.queries.device
+    queries = adapter(frozen.queries[[frozen.query_row[p.query] for p in batch]])  # (B, D)
+    return frozen_documents_loss(loss_fn, queries, batch, frozen.docs, frozen.doc_row, positives)
+
+
+def frozen_documents_loss(
+    loss_fn: WeightedInfoNCELoss,
+    queries: Tensor,
+    batch: Sequence[TrainingPair],
+    docs: Tensor,
+    doc_row: Mapping[str, int],
+    positives: Mapping[str, set[str]],
+) -> Tensor:
+    """The loss of a query-side step: `queries` (B, D), the batch's trained query vectors,
+    against the frozen document vectors `docs` (rows by `doc_row`) of every pair's positive and
+    first hard negative; the same query's other positives are masked out."""
+    device = queries.device
     negative_ids = [p.hard_negative_ids[0] for p in batch if p.hard_negative_ids]
     candidate_ids = [p.positive_id for p in batch] + negative_ids
     weights = torch.tensor([p.weight for p in batch], device=device)  # (B,)
@@ -207,10 +220,22 @@ def _adapter_step(
         [[c in positives[query_key(p.query)] for c in candidate_ids] for p in batch],
         device=device,
     )  # (B, B + H)
-    queries = adapter(frozen.queries[[frozen.query_row[p.query] for p in batch]])  # (B, D)
-    candidates = frozen.docs[[frozen.doc_row[c] for c in candidate_ids]]  # (B + H, D), frozen
+    candidates = docs[[doc_row[c] for c in candidate_ids]].to(device)  # (B + H, D), frozen
     hard = candidates[len(batch) :] if negative_ids else None  # (H, D)
     return loss_fn(queries, candidates[: len(batch)], weights, hard, mask)
+
+
+def query_side_pairs(
+    pairs: Sequence[TrainingPair], doc_texts: Mapping[str, str]
+) -> list[TrainingPair]:
+    """The pairs a query-side run trains on (`usable_pairs`); `NoTrainingDataError` when none
+    has a positive document with text."""
+    used = usable_pairs(pairs, doc_texts)
+    if not used:
+        raise NoTrainingDataError(
+            f"none of the {len(pairs)} training pairs has a positive document with text"
+        )
+    return used
 
 
 def encode_frozen(encoder: SentenceTransformer, texts: Sequence[str], max_length: int) -> Tensor:

@@ -17,7 +17,6 @@ whole tower against a few thousand) and its export is a graph of its own
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,18 +27,17 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from tuner.config import TrainSettings
-from tuner.errors import NoTrainingDataError
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
-from tuner.pairs import TrainingPair, query_key
-from tuner.query_adapter import encode_frozen
+from tuner.pairs import TrainingPair
+from tuner.query_adapter import encode_frozen, frozen_documents_loss, query_side_pairs
 from tuner.train import (
     TrainReport,
     embed,
     positives_by_query,
     report_of,
+    run_length,
     run_steps,
     shuffled_batches,
-    usable_pairs,
     warmup_then_linear_decay,
 )
 
@@ -68,14 +66,9 @@ def fine_tune_query_tower(
 
     The tower starts as a copy of `initial` (the live query tower: it goes on from it) or of
     `encoder`; neither is changed. Steps: `max_steps`, else `epochs` passes over the pairs."""
-    used = usable_pairs(pairs, doc_texts)
-    if not used:
-        raise NoTrainingDataError(
-            f"none of the {len(pairs)} training pairs has a positive document with text"
-        )
+    used = query_side_pairs(pairs, doc_texts)
     torch.manual_seed(settings.seed)
-    batch_size = min(settings.batch_size, len(used))
-    steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
+    batch_size, steps = run_length(settings, len(used))
     started = time.perf_counter()
     doc_ids = sorted({p.positive_id for p in used} | {n for p in used for n in p.hard_negative_ids})
     docs = encode_frozen(encoder, [doc_texts[d] for d in doc_ids], settings.max_length)  # (M, D)
@@ -112,14 +105,5 @@ def _tower_step(
     positives: Mapping[str, set[str]],
 ) -> Tensor:
     device = str(tower.device)
-    negative_ids = [p.hard_negative_ids[0] for p in batch if p.hard_negative_ids]
-    candidate_ids = [p.positive_id for p in batch] + negative_ids
-    weights = torch.tensor([p.weight for p in batch], device=device)  # (B,)
-    mask = torch.tensor(
-        [[c in positives[query_key(p.query)] for c in candidate_ids] for p in batch],
-        device=device,
-    )  # (B, B + H)
     queries = embed(tower, [p.query for p in batch], device)  # (B, D), the loss normalises
-    candidates = docs[[doc_row[c] for c in candidate_ids]].to(device)  # (B + H, D), frozen
-    hard = candidates[len(batch) :] if negative_ids else None  # (H, D)
-    return loss_fn(queries, candidates[: len(batch)], weights, hard, mask)
+    return frozen_documents_loss(loss_fn, queries, batch, docs, doc_row, positives)

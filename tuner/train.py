@@ -36,6 +36,7 @@ __all__ = [
     "in_batch_mask",
     "positives_by_query",
     "report_of",
+    "run_length",
     "run_steps",
     "shuffled_batches",
     "step_inputs",
@@ -87,8 +88,7 @@ def fine_tune(
     if parallel is not None:
         parallel.check(settings.batch_size)
     torch.manual_seed(settings.seed)
-    batch_size = settings.batch_size
-    steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
+    batch_size, steps = run_length(settings, len(used))
     model.max_seq_length = settings.max_length
     loss_fn = WeightedInfoNCELoss(settings.temperature)
     positives = positives_by_query(used)
@@ -141,6 +141,13 @@ def check_trainable(pairs: Sequence[TrainingPair], settings: TrainSettings) -> N
             f"index (tuner.negatives.mine_negatives), but none of the {len(pairs)} pairs has "
             f"one: mine them before training, or choose another negative source"
         )
+
+
+def run_length(settings: TrainSettings, pairs: int) -> tuple[int, int]:
+    """The batch size (at most the `pairs`) and the steps of a run over `pairs` training pairs:
+    `max_steps`, else `epochs` passes."""
+    batch_size = min(settings.batch_size, pairs)
+    return batch_size, settings.max_steps or settings.epochs * math.ceil(pairs / batch_size)
 
 
 def report_of(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -20,6 +19,7 @@ from tuner.train import (
     TrainReport,
     positives_by_query,
     report_of,
+    run_length,
     run_steps,
     shuffled_batches,
     warmup_then_linear_decay,
@@ -47,8 +47,7 @@ def fine_tune_clip(
             f"none of the {len(pairs)} training pairs has a positive document with an image"
         )
     torch.manual_seed(settings.seed)
-    batch_size = min(settings.batch_size, len(used))
-    steps = settings.max_steps or settings.epochs * math.ceil(len(used) / batch_size)
+    batch_size, steps = run_length(settings, len(used))
     pixels = _PixelCache(clip, doc_images)
     step_fn = partial(
         _train_step,

@@ -69,8 +69,10 @@ def worker_env(settings: Settings, opensearch_url: str | None = None) -> dict[st
     env = dict(os.environ)
     env["CLICKTUNE_OPENSEARCH__URL"] = opensearch_url or settings.opensearch.url
     env["CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
-    for key, value in settings.ingest.model_dump().items():
-        env[f"CLICKTUNE_INGEST__{key.upper()}"] = str(value)
+    for key, value in settings.ingest.model_dump(mode="json").items():
+        # nested settings (ingest.index) travel as JSON, which pydantic-settings parses
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        env[f"CLICKTUNE_INGEST__{key.upper()}"] = text
     return env
 
 

@@ -109,15 +109,10 @@ def export_query_model(
     save_adapter(adapter, out_dir / ADAPTER_FILE)
     if cosine < min_cosine:
         raise ExportParityError(cosine, min_cosine)
-    metadata = {
-        **base,
-        "kind": QUERY_KIND,
-        "document_model": document_model,
-        "query_adapter": {**adapter.get_config_dict(), "parameters": adapter.parameters_count},
-        "metrics": dict(metrics or {}),
-        "parity_min_cosine": round(cosine, 7),
-    }
-    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    side = {"query_adapter": {**adapter.get_config_dict(), "parameters": adapter.parameters_count}}
+    metadata = _write_metadata(
+        out_dir, base, document_model, side, metrics, parity_min_cosine=round(cosine, 7)
+    )
     return ExportReport(
         path=out_dir,
         version=version,
@@ -168,15 +163,32 @@ def export_query_tower(
         shutil.copytree(weights, out_dir / TORCH_WEIGHTS_DIR, copy_function=_link_or_copy)
     else:
         encoder.save(str(out_dir / TORCH_WEIGHTS_DIR), create_model_card=False)
+    side = {"query_tower": {"weights": QUERY_TOWER_DIR}}
+    metadata = _write_metadata(out_dir, exported.metadata, document_model, side, metrics)
+    return replace(exported, metadata=metadata)
+
+
+def _write_metadata(
+    out_dir: Path,
+    base: Mapping[str, Any],
+    document_model: str,
+    side: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None,
+    **checks: Any,
+) -> dict[str, Any]:
+    """Write and return the query model's metadata: the text model's `base` made kind query
+    over `document_model`, with its query `side` (`query_adapter` or `query_tower`), `metrics`
+    and the export's `checks`."""
     metadata = {
-        **exported.metadata,
+        **base,
         "kind": QUERY_KIND,
         "document_model": document_model,
-        "query_tower": {"weights": QUERY_TOWER_DIR},
+        **side,
         "metrics": dict(metrics or {}),
+        **checks,
     }
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    return replace(exported, metadata=metadata)
+    return metadata
 
 
 def _take_document_model(

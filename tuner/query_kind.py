@@ -157,35 +157,22 @@ class QueryKind:
         from tuner.export_query import export_query_model, export_query_tower
         from tuner.query_adapter import QueryAdapter
 
+        options = {
+            "version": "unregistered",
+            "document_model": model.document_model,
+            "max_length": settings.train.max_length,
+            "min_cosine": settings.export.parity_min_cosine,
+            "opset_version": settings.export.opset_version,
+            "document_dir": model.document_dir,
+            **lineage,
+        }
         if model.tower is not None:
-            return export_query_tower(
-                model.tower,
-                model.encoder,
-                out_dir,
-                version="unregistered",
-                document_model=model.document_model,
-                max_length=settings.train.max_length,
-                min_cosine=settings.export.parity_min_cosine,
-                opset_version=settings.export.opset_version,
-                document_dir=model.document_dir,
-                **lineage,
-            )
+            return export_query_tower(model.tower, model.encoder, out_dir, **options)
         adapter = model.adapter
         if adapter is None:  # an untrained start exported as is: the identity
             dimension = model.encoder.get_sentence_embedding_dimension()
             adapter = QueryAdapter(dimension, settings.train.query_adapter_rank)
-        return export_query_model(
-            model.encoder,
-            adapter,
-            out_dir,
-            version="unregistered",
-            document_model=model.document_model,
-            max_length=settings.train.max_length,
-            min_cosine=settings.export.parity_min_cosine,
-            opset_version=settings.export.opset_version,
-            document_dir=model.document_dir,
-            **lineage,
-        )
+        return export_query_model(model.encoder, adapter, out_dir, **options)
 
 
 def _query_embed(model: QueryModel) -> Embed:

@@ -30,14 +30,9 @@ from serving.model_loader import load_model_dir  # noqa: E402
 from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
-from tests.unit.tuner.test_tuner_query_adapter import (  # noqa: E402
-    DOCS,
-    HELD_OUT,
-    PAIRS,
-    QUERIES,
-    SETTINGS,
-)
+from tests.unit.tuner.test_tuner_query_adapter import HELD_OUT, SETTINGS  # noqa: E402
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder  # noqa: E402
+from tests.unit.tuner.unseen_pairs import DOCS, PAIRS, QUERIES  # noqa: E402
 from tuner.export import export_text_model  # noqa: E402
 from tuner.export_query import export_query_model  # noqa: E402
 from tuner.query_adapter import fine_tune_query_adapter  # noqa: E402

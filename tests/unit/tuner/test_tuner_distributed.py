@@ -18,20 +18,12 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder
+from tests.unit.tuner.tool_catalogue import DOCS
 from tuner.config import TrainSettings
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair
 from tuner.train import positives_by_query, train_step
 
-DOCS = {
-    "d0": "red cordless drill with two batteries",
-    "d1": "blue hand saw",
-    "d2": "red hammer drill",
-    "d3": "green claw hammer for framing",
-    "d4": "old hemp rope",
-    "d5": "new duct tape",
-    "d6": "yellow tape measure",
-}
 PAIRS = [  # rank 0 embeds the first three, rank 1 the last three
     TrainingPair("red drill", "d0", 1.0, ("d1",)),  # d1: rank 0's positive too
     TrainingPair("blue saw", "d1", 2.0, ("d6",)),

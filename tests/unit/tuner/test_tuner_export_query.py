@@ -18,8 +18,9 @@ import tuner.export_query as export_query
 from serving.encoder import OnnxTextEncoder
 from serving.errors import RegistryError
 from serving.registry import LocalRegistry
-from tests.unit.tuner.test_tuner_query_adapter import DOCS, HELD_OUT, PAIRS, QUERIES, SETTINGS
+from tests.unit.tuner.test_tuner_query_adapter import HELD_OUT, SETTINGS
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder
+from tests.unit.tuner.unseen_pairs import DOCS, PAIRS, QUERIES
 from tuner.errors import ExportParityError
 from tuner.export import export_text_model
 from tuner.export_query import export_query_model

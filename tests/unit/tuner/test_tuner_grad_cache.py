@@ -11,19 +11,11 @@ import pytest
 import torch
 
 from tests.integration.worker_support import build_tiny_st_model
+from tests.unit.tuner.tool_catalogue import DOCS
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair
 from tuner.train import positives_by_query, train_step
 
-DOCS = {
-    "d0": "red cordless drill with two batteries",
-    "d1": "blue hand saw",
-    "d2": "red hammer drill",
-    "d3": "green claw hammer for framing",
-    "d4": "old hemp rope",
-    "d5": "new duct tape",
-    "d6": "yellow tape measure",
-}
 PAIRS = [
     TrainingPair("red drill", "d0", 1.0, ("d1",)),
     TrainingPair("red drill", "d2", 5.0),

@@ -11,10 +11,10 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder
+from tests.unit.tuner.unseen_pairs import DOCS, PAIRS, QUERIES
 from tuner.config import TrainMethod, TrainSettings
 from tuner.errors import TrainConfigError
 from tuner.losses.weighted_infonce import WeightedInfoNCELoss
-from tuner.pairs import TrainingPair
 from tuner.query_adapter import (
     QueryAdapter,
     encode_frozen,
@@ -25,19 +25,6 @@ from tuner.query_adapter import (
 )
 from tuner.train import fine_tune
 
-# Queries share no word with their documents: only what the adapter learns connects them.
-DOCS = {
-    "d0": "bananas are yellow",
-    "d1": "the moon orbits earth",
-    "d2": "jazz piano chords",
-    "d3": "tax return deadline",
-    "d4": "mountain bike tyres",
-    "d5": "sourdough starter",
-    "d6": "cat litter box",
-    "d7": "rust borrow checker",
-}
-QUERIES = ["zork", "plugh", "xyzzy", "frotz", "gnusto", "rezrov", "blorb", "yomin"]
-PAIRS = [TrainingPair(q, f"d{i}", 1.0 + i % 3, (f"d{(i + 1) % 8}",)) for i, q in enumerate(QUERIES)]
 SETTINGS = TrainSettings(
     batch_size=8,
     max_steps=150,

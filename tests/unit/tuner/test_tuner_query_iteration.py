@@ -24,6 +24,7 @@ from tests.unit.tuner.test_tuner_export_query import no_encoder_export
 from tests.unit.tuner.test_tuner_gate_iteration import unchanged_trainer
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder
 from tests.unit.tuner.tuner_fakes import FakeDocuments
+from tests.unit.tuner.unseen_pairs import DOCS, QUERIES
 from tuner.batches import BatchStore, release_batch
 from tuner.candidate_policy import FULL, QUERY
 from tuner.config import (
@@ -42,17 +43,6 @@ from tuner.publish import model_metadata, publish
 from tuner.query_adapter import encode_frozen
 from tuner.sessions import Action, Session
 
-DOCS = {
-    "d0": "bananas are yellow",
-    "d1": "the moon orbits earth",
-    "d2": "jazz piano chords",
-    "d3": "tax return deadline",
-    "d4": "mountain bike tyres",
-    "d5": "sourdough starter",
-    "d6": "cat litter box",
-    "d7": "rust borrow checker",
-}
-QUERIES = ["zork", "plugh", "xyzzy", "frotz", "gnusto", "rezrov", "blorb", "yomin"]
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 

@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 
+from tests.unit.tuner.unseen_pairs import DOCS, PAIRS
 from tuner.base_models import load_text_model
 from tuner.config import TrainSettings
 from tuner.errors import NoTrainingDataError
@@ -14,20 +15,6 @@ from tuner.losses.weighted_infonce import WeightedInfoNCELoss
 from tuner.pairs import TrainingPair
 from tuner.progress import ProgressLog, reporting
 from tuner.train import embed, fine_tune
-
-# Arbitrary query -> document mappings the base model cannot already know.
-DOCS = {
-    "d0": "bananas are yellow",
-    "d1": "the moon orbits earth",
-    "d2": "jazz piano chords",
-    "d3": "tax return deadline",
-    "d4": "mountain bike tyres",
-    "d5": "sourdough starter",
-    "d6": "cat litter box",
-    "d7": "rust borrow checker",
-}
-QUERIES = ["zork", "plugh", "xyzzy", "frotz", "gnusto", "rezrov", "blorb", "yomin"]
-PAIRS = [TrainingPair(q, f"d{i}", 1.0 + i % 3, (f"d{(i + 1) % 8}",)) for i, q in enumerate(QUERIES)]
 
 
 def full_batch_loss(model, pairs) -> float:  # type: ignore[no-untyped-def]

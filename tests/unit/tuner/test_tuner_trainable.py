@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.unit.tuner.test_tuner_train import DOCS, PAIRS
+from tests.unit.tuner.unseen_pairs import DOCS, PAIRS
 from tuner.base_models import load_text_model
 from tuner.config import TrainMethod, TrainSettings
 from tuner.errors import TrainConfigError

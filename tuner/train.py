@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -44,6 +45,8 @@ __all__ = [
     "usable_pairs",
     "warmup_then_linear_decay",
 ]
+
+log = logging.getLogger(__name__)
 
 CURVE_POINTS = 20
 
@@ -127,12 +130,6 @@ def fine_tune(
 
 def check_trainable(pairs: Sequence[TrainingPair], settings: TrainSettings) -> None:
     """`TrainConfigError` naming the value and the rule when `settings` cannot train `pairs`."""
-    if settings.batch_size > len(pairs):
-        raise TrainConfigError(
-            f"tuner.train.batch_size {settings.batch_size} is larger than the {len(pairs)} "
-            f"usable training pairs: a batch must be at most the pairs (lower batch_size or "
-            f"train on more sessions)"
-        )
     if settings.negatives is NegativeSource.ann_mined and not any(
         p.hard_negative_ids for p in pairs
     ):
@@ -147,6 +144,14 @@ def run_length(settings: TrainSettings, pairs: int) -> tuple[int, int]:
     """The batch size (at most the `pairs`) and the steps of a run over `pairs` training pairs:
     `max_steps`, else `epochs` passes."""
     batch_size = min(settings.batch_size, pairs)
+    if batch_size < settings.batch_size:  # a small round still trains: said, never silent
+        log.warning(
+            "tuner.train.batch_size %d is larger than the %d usable training pairs: "
+            "training in batches of %d (train on more sessions for full batches)",
+            settings.batch_size,
+            pairs,
+            batch_size,
+        )
     return batch_size, settings.max_steps or settings.epochs * math.ceil(pairs / batch_size)
 
 

@@ -12,7 +12,7 @@ from tuner.errors import TrainConfigError
 from tuner.negatives import ExactNeighbours, mine_negatives, resolve_mining_index
 from tuner.pairs import TrainingPair, build_pairs
 from tuner.propensity import PowerLawPropensity
-from tuner.train import check_trainable
+from tuner.train import check_trainable, run_length
 
 WEIGHTS = {"click": 1.0, "purchase": 5.0}
 P = PowerLawPropensity(eta=1.0)
@@ -90,13 +90,20 @@ def test_a_mining_index_that_does_not_exist_fails_naming_it_and_the_rule() -> No
     assert resolve_mining_index(index, live, "docs") == "docs__v1__1"
 
 
-def test_a_batch_larger_than_the_pairs_fails_with_the_value_and_the_rule() -> None:
+def test_a_batch_larger_than_the_pairs_trains_smaller_batches_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round with fewer pairs than a batch still trains (a small round must not fail the
+    loop), in batches of all its pairs, with a warning naming both numbers."""
     pairs = [TrainingPair("q", "a", 1.0)] * 3
-    with pytest.raises(
-        TrainConfigError, match=r"batch_size 4 is larger than the 3 usable training pairs"
-    ):
-        check_trainable(pairs, TrainSettings(batch_size=4))
-    check_trainable(pairs, TrainSettings(batch_size=3))
+    check_trainable(pairs, TrainSettings(batch_size=4))
+    with caplog.at_level("WARNING", logger="tuner.train"):
+        assert run_length(TrainSettings(batch_size=4, max_steps=2), len(pairs)) == (3, 2)
+    assert "batch_size 4 is larger than the 3 usable training pairs" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tuner.train"):
+        assert run_length(TrainSettings(batch_size=3, max_steps=2), len(pairs)) == (3, 2)
+    assert caplog.text == ""
 
 
 def test_ann_mined_without_mined_negatives_fails_before_training() -> None:

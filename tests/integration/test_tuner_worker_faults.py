@@ -147,7 +147,7 @@ CUTS: dict[str, tuple[Stage, Callable[[TaskRequests], Trip]]] = {
     "registering": (Stage.training, lambda r: lambda q: r.stores(q, "registered")),
     # `registered` makes no request of its own but the fence's lease read and the write of
     # `reindexing`: cut at its start, the lease read between the two stages
-    "registered": (Stage.registered, lambda r: r.next_on_its_connection("registered")),
+    "registered": (Stage.registered, lambda r: r.answered("registered")),
     # the third bulk request: a partial index and its checkpoint exist
     "reindexing": (Stage.reindexing, lambda r: r.after("reindexing", bulk, count=3)),
     # both production aliases moved (document, registry); the candidate alias not yet removed
@@ -175,7 +175,7 @@ def test_an_opensearch_outage_in_each_stage_is_retried_to_production(
     world.add_sessions(40)
     before = Before(world)
     proxy = _proxy(settings)
-    proxy.arm(trip(TaskRequests(world.store.index)))
+    proxy.arm(trip(TaskRequests(world.store.index, proxy.answers)))
     log = world.home / "tuner.log"
     task, _ = world.store.create(new_task("m"))
     worker = subprocess.Popen(

@@ -77,6 +77,10 @@ class CuttingProxy:
         self._open: set[socket.socket] = set()
         self._connections = 0
         self._lock = threading.Lock()
+        # client connection -> response chunks sent back; its own lock, as trips read it under
+        # `_lock`
+        self._answers: dict[int, int] = {}
+        self._answers_lock = threading.Lock()
         self.cut_by: Request | None = None  # the request the outage started at
         self.cut = threading.Event()  # set when the outage starts
         self.restored = threading.Event()
@@ -107,19 +111,30 @@ class CuttingProxy:
             with self._lock:
                 self._open.update((client, upstream))
                 self._connections += 1
-            pumps = ((client, upstream, self._connections), (upstream, client, None))
+                number = self._connections
+            pumps = ((client, upstream, number, True), (upstream, client, number, False))
             for args in pumps:
                 threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, client: int | None) -> None:
-        """Relay `source` to `sink`; toward the server, `client` numbers the connection."""
+    def answers(self, connection: int) -> int:
+        """How many response chunks went back on client connection `connection` so far."""
+        with self._answers_lock:
+            return self._answers.get(connection, 0)
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, connection: int, to_server: bool
+    ) -> None:
+        """Relay `source` to `sink` for client connection number `connection`."""
         try:
             while chunk := source.recv(65536):
-                if client is not None:
+                if to_server:
                     chunk = read_request(source, chunk)  # requests follow one another whole
-                    if self._tripped_by(chunk, client):
+                    if self._tripped_by(chunk, connection):
                         return
                 sink.sendall(chunk)
+                if not to_server:
+                    with self._answers_lock:
+                        self._answers[connection] = self._answers.get(connection, 0) + 1
         except OSError:
             pass
         finally:
@@ -162,10 +177,12 @@ def _close(sock: socket.socket) -> None:
 
 # -- trips: where in a task's life the outage starts -------------------------------------------
 class TaskRequests:
-    """Tells the worker's requests about the task index `tasks_index` apart."""
+    """Tells the worker's requests about the task index `tasks_index` apart; `answers` says how
+    many response chunks went back on a client connection (`CuttingProxy.answers`)."""
 
-    def __init__(self, tasks_index: str) -> None:
+    def __init__(self, tasks_index: str, answers: Callable[[int], int]) -> None:
         self.tasks_index = tasks_index
+        self.answers = answers
 
     def stores(self, request: Request, stage: str) -> bool:
         """Whether `request` writes a task moved to `stage`."""
@@ -197,17 +214,20 @@ class TaskRequests:
 
         return trip
 
-    def next_on_its_connection(self, stage: str) -> Trip:
-        """Trip at the request that follows the write storing `stage` on its connection: HTTP/1.1
-        sends it only once that write was answered, so it is the first request of the stage
-        (the fence's read of the lease), or a heartbeat's just before it."""
-        writes: list[int] = []
+    def answered(self, stage: str) -> Trip:
+        """Trip at the first request sent once the write storing `stage` was answered: the
+        worker's main thread is sequential, so it is the first request of the stage (the fence's
+        read of the lease), or a heartbeat's just before it. Any connection: the client may put
+        the write's connection back into a full pool and drop it, so the next request of the main
+        thread can come on another one."""
+        write: list[tuple[int, int]] = []  # (its connection, answers on it before the write)
 
         def trip(request: Request) -> bool:
-            if writes:
-                return request.connection == writes[0]
+            if write:
+                connection, before = write[0]
+                return self.answers(connection) > before
             if self.stores(request, stage):
-                writes.append(request.connection)
+                write.append((request.connection, self.answers(request.connection)))
             return False
 
         return trip

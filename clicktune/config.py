@@ -25,6 +25,7 @@ from pydantic_settings import (
 from ingest.config import IngestSettings
 from ingest.index_layout import Replicas
 from serving.config import ServingSettings
+from serving.registry_config import RegistrySettings
 from tuner.config import TunerSettings
 
 CONFIG_ENV = "CLICKTUNE_CONFIG"
@@ -92,7 +93,8 @@ class KafkaSettings(BaseModel):
 
 
 class LocalServicesSettings(BaseModel):
-    """The OpenSearch and Kafka that `clicktune services up` runs on loopback."""
+    """The OpenSearch, Kafka and MLflow tracking server that `clicktune services up` runs on
+    loopback."""
 
     opensearch_version: str = "2.19.1"
     kafka_version: str = "4.1.1"
@@ -109,6 +111,8 @@ class LocalServicesSettings(BaseModel):
     )
     opensearch_extra_heap: str = Field(default="512m", description="heap of nodes 2 and up")
     kafka_heap: str = "512m"
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="the MLflow server's")
+    mlflow_workers: int = Field(default=1, ge=1, le=16, description="its uvicorn workers")
     run_as_user: str = Field(default="clicktune-os", description="OpenSearch refuses root")
     start_timeout_s: float = Field(default=180.0, gt=0)
 
@@ -154,6 +158,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     tuner: TunerSettings = Field(default_factory=TunerSettings)
 
     @classmethod

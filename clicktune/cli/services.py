@@ -1,4 +1,4 @@
-"""`clicktune services`: the local OpenSearch and Kafka on loopback."""
+"""`clicktune services`: the local OpenSearch, Kafka and MLflow tracking server on loopback."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from clicktune.services import manager
 from clicktune.services.errors import ServicesError
 
 app = typer.Typer(
-    help="Run OpenSearch (k-NN, ml-commons, neural-search) and Kafka locally.", no_args_is_help=True
+    help="Run OpenSearch (k-NN, ml-commons, neural-search), Kafka and an MLflow tracking server "
+    "locally.",
+    no_args_is_help=True,
 )
 
 
 class ServiceName(StrEnum):
     opensearch = "opensearch"
     kafka = "kafka"
+    mlflow = "mlflow"
 
 
 def _quiet_kafka() -> None:
@@ -41,7 +44,8 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Fetch (cached), configure and start OpenSearch and Kafka; wait until both are healthy."""
+    """Fetch (cached), configure and start OpenSearch, Kafka and MLflow; wait until all are
+    healthy."""
     settings = settings_of(ctx)
     if nodes is not None:
         services = settings.services.model_copy(update={"opensearch_nodes": nodes})
@@ -55,7 +59,7 @@ def up(
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop the OpenSearch and Kafka processes that `services up` started, nothing else."""
+    """Stop the OpenSearch, Kafka and MLflow processes that `services up` started, nothing else."""
     _quiet_kafka()
     manager.down(manager.local_services(settings_of(ctx), started_too=True), typer.echo)
 
@@ -65,11 +69,19 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Health, version and plugins of the configured OpenSearch and Kafka; exit 1 if not healthy."""
+    """Health, version and plugins of the configured OpenSearch, Kafka and MLflow; exit 1 if one
+    clicktune needs is not healthy (MLflow only when it is the model registry)."""
     _quiet_kafka()
-    opensearch, kafka = manager.status(settings_of(ctx))
+    settings = settings_of(ctx)
+    opensearch, kafka, mlflow = manager.status(settings)
     if as_json:
-        print_json({"opensearch": opensearch.as_dict(), "kafka": kafka.as_dict()})
+        print_json(
+            {
+                "opensearch": opensearch.as_dict(),
+                "kafka": kafka.as_dict(),
+                "mlflow": mlflow.as_dict(),
+            }
+        )
     else:
         rows = [
             (
@@ -79,11 +91,16 @@ def status(
                 f"{opensearch.version} {', '.join(opensearch.plugins)}".strip(),
             ),
             ("kafka", kafka.bootstrap, kafka.healthy, ""),
+            ("mlflow", mlflow.url, mlflow.healthy, ""),
         ]
         for name, where, healthy, detail in rows:
             state = "healthy" if healthy else "DOWN"
             typer.echo(f"{name:<11} {state:<8} {where:<28} {detail}".rstrip())
-    if not (opensearch.healthy and kafka.healthy):
+    if not (
+        opensearch.healthy
+        and kafka.healthy
+        and (mlflow.healthy or not manager.needs_mlflow(settings))
+    ):
         raise typer.Exit(1)
 
 

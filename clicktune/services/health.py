@@ -1,4 +1,4 @@
-"""Health probes for OpenSearch and Kafka: local or remote, quick, and never raising."""
+"""Health probes for OpenSearch, Kafka and MLflow: local or remote, quick, and never raising."""
 
 from __future__ import annotations
 
@@ -34,6 +34,25 @@ class KafkaStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MlflowStatus:
+    """What `services status` reports about the MLflow tracking server."""
+
+    url: str
+    healthy: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mlflow_healthy(url: str, timeout_s: float = 2.0) -> bool:
+    """True when the tracking server at `url` answers `GET /health` with 200."""
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def opensearch_healthy(url: str, timeout_s: float = 2.0) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clicktune.clients import kafka_options
 from clicktune.config import KafkaSettings, LocalServicesSettings
+from clicktune.services import preflight
 from clicktune.services.errors import StartError
 from clicktune.services.fetch import Maven, render_pom
 from clicktune.services.health import kafka_healthy
@@ -55,6 +56,7 @@ class KafkaService:
     """Fetch, format, start and find the local Kafka under `root`."""
 
     name = "kafka"
+    needs_java = True
 
     def __init__(self, settings: LocalServicesSettings, root: Path) -> None:
         self.settings = settings
@@ -85,8 +87,9 @@ class KafkaService:
     def installed(self) -> bool:
         return self.libs.is_dir()
 
-    def fetch(self, maven: Maven) -> str:
+    def fetch(self, maven: Maven | None) -> str:
         """Download the broker's runtime jars into a staging folder, then rename it into place."""
+        maven = maven if maven is not None else Maven(preflight.maven())
         coordinates = [
             f"org.apache.kafka:kafka_2.13:{self.version}",
             f"org.apache.logging.log4j:log4j-slf4j-impl:{LOG4J}",
@@ -101,11 +104,12 @@ class KafkaService:
         staging.rename(self.libs)
         return f"kafka {self.version}"
 
-    def install(self, java_home: Path) -> None:
+    def install(self, java_home: Path | None) -> None:
         """Nothing to unpack: the jars are the installation."""
 
-    def launch(self, java_home: Path) -> None:
+    def launch(self, java_home: Path | None) -> None:
         """Write the config, format the storage once, and start the broker in the background."""
+        java_home = java_home if java_home is not None else preflight.java_home()
         java = str(java_home / "bin" / "java")
         classpath = f"{self.libs}/*"
         self.data.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,7 @@
-"""`up` and `down` for the local services: start only what is down, stop only what we started."""
+"""`up` and `down` for the local services: start only what is down, stop only what we started.
+
+OpenSearch and Kafka run on Java from Maven Central; the MLflow tracking server runs on this
+environment's Python (`needs_java` False), so starting it alone needs neither Java nor Maven."""
 
 from __future__ import annotations
 
@@ -14,22 +17,27 @@ from clicktune.services.errors import StartError
 from clicktune.services.fetch import Maven
 from clicktune.services.health import (
     KafkaStatus,
+    MlflowStatus,
     OpenSearchStatus,
     kafka_healthy,
+    mlflow_healthy,
     opensearch_status,
 )
 from clicktune.services.kafka import KafkaService
+from clicktune.services.mlflow import MlflowService
 from clicktune.services.opensearch import OpenSearchService
 from clicktune.services.process import check_ports_free, terminate
+from serving.registry_config import RegistryBackend
 
 Echo = Callable[[str], None]
 STOP_TIMEOUT_S = 60.0
 
 
 class LocalService(Protocol):
-    """One server `clicktune services` manages (OpenSearch or Kafka)."""
+    """One server `clicktune services` manages (OpenSearch, Kafka or MLflow)."""
 
     name: str
+    needs_java: bool
     root: Path
     pid_file: Path
 
@@ -38,9 +46,9 @@ class LocalService(Protocol):
     @property
     def ports(self) -> dict[str, int]: ...
     def installed(self) -> bool: ...
-    def fetch(self, maven: Maven) -> str: ...
-    def install(self, java_home: Path) -> None: ...
-    def launch(self, java_home: Path) -> None: ...
+    def fetch(self, maven: Maven | None) -> str: ...
+    def install(self, java_home: Path | None) -> None: ...
+    def launch(self, java_home: Path | None) -> None: ...
     def healthy(self) -> bool: ...
     def alive(self) -> bool: ...
     def pid(self) -> int | None: ...
@@ -51,7 +59,7 @@ class LocalService(Protocol):
 def local_services(settings: Settings, started_too: bool = False) -> list[LocalService]:
     """The services `up` manages, cached under `$CLICKTUNE_HOME/services/`: the OpenSearch
     nodes (`services.opensearch_nodes`; with `started_too`, also any other node that has a pid
-    file, so `down` stops what an earlier `up --nodes N` started), then Kafka."""
+    file, so `down` stops what an earlier `up --nodes N` started), then Kafka, then MLflow."""
     root = settings.home / "services" / "opensearch"
     nodes = settings.services.opensearch_nodes
     if started_too:
@@ -60,7 +68,12 @@ def local_services(settings: Settings, started_too: bool = False) -> list[LocalS
     opensearch: list[LocalService] = [
         OpenSearchService(settings.services, root, node) for node in range(1, nodes + 1)
     ]
-    return [*opensearch, KafkaService(settings.services, settings.home / "services" / "kafka")]
+    home = settings.home / "services"
+    return [
+        *opensearch,
+        KafkaService(settings.services, home / "kafka"),
+        MlflowService(settings.services, home / "mlflow"),
+    ]
 
 
 def up(services: Sequence[LocalService], echo: Echo, timeout_s: float) -> bool:
@@ -74,8 +87,10 @@ def up(services: Sequence[LocalService], echo: Echo, timeout_s: float) -> bool:
     if not pending:
         echo("nothing changed: all services were already running")
         return False
-    java_home = preflight.java_home()
-    preflight.check_memory()
+    java_home = None
+    if any(service.needs_java for service in pending):
+        java_home = preflight.java_home()
+        preflight.check_memory()
     for service in pending:
         _prepare(service, java_home, echo)
     started = {}
@@ -90,13 +105,13 @@ def up(services: Sequence[LocalService], echo: Echo, timeout_s: float) -> bool:
     return True
 
 
-def _prepare(service: LocalService, java_home: Path, echo: Echo) -> None:
+def _prepare(service: LocalService, java_home: Path | None, echo: Echo) -> None:
     if service.pid() is None:
         check_ports_free(service.ports, service.name)
     if service.installed():
         return
     preflight.check_disk(service.root)
-    maven = Maven(preflight.maven())
+    maven = Maven(preflight.maven()) if service.needs_java else None
     t0 = time.monotonic()
     what = service.fetch(maven)
     echo(f"fetched {what} in {time.monotonic() - t0:.1f} s")
@@ -151,12 +166,27 @@ def down(services: Sequence[LocalService], echo: Echo) -> list[str]:
     return stopped
 
 
-def status(settings: Settings) -> tuple[OpenSearchStatus, KafkaStatus]:
-    """Health of the OpenSearch and Kafka clicktune is configured to use (local or remote)."""
+def status(settings: Settings) -> tuple[OpenSearchStatus, KafkaStatus, MlflowStatus]:
+    """Health of the OpenSearch, Kafka and MLflow clicktune is configured to use (local or
+    remote)."""
     client = opensearch_client(settings.opensearch, timeout=5, max_retries=0)
     os_status = opensearch_status(client, settings.opensearch.url)
     kafka = KafkaStatus(
         bootstrap=settings.kafka.bootstrap_servers,
         healthy=kafka_healthy(kafka_options(settings.kafka)),
     )
-    return os_status, kafka
+    url = mlflow_url(settings)
+    return os_status, kafka, MlflowStatus(url=url, healthy=mlflow_healthy(url))
+
+
+def needs_mlflow(settings: Settings) -> bool:
+    """Whether clicktune needs the MLflow server to run: only as its model registry."""
+    return settings.registry.backend == RegistryBackend.mlflow
+
+
+def mlflow_url(settings: Settings) -> str:
+    """The MLflow tracking server clicktune uses: `registry.mlflow_url`, else the local one of
+    `services up`."""
+    if settings.registry.mlflow_url is not None:
+        return settings.registry.mlflow_url
+    return MlflowService(settings.services, settings.home / "services" / "mlflow").address

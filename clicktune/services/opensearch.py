@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from clicktune.config import LocalServicesSettings
-from clicktune.services import accounts
+from clicktune.services import accounts, preflight
 from clicktune.services.errors import InstallError, StartError
 from clicktune.services.fetch import Maven, render_pom
 from clicktune.services.health import opensearch_healthy
@@ -117,6 +117,8 @@ class OpenSearchService:
     Node 1 keeps its config in the distribution and its data in `root`; node n > 1 has its own
     `root/node-<n>/` (config, data, logs, pid file) and shares the installed distribution."""
 
+    needs_java = True
+
     def __init__(self, settings: LocalServicesSettings, root: Path, node: int = 1) -> None:
         self.settings = settings
         self.root = root
@@ -156,8 +158,9 @@ class OpenSearchService:
     def installed(self) -> bool:
         return all((self.dist / "plugins" / folder).is_dir() for folder in PLUGIN_FOLDERS)
 
-    def fetch(self, maven: Maven) -> str:
+    def fetch(self, maven: Maven | None) -> str:
         """Download what is not already under downloads/; return what was fetched, for the log."""
+        maven = maven if maven is not None else Maven(preflight.maven())
         v = self.version
         wanted = {
             f"opensearch-{v}.zip": f"org.opensearch.distribution.integ-test-zip:opensearch:{v}:zip",
@@ -174,8 +177,9 @@ class OpenSearchService:
             maven.copy_dependencies(pom, painless, what=f"org.opensearch.plugin:lang-painless:{v}")
         return f"opensearch {v} + {len(PLUGINS)} plugins"
 
-    def install(self, java_home: Path) -> None:
+    def install(self, java_home: Path | None) -> None:
         """Unpack the distribution, add the modules, install the plugins; atomic by rename."""
+        java_home = java_home if java_home is not None else preflight.java_home()
         staging = self.root / f"opensearch-{self.version}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         unzip(self.downloads / f"opensearch-{self.version}.zip", staging, strip_top=True)
@@ -214,8 +218,9 @@ class OpenSearchService:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise InstallError(f"opensearch-plugin could not install {zip_path.name}: {last[0]}")
 
-    def launch(self, java_home: Path) -> None:
+    def launch(self, java_home: Path | None) -> None:
         """Write the config and start the daemon (as `run_as_user` when root)."""
+        java_home = java_home if java_home is not None else preflight.java_home()
         for folder in (self.data, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
         if self.node > 1:  # its own copy: a keystore and opensearch.yml of its own

@@ -55,18 +55,19 @@ def cmdline(pid: int) -> list[str]:
     return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
-def is_ours(argv: list[str], markers: Iterable[str]) -> bool:
-    """True when `argv` is a java process whose arguments contain every marker."""
-    if not argv or not os.path.basename(argv[0]).startswith("java"):
+def is_ours(argv: list[str], markers: Iterable[str], program: str = "java") -> bool:
+    """True when `argv` runs `program` (java, or python for MLflow) with every marker in its
+    arguments."""
+    if not argv or not os.path.basename(argv[0]).startswith(program):
         return False
     joined = " ".join(argv)
     return all(marker in joined for marker in markers)
 
 
-def owned_pid(pid_file: Path, markers: Iterable[str]) -> int | None:
-    """The pid from `pid_file` if that process is alive and is the java process we started."""
+def owned_pid(pid_file: Path, markers: Iterable[str], program: str = "java") -> int | None:
+    """The pid from `pid_file` if that process is alive and is the `program` process we started."""
     pid = read_pid(pid_file)
-    if pid is None or not is_ours(cmdline(pid), markers):
+    if pid is None or not is_ours(cmdline(pid), markers, program):
         return None
     return pid
 
@@ -83,15 +84,24 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
 
 
 def terminate(pid: int, timeout_s: float = 30.0) -> bool:
-    """SIGTERM `pid`, wait up to `timeout_s`, then SIGKILL. True when it had to be killed."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    """SIGTERM `pid`, wait up to `timeout_s`, then SIGKILL. True when it had to be killed.
+
+    A process that leads its own process group (the services start in a new session) is
+    signalled with its group, so the workers it spawned (MLflow's uvicorn) stop with it."""
+    _signal(pid, signal.SIGTERM)
     if wait_until(lambda: not _alive(pid), timeout_s, interval_s=0.2):
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL)
     wait_until(lambda: not _alive(pid), 10.0, interval_s=0.1)
     return True
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
 
 def _alive(pid: int) -> bool:

@@ -33,7 +33,7 @@ def _free_ports(count: int) -> list[int]:
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
-    http, transport, kafka, controller = _free_ports(4)
+    http, transport, kafka, controller, mlflow = _free_ports(5)
     return {
         **os.environ,
         "CLICKTUNE_HOME": str(tmp_path / "home"),
@@ -41,6 +41,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "CLICKTUNE_SERVICES__OPENSEARCH_TRANSPORT_PORT": str(transport),
         "CLICKTUNE_SERVICES__KAFKA_PORT": str(kafka),
         "CLICKTUNE_SERVICES__KAFKA_CONTROLLER_PORT": str(controller),
+        "CLICKTUNE_SERVICES__MLFLOW_PORT": str(mlflow),
         "CLICKTUNE_OPENSEARCH__URL": f"http://127.0.0.1:{http}",
         "CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
     }
@@ -64,12 +65,17 @@ def test_up_status_up_again_down(env: dict[str, str]) -> None:
         assert first.returncode == 0, first.stderr
         assert "opensearch healthy after" in first.stdout
         assert "kafka healthy after" in first.stdout
+        assert "mlflow healthy after" in first.stdout
         print(first.stdout)
 
         status = _services(env, "status", "--json")
         assert status.returncode == 0, status.stdout + status.stderr
         report = json.loads(status.stdout)
         assert report["opensearch"]["healthy"] and report["kafka"]["healthy"]
+        assert report["mlflow"] == {
+            "url": f"http://127.0.0.1:{env['CLICKTUNE_SERVICES__MLFLOW_PORT']}",
+            "healthy": True,
+        }
         assert report["opensearch"]["version"] == "2.19.1"
         plugins = set(report["opensearch"]["plugins"])
         assert {"opensearch-knn", "opensearch-ml", "opensearch-neural-search"} <= plugins
@@ -86,6 +92,7 @@ def test_up_status_up_again_down(env: dict[str, str]) -> None:
         assert all(pid is not None for pid in pids)
         stopped = _services(env, "down")
         assert "stopped opensearch" in stopped.stdout and "stopped kafka" in stopped.stdout
+        assert "stopped mlflow" in stopped.stdout
         # A stopped server may linger as a zombie until init reaps it: no command line then.
         assert all(cmdline(pid) == [] for pid in pids if pid is not None)
 

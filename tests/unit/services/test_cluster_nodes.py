@@ -59,14 +59,14 @@ def test_local_services_run_the_configured_nodes_and_down_finds_started_ones(
 ) -> None:
     settings = Settings(home=tmp_path, services=TWO)
     names = [s.name for s in manager.local_services(settings)]
-    assert names == ["opensearch", "opensearch-node-2", "kafka"]
+    assert names == ["opensearch", "opensearch-node-2", "kafka", "mlflow"]
     pid = tmp_path / "services" / "opensearch" / "node-3" / "opensearch.pid"
     pid.parent.mkdir(parents=True)
     pid.write_text("1")
     one = Settings(home=tmp_path)
-    assert [s.name for s in manager.local_services(one)] == ["opensearch", "kafka"]
+    assert [s.name for s in manager.local_services(one)] == ["opensearch", "kafka", "mlflow"]
     found = [s.name for s in manager.local_services(one, started_too=True)]
-    assert found == ["opensearch", "opensearch-node-2", "opensearch-node-3", "kafka"]
+    assert found == ["opensearch", "opensearch-node-2", "opensearch-node-3", "kafka", "mlflow"]
 
 
 def test_up_nodes_2_starts_two_opensearch_nodes(
@@ -79,4 +79,4 @@ def test_up_nodes_2_starts_two_opensearch_nodes(
     )
     result = CliRunner().invoke(app, ["services", "up", "--nodes", "2"])
     assert result.exit_code == 0, result.output
-    assert seen == ["opensearch", "opensearch-node-2", "kafka"]
+    assert seen == ["opensearch", "opensearch-node-2", "kafka", "mlflow"]

@@ -19,6 +19,7 @@ class FakeService:
 
     def __init__(self, name: str, root: Path, healthy: bool, port: int = 1) -> None:
         self.name = name
+        self.needs_java = True
         self.root = root
         self.pid_file = root / f"{name}.pid"
         self.is_healthy = healthy

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import pytest
 from clicktune.services.errors import PortTakenError
 from clicktune.services.process import (
     check_ports_free,
+    cmdline,
     is_ours,
     owned_pid,
     port_in_use,
@@ -78,6 +82,40 @@ def test_pid_file_counts_only_while_it_names_our_live_process(tmp_path: Path) ->
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_terminate_stops_a_session_leader_with_the_workers_it_spawned() -> None:
+    # A parent that ignores nothing and a child that would outlive it (as MLflow's uvicorn
+    # worker outlives a killed `mlflow server`) unless the whole group is signalled.
+    script = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)']); print(flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"\n"
+        children = [
+            int(p.parent.name)
+            for p in Path("/proc").glob("[0-9]*/stat")
+            if _parent_of(p) == proc.pid
+        ]
+        assert len(children) == 1
+        assert terminate(proc.pid, timeout_s=5) is False
+        proc.wait(timeout=5)
+        assert wait_until(lambda: cmdline(children[0]) == [], 5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _parent_of(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[-1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def test_missing_or_garbled_pid_file_means_not_running(tmp_path: Path) -> None:

@@ -22,11 +22,14 @@ def test_status_json_reports_unreachable_services_as_down(monkeypatch: pytest.Mo
     url, bootstrap = f"http://127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
     monkeypatch.setenv("CLICKTUNE_OPENSEARCH__URL", url)
     monkeypatch.setenv("CLICKTUNE_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+    mlflow = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("CLICKTUNE_REGISTRY__MLFLOW_URL", mlflow)
     result = CliRunner().invoke(app, ["services", "status", "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {
         "opensearch": {"url": url, "healthy": False, "version": "", "plugins": []},
         "kafka": {"bootstrap": bootstrap, "healthy": False},
+        "mlflow": {"url": mlflow, "healthy": False},
     }
 
 

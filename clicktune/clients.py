@@ -6,11 +6,14 @@ clients they need as constructor arguments.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opensearchpy import OpenSearch
 
-from clicktune.config import KafkaSettings, OpenSearchSettings
+from clicktune.config import KafkaSettings, OpenSearchSettings, Settings
+
+if TYPE_CHECKING:
+    from serving.registries import ModelRegistry
 
 
 def opensearch_client(settings: OpenSearchSettings, **overrides: Any) -> OpenSearch:
@@ -48,3 +51,18 @@ def kafka_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.ssl_cafile is not None:
         options["ssl_cafile"] = str(settings.ssl_cafile)
     return options
+
+
+def mlflow_url(settings: Settings) -> str:
+    """The MLflow tracking server clicktune uses: `registry.mlflow_url`, else the local one of
+    `clicktune services up` on `services.mlflow_port`."""
+    if settings.registry.mlflow_url is not None:
+        return settings.registry.mlflow_url
+    return f"http://127.0.0.1:{settings.services.mlflow_port}"
+
+
+def model_registry(settings: Settings) -> ModelRegistry:
+    """The model registry `registry.backend` selects: `<home>/models`, or MLflow."""
+    from serving.registries import open_registry
+
+    return open_registry(settings.registry, settings.home, mlflow_url(settings))

@@ -39,6 +39,7 @@ SECRET_KEYS = {
     ("auth", "read_token"),
     ("auth", "write_token"),
     ("auth", "query_signing_key"),
+    ("registry", "mlflow_token"),
 }
 
 

@@ -32,6 +32,7 @@ def dashboard_router_for(
 ) -> APIRouter:
     """The dashboard of the replica serving `ref` (a version, or the alias it follows); `tasks`
     is the task store's provider when there is one (`dashboard_sources.tasks_source(store)`)."""
+    from clicktune.clients import model_registry
     from serving.ab_stats import metrics_of
     from serving.arm_health import OpenSearchArmHealthStore
     from serving.dashboard import DashboardSources, dashboard_router
@@ -42,9 +43,8 @@ def dashboard_router_for(
         training_source,
         uplift_source,
     )
-    from serving.registry import LocalRegistry
 
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     alias = ref if ref in registry.aliases() else "production"  # as `serve` follows it
     ingest, serving = settings.ingest, settings.serving
 

@@ -19,7 +19,8 @@ from serving.ab_stats import ExperimentMetrics, decide
 from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings
 from serving.errors import ExperimentError
-from serving.registry import LocalRegistry, ModelVersion
+from serving.registries import ModelRegistry
+from serving.registry import ModelVersion
 
 __all__ = [
     "STATES",
@@ -47,7 +48,7 @@ HealthReading = tuple[Mapping[str, ArmHealth], str]
 
 
 def models_source(
-    registry: LocalRegistry,
+    registry: ModelRegistry,
     alias: str,
     serving_version: Callable[[], str | None],
     experiment: Callable[[], Experiment | None],
@@ -177,7 +178,7 @@ def latest_report(folder: Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def uplift_source(reports_dir: Path, registry: LocalRegistry) -> Callable[[], dict[str, Any]]:
+def uplift_source(reports_dir: Path, registry: ModelRegistry) -> Callable[[], dict[str, Any]]:
     """Metrics over rounds from the newest demo report; without one, each registered version's
     validation metrics (what the tuner measured when it trained it)."""
 
@@ -259,7 +260,7 @@ def _from_registry(versions: Iterable[ModelVersion], reports_dir: Path) -> dict[
     }
 
 
-def training_source(registry: LocalRegistry, shown: int = RUNS_SHOWN) -> Callable[[], dict]:
+def training_source(registry: ModelRegistry, shown: int = RUNS_SHOWN) -> Callable[[], dict]:
     """The registry's lineage: trained versions newest first, parent, sessions, pairs, losses."""
 
     def read() -> dict[str, Any]:

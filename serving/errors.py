@@ -2,6 +2,10 @@
 
     ServingError
      ├── RegistryError          unknown version or alias, bad model directory, version exists
+     │    ├── UnknownModelError          no version or alias of that name (`.ref`)
+     │    ├── RegistryUnavailableError   the MLflow tracking server did not answer (after retries)
+     │    ├── MlflowApiError             MLflow answered with an error (`.code`: its error_code)
+     │    └── ChecksumError              a cached or downloaded model file is not what was uploaded
      ├── ModelLoadError         a model directory that cannot be served (files, graph, metadata)
      ├── CorpusError            a corpus file or line that is not a valid document
      │    └── ImageError        a document's image cannot be used (`.problem`: source, fetch,
@@ -27,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "BulkIndexError",
+    "ChecksumError",
     "CorpusError",
     "DocumentIndexError",
     "ExperimentError",
@@ -40,6 +45,9 @@ __all__ = [
     "ReindexRequiredError",
     "RegistryError",
     "MlCommonsError",
+    "MlflowApiError",
+    "RegistryUnavailableError",
+    "UnknownModelError",
     "ServingError",
     "SwapRefusedError",
 ]
@@ -51,6 +59,30 @@ class ServingError(Exception):
 
 class RegistryError(ServingError):
     """The model registry cannot do what was asked (unknown ref, existing version, bad dir)."""
+
+
+class UnknownModelError(RegistryError):
+    """No model version or alias is named `ref`; the message lists those that exist."""
+
+    def __init__(self, message: str, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
+class RegistryUnavailableError(RegistryError):
+    """The MLflow tracking server could not be reached; the message names its URL and the call."""
+
+
+class MlflowApiError(RegistryError):
+    """The MLflow tracking server refused a call; `code` is its error_code."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ChecksumError(RegistryError):
+    """A model file's sha256 differs from the one recorded when it was registered."""
 
 
 class ModelLoadError(ServingError):

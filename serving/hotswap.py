@@ -36,7 +36,8 @@ from serving.encoder_pair import document_encoder
 from serving.errors import PairingError, RegistryError, SwapRefusedError
 from serving.index_versions import index_version
 from serving.model_loader import image_tower
-from serving.registry import LocalRegistry, ModelVersion
+from serving.registries import ModelRegistry
+from serving.registry import ModelVersion
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 
@@ -136,7 +137,7 @@ def _check_image_tower(name: str, tower: Any, dimension: int) -> None:
         )
 
 
-def live_index_kind(doc_index: DocumentIndex, registry: LocalRegistry) -> str | None:
+def live_index_kind(doc_index: DocumentIndex, registry: ModelRegistry) -> str | None:
     """The model kind ("text", "clip") whose vectors the live index holds; None if unknown."""
     live = doc_index.live_index()
     version = index_version(doc_index, live) if live is not None else None
@@ -154,7 +155,7 @@ class HotSwapper:
     def __init__(
         self,
         slot: ModelSlot,
-        registry: LocalRegistry,
+        registry: ModelRegistry,
         loader: ModelLoader,
         probes: Sequence[str],
         expected_dimension: Callable[[], int | None] = lambda: None,

@@ -25,6 +25,7 @@ from serving.encoder import OnnxTextEncoder, ServableEncoder
 from serving.encoder_pair import PairedEncoder
 from serving.errors import ModelLoadError, RegistryError
 from serving.model_dir import read_model_meta
+from serving.registries import ModelRegistry
 from serving.registry import LocalRegistry
 from serving.runtime_choice import PROCESS_RUNTIMES, RuntimeChooser
 
@@ -61,7 +62,7 @@ QUERY_KIND = "query"
 def load_model_dir(
     path: Path,
     settings: EncoderSettings,
-    registry: LocalRegistry | None = None,
+    registry: ModelRegistry | None = None,
     runtimes: RuntimeChooser | None = None,
 ) -> ServableEncoder:
     """The serving encoder of the model directory `path`, chosen by its `clicktune.json` kind;
@@ -85,7 +86,7 @@ def _load_pair(
     path: Path,
     meta: dict[str, Any],
     settings: EncoderSettings,
-    registry: LocalRegistry | None,
+    registry: ModelRegistry | None,
     runtimes: RuntimeChooser,
 ) -> PairedEncoder:
     """Query model `path` (its graph embeds queries) over its document model from `registry`."""
@@ -96,7 +97,7 @@ def _load_pair(
     except RegistryError as exc:
         raise ModelLoadError(
             f"{path}: query model {name!r} searches the vectors of document model "
-            f"{document_model!r}, which registry {registry.root} cannot give: {exc}"
+            f"{document_model!r}, which registry {registry.location} cannot give: {exc}"
         ) from exc
     kind = read_model_meta(documents_dir, error=ModelLoadError)["kind"]
     if kind not in KINDS:

@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,15 @@ from typing import Any
 from serving.errors import RegistryError
 from serving.model_dir import read_model_meta
 
-__all__ = ["LocalRegistry", "ModelVersion"]
+__all__ = [
+    "HISTORY_KEPT",
+    "LocalRegistry",
+    "ModelVersion",
+    "check_name",
+    "next_version",
+    "stamp_version",
+    "version_of",
+]
 
 # Lowercase because versions become part of OpenSearch index names (`docs__<version>__<n>`).
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
@@ -71,6 +79,11 @@ class LocalRegistry:
         self._history_file = self.root / "alias_history.json"
         self._lock_file = self.root / "registry.lock"
 
+    @property
+    def location(self) -> str:
+        """Where the registry lives, for messages."""
+        return str(self.root)
+
     def add(self, src_dir: Path, version: str | None = None) -> ModelVersion:
         """Copy the model directory `src_dir` in as `version` (next `v<N>` when None).
 
@@ -79,7 +92,7 @@ class LocalRegistry:
         src_dir = Path(src_dir)
         read_model_meta(src_dir, error=RegistryError)  # refuse a broken dir before copying
         if version is not None:
-            _check_name(version, "version")
+            check_name(version, "version")
             self._refuse_existing(version)
         self._versions.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=self._versions))
@@ -99,7 +112,7 @@ class LocalRegistry:
         """Rename the copied `tmp` in as `version` (or the next number); hold the lock."""
         version = version if version is not None else self._next_version()
         self._refuse_existing(version)
-        _stamp_version(tmp, version)
+        stamp_version(tmp, version)
         os.rename(tmp, self._versions / version)
         return version
 
@@ -127,7 +140,7 @@ class LocalRegistry:
 
     def set_alias(self, alias: str, version: str) -> None:
         """Point `alias` at an existing `version` (atomic file replace) and record it in history."""
-        _check_name(alias, "alias")
+        check_name(alias, "alias")
         with self._locked():
             self._set_alias(alias, version)
 
@@ -259,24 +272,28 @@ class LocalRegistry:
     def _next_version(self) -> str:
         archived = self.root / "archived"
         gone = [p.name.split(".")[0] for p in archived.iterdir()] if archived.is_dir() else []
-        names = [*self._version_names(), *gone]
-        numbers = [int(m.group(1)) for n in names if (m := _AUTO_VERSION.match(n))]
-        return f"v{max(numbers, default=0) + 1}"
+        return next_version([*self._version_names(), *gone])
 
     def _load(self, version: str, aliases: dict[str, str]) -> ModelVersion:
         path = self._versions / version
-        meta = read_model_meta(path, error=RegistryError)
-        return ModelVersion(
-            version=version,
-            path=path,
-            dimension=int(meta["dimension"]),
-            kind=str(meta["kind"]),
-            parent=meta.get("parent"),
-            created_at=str(meta.get("created_at", "")),
-            metrics=dict(meta.get("metrics") or {}),
-            aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
-            document_model=meta.get("document_model"),
-        )
+        return version_of(version, path, read_model_meta(path, error=RegistryError), aliases)
+
+
+def version_of(
+    version: str, path: Path, meta: dict[str, Any], aliases: dict[str, str]
+) -> ModelVersion:
+    """The `ModelVersion` of registry `version` at `path` from its `clicktune.json` `meta`."""
+    return ModelVersion(
+        version=version,
+        path=path,
+        dimension=int(meta["dimension"]),
+        kind=str(meta["kind"]),
+        parent=meta.get("parent"),
+        created_at=str(meta.get("created_at", "")),
+        metrics=dict(meta.get("metrics") or {}),
+        aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
+        document_model=meta.get("document_model"),
+    )
 
 
 def _try_lock(fd: int) -> bool:
@@ -291,7 +308,14 @@ def _check_name_ok(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
-def _check_name(name: str, what: str) -> None:
+def next_version(taken: Iterable[str]) -> str:
+    """`v<N+1>` for the highest `v<N>` among `taken` (every name ever given, archived too)."""
+    numbers = [int(m.group(1)) for n in taken if (m := _AUTO_VERSION.match(n))]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def check_name(name: str, what: str) -> None:
+    """Refuse a version or alias name that cannot be part of an index name (`docs__<v>__<n>`)."""
     if not _check_name_ok(name):
         raise RegistryError(
             f"{what} {name!r} is not allowed: use 1-63 lowercase letters, digits, '.' or '-', "
@@ -299,7 +323,7 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-def _stamp_version(model_dir: Path, version: str) -> None:
+def stamp_version(model_dir: Path, version: str) -> None:
     """Write the registry's version into the copied `clicktune.json` so the encoder reports it."""
     meta_path = model_dir / "clicktune.json"
     meta = json.loads(meta_path.read_text())

@@ -25,7 +25,8 @@ from typing import Any
 
 from serving.errors import PairingError, RegistryError, ReindexRequiredError, ServingError
 from serving.index_versions import index_version, latest_index_of
-from serving.registry import LocalRegistry, ModelVersion
+from serving.registries import ModelRegistry
+from serving.registry import ModelVersion
 from serving.replicas import model_changed
 from serving.vector_index import DocumentIndex
 
@@ -59,7 +60,7 @@ class Rollout:
 
     def __init__(
         self,
-        registry: LocalRegistry,
+        registry: ModelRegistry,
         doc_index: DocumentIndex,
         reindex: Reindex,
         publish: Publish | None = None,

@@ -21,7 +21,7 @@ __all__ = ["ImportResult", "ModelRegistry", "import_model", "model_metadata", "p
 
 
 class ModelRegistry(Protocol):
-    """What the tuner needs of the model registry (`serving.registry.LocalRegistry`)."""
+    """What the tuner needs of the model registry (`serving.registries.ModelRegistry`)."""
 
     def add(self, src_dir: Path, version: str | None = None) -> ModelVersion: ...
 

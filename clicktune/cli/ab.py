@@ -43,15 +43,15 @@ def start_experiment(settings: Any, candidate: str, traffic: float, mode: str, p
     """Make sure the candidate has an index behind `docs_candidate` (a query model: the live
     index its document model built, no reindex), then record the experiment."""
     from clicktune.cli.index import _doc_index
+    from clicktune.clients import model_registry
     from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
     from serving.errors import ExperimentError
-    from serving.registry import LocalRegistry
     from serving.rollout import paired_index
 
     store = ExperimentStore(settings.home / "models")
     if store.load() is not None:
         raise ExperimentError("an experiment is already running; `clicktune ab stop` it first")
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     control = registry.get(settings.serving.model_version).version
     model = registry.get(candidate)
     chosen = model.version

@@ -26,9 +26,9 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Evaluate a model on a judged collection: nDCG@10, MRR@10, Recall@10 and Recall@100."""
+    from clicktune.clients import model_registry
     from serving.encoder import OnnxTextEncoder
     from serving.errors import ServingError
-    from serving.registry import LocalRegistry
     from tuner.errors import TunerError
     from tuner.judged import DatasetError, load_collection
     from tuner.offline_eval import evaluate_collection, evaluation_index, model_fingerprint
@@ -36,7 +36,7 @@ def evaluate(
     settings = settings_of(ctx)
     try:
         collection = load_collection(dataset)
-        version = _registered(LocalRegistry(settings.home / "models"), model, settings)
+        version = _registered(model_registry(settings), model, settings)
         encoder = OnnxTextEncoder.from_dir(version.path, settings.serving.encoder)
         doc_index = evaluation_index(
             opensearch_client(settings.opensearch),

@@ -19,14 +19,14 @@ if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only w
 def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
     """The encoder of registry model `ref` (default: the configured alias, `production`), text,
     CLIP or a query model with its document model, as its `clicktune.json` says."""
+    from clicktune.clients import model_registry
     from serving.errors import ServingError
     from serving.model_loader import load_model_dir
-    from serving.registry import LocalRegistry
 
-    registry = LocalRegistry(settings.home / "models")
-    if not registry.list():
-        fail(f"no model registered in {registry.root}; run `clicktune models import` first")
+    registry = model_registry(settings)
     try:
+        if not registry.list():
+            fail(f"no model registered in {registry.location}; run `clicktune models import` first")
         version = registry.get(ref or settings.serving.model_version)
         return load_model_dir(version.path, settings.serving.encoder, registry)
     except ServingError as exc:

@@ -26,13 +26,13 @@ def import_(
 ) -> None:
     """Export a text model to ONNX and register it; running it again changes nothing."""
     require_training_stack("`clicktune models import` (it exports the model to ONNX with torch)")
+    from clicktune.clients import model_registry
     from serving.errors import ServingError
-    from serving.registry import LocalRegistry
     from tuner.errors import TunerError
     from tuner.publish import import_model
 
     settings = settings_of(ctx)
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     try:
         result = import_model(
             registry, name_or_path, version, alias, settings.tuner.train.max_length
@@ -71,11 +71,11 @@ def list_(
 ) -> None:
     """List registered model versions, their aliases and (when tracked) their MLflow lineage;
     a query model shows the document model whose index it searches ("query over v3")."""
+    from clicktune.clients import model_registry
     from serving.errors import ServingError
-    from serving.registry import LocalRegistry
 
     settings = settings_of(ctx)
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     try:
         versions = registry.list()
     except ServingError as exc:
@@ -95,10 +95,10 @@ def list_(
         for v in versions
     ]
     if as_json:
-        print_json({"registry": str(registry.root), "versions": rows})
+        print_json({"registry": registry.location, "versions": rows})
         return
     if not rows:
-        typer.echo(f"no model versions in {registry.root}; run `clicktune models import`")
+        typer.echo(f"no model versions in {registry.location}; run `clicktune models import`")
         return
     typer.echo(
         f"{'VERSION':<12} {'DIM':>5} {'KIND':<16} {'PARENT':<12} {'CREATED':<22} {'BATCH':<11} "
@@ -192,11 +192,11 @@ def rollout_of(
     """The rollout `clicktune models promote` runs (reindexing with `clicktune reindex`'s path
     when no index of the version is kept); `clicktune serve`'s admin API promotes through it."""
     from clicktune.cli.index import _doc_index, run_reindex
-    from serving.registry import LocalRegistry
+    from clicktune.clients import model_registry
     from serving.rollout import Rollout
 
     return Rollout(
-        LocalRegistry(settings.home / "models"),
+        model_registry(settings),
         doc_index if doc_index is not None else _doc_index(settings),
         reindex=lambda version: run_reindex(settings, version, progress=progress),
         publish=publish,

@@ -182,17 +182,16 @@ def _replica(
     the hot swapper they go through."""
     from kafka import KafkaConsumer
 
-    from clicktune.clients import kafka_options
+    from clicktune.clients import kafka_options, model_registry
     from serving.documents import documents_router, index_dimension
     from serving.hotswap import HotSwapper, live_index_kind
     from serving.lazy_kafka import LazyConsumer
     from serving.model_loader import load_model_dir
-    from serving.registry import LocalRegistry
     from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
     from serving.rollout import check_pairing
 
     serving = settings.serving
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     swapper = HotSwapper(
         slot,
         registry,
@@ -291,10 +290,10 @@ def _registry_encoders(settings: Settings) -> Any:
     index, A/B arms search with their own model)."""
     from functools import lru_cache
 
+    from clicktune.clients import model_registry
     from serving.model_loader import load_model_dir
-    from serving.registry import LocalRegistry
 
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
 
     @lru_cache(maxsize=4)
     def encoder_for(version: str) -> Any:

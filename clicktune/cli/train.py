@@ -91,7 +91,7 @@ def _with_processes(tuner_settings, nproc: int):  # type: ignore[no-untyped-def]
 
 
 def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-untyped-def]
-    from serving.registry import LocalRegistry
+    from clicktune.clients import model_registry
     from serving.vector_index import DocumentIndex
     from tuner.batches import BatchStore
     from tuner.iteration import IterationContext
@@ -107,7 +107,7 @@ def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-unt
     return IterationContext(
         source=OpenSearchSessions(client, settings.ingest),
         store=BatchStore(settings.home / "batches"),
-        registry=LocalRegistry(settings.home / "models"),
+        registry=model_registry(settings),
         documents=DocumentIndex(client, settings.serving.index),
         text_fields=settings.serving.index.text_fields,
         image_field=settings.serving.index.image_field,

@@ -60,10 +60,9 @@ def build_worker(settings: Settings) -> TunerWorker:
     from datetime import timedelta
 
     from clicktune.cli.train import _iteration_context
-    from clicktune.clients import opensearch_client
+    from clicktune.clients import model_registry, opensearch_client
     from serving.ab import ExperimentStore
     from serving.arm_health import OpenSearchArmHealthStore
-    from serving.registry import LocalRegistry
     from serving.tasks import OpenSearchTaskStore
     from tuner.worker.lock import Lease
     from tuner.worker.runner import TaskRunner
@@ -84,7 +83,7 @@ def build_worker(settings: Settings) -> TunerWorker:
     stages = LoopStages(
         context=context,
         settings=settings.tuner,
-        registry=LocalRegistry(settings.home / "models"),
+        registry=model_registry(settings),
         doc_index=context.documents,  # type: ignore[arg-type]
         checkpoints=settings.home / "reindex",
         encoder_settings=settings.serving.encoder,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clicktune.clients import kafka_options, opensearch_client
+from clicktune.clients import kafka_options, model_registry, opensearch_client
 from clicktune.config import Settings, load_settings
 from clicktune.demo.namespace import candidate_scoring_env, namespace_env
 from clicktune.demo.processes import ChildProcess, ServeProcess
@@ -34,7 +34,6 @@ from clicktune.demo.users import EventSink, simulate_round
 from serving.encoder import ServableEncoder
 from serving.indexer import index_corpus
 from serving.model_loader import load_model_dir
-from serving.registry import LocalRegistry
 from serving.vector_index import DocumentIndex
 from tuner.config import RolloutMode, TrainMethod
 from tuner.judged import JudgedCollection, load_collection
@@ -121,7 +120,7 @@ class ClosedLoop:
         if options.score_candidates:
             os.environ.update(candidate_scoring_env(self.collection))
         self.settings: Settings = load_settings(config_path)
-        self.registry = LocalRegistry(self.settings.home / "models")
+        self.registry = model_registry(self.settings)
         self.client = opensearch_client(self.settings.opensearch)
         self.doc_index = DocumentIndex(self.client, self.settings.serving.index)
         self.logs = options.report_dir / "logs"

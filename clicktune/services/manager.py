@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from clicktune import clients
 from clicktune.clients import kafka_options, opensearch_client
 from clicktune.config import Settings
 from clicktune.services import preflight
@@ -187,6 +188,4 @@ def needs_mlflow(settings: Settings) -> bool:
 def mlflow_url(settings: Settings) -> str:
     """The MLflow tracking server clicktune uses: `registry.mlflow_url`, else the local one of
     `services up`."""
-    if settings.registry.mlflow_url is not None:
-        return settings.registry.mlflow_url
-    return MlflowService(settings.services, settings.home / "services" / "mlflow").address
+    return clients.mlflow_url(settings)

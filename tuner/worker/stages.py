@@ -29,7 +29,8 @@ from serving.config import ABSettings, EncoderSettings
 from serving.errors import ExperimentError
 from serving.index_versions import alias_holders, index_version, move_aliases
 from serving.model_loader import load_model_dir
-from serving.registry import LocalRegistry, ModelVersion
+from serving.registries import ModelRegistry
+from serving.registry import ModelVersion
 from serving.reindex import CheckpointStore, Reindexer, abandon
 from serving.rollout import Publish, Rollout, paired_index
 from serving.vector_index import DocumentIndex
@@ -90,7 +91,7 @@ class LoopStages:
 
     context: IterationContext
     settings: TunerSettings
-    registry: LocalRegistry
+    registry: ModelRegistry
     doc_index: DocumentIndex
     checkpoints: Any  # Path of the reindex checkpoints (`<home>/reindex`)
     encoder_settings: EncoderSettings

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	   exit 1; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[tuner,dev,openvino]'
+	$(BIN)/python -m pip install --quiet -e '.[tuner,dev,openvino,scale]'
 	@touch $(STAMP)
 
 services: setup

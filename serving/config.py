@@ -107,6 +107,59 @@ class IndexSettings(BaseModel):
         return f"{self.alias}_candidate"
 
 
+class ReindexEngine(StrEnum):
+    """Where a reindex reads, embeds and writes (serving/reindex.py, serving/reindex_ray.py)."""
+
+    local = "local"  # this process: one encoding thread, one writing thread
+    ray = "ray"  # point-in-time slices over an actor pool (the optional extra clicktune[scale])
+
+
+class RayGpus(StrEnum):
+    """Whether the reindex actors each take a GPU."""
+
+    auto = "auto"  # when the Ray cluster has GPUs
+    never = "never"
+    always = "always"
+
+
+class RaySettings(BaseModel):
+    """The Ray cluster of `clicktune reindex --engine ray` and its actor pool."""
+
+    address: str | None = Field(
+        default=None,
+        description="None: start a local cluster in this process (ray.init()); host:port (the "
+        "head's GCS, 6379 by default) or ray://host:port (Ray Client, 10001): an existing one",
+    )
+    local_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs of the local cluster; None: Ray counts them"
+    )
+    actors: int = Field(default=2, ge=1, le=1024, description="encoders reading slices at once")
+    cpus_per_actor: float = Field(default=1.0, gt=0, description="also each actor's ONNX threads")
+    gpus: RayGpus = RayGpus.auto
+    slices_per_actor: int = Field(
+        default=2, ge=1, le=64, description="point-in-time slices per actor (load balance)"
+    )
+    slice_retries: int = Field(
+        default=3, ge=0, le=100, description="resumes of one slice after its actor died"
+    )
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="the TCP check of `address`"
+    )
+    join_timeout_s: float = Field(
+        default=60.0, gt=0, le=600, description="ray.init(address=...) after the TCP check"
+    )
+    actors_ready_timeout_s: float = Field(
+        default=120.0, gt=0, description="wait this long for the pool to start and load models"
+    )
+
+
+class ReindexSettings(BaseModel):
+    """`clicktune reindex`: which engine copies the documents."""
+
+    engine: ReindexEngine = ReindexEngine.local
+    ray: RaySettings = Field(default_factory=RaySettings)
+
+
 class EncoderRuntime(StrEnum):
     """The library that runs a model's ONNX graphs (serving/runtime.py)."""
 
@@ -275,6 +328,7 @@ class ServingSettings(BaseModel):
     model_version: str = Field(default="production", description="version or alias to serve")
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    reindex: ReindexSettings = Field(default_factory=ReindexSettings)
     max_batch_inputs: int = Field(default=256, ge=1)
     max_text_chars: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(

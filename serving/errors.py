@@ -13,6 +13,7 @@
      ├── DocumentIndexError     OpenSearch refused or could not be reached
      │    ├── BulkIndexError    some documents of a bulk write failed (`.errors` holds them)
      │    └── ReindexError      a reindex cannot start, resume or finish (`ReindexPendingError`)
+     │         └── RayClusterError   the Ray cluster cannot be reached or cannot start the actors
      ├── ExperimentError        an A/B experiment cannot start, be read or be stopped
      ├── QueryLogError          the UBI query record could not be published
      ├── SwapRefusedError       a model failed its hot-swap checks; the old one keeps serving
@@ -40,6 +41,7 @@ __all__ = [
     "ModelLoadError",
     "PairingError",
     "QueryLogError",
+    "RayClusterError",
     "ReindexError",
     "ReindexPendingError",
     "ReindexRequiredError",
@@ -137,6 +139,11 @@ class ReindexError(DocumentIndexError):
 
 class ReindexPendingError(ReindexError):
     """An unfinished reindex exists: resume it (`--resume`) or abandon it first."""
+
+
+class RayClusterError(ReindexError):
+    """`--engine ray` cannot reach its Ray cluster or start its actors there; nothing was written
+    by the attempt."""
 
 
 class ExperimentError(ServingError):

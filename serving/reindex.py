@@ -25,26 +25,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from opensearchpy.exceptions import OpenSearchException
-from opensearchpy.helpers import streaming_bulk
 from tqdm import tqdm
 
 from serving.doc_images import ImageReader, embed_documents
 from serving.encoder import Encoder
 from serving.encoder_pair import document_encoder
-from serving.errors import DocumentIndexError, ReindexError, ReindexPendingError
+from serving.errors import ReindexError, ReindexPendingError
 from serving.index_versions import alias_holders, move_aliases, prune_indexes
 from serving.indexer import IndexReport
+from serving.reindex_pages import close_pit, create_documents, open_pit, read_pages
 from serving.vector_index import DocumentIndex
 
-__all__ = ["Checkpoint", "CheckpointStore", "Reindexer"]
+__all__ = ["Checkpoint", "CheckpointStore", "Copier", "Reindexer"]
 
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2
-PIT_KEEP_ALIVE = "10m"
 ID_PAGE = 5000
 
 
@@ -60,6 +59,9 @@ class Checkpoint:
     written: int = 0
     search_after: list[Any] | None = None
     started_at: float = 0.0
+    # the Ray engine's point-in-time slices, each with its own search_after and count
+    # (serving/reindex_slices.py); None for the local engine
+    slices: list[dict[str, Any]] | None = None
 
 
 class CheckpointStore:
@@ -87,6 +89,13 @@ class CheckpointStore:
         self.path.unlink(missing_ok=True)
 
 
+class Copier(Protocol):
+    """Copies the documents of `checkpoint.source` into `checkpoint.target` with new vectors,
+    saving `checkpoint` (through `store`) as batches land: the engine behind a reindex."""
+
+    def copy(self, checkpoint: Checkpoint, store: CheckpointStore) -> None: ...
+
+
 class Reindexer:
     """Rebuilds the index behind `alias` (default: the live alias) with `encoder`'s model (a
     query model's document model: the index holds document vectors)."""
@@ -102,6 +111,7 @@ class Reindexer:
         alias: str | None = None,
         images: ImageReader | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        copier: Copier | None = None,
     ) -> None:
         self.doc_index = doc_index
         # Documents already in the index: the API admitted only data: URIs and allowed hosts,
@@ -115,6 +125,9 @@ class Reindexer:
         self.on_progress = on_progress
         self.alias = alias or doc_index.alias
         self.store = CheckpointStore(checkpoints_root, self.alias)
+        # None: this process reads, embeds (one thread) and writes (another); the Ray engine
+        # (serving/reindex_ray.py) hands the copy to an actor pool, the rest is the same
+        self.copier = copier
         self._client = doc_index.client
 
     def pending(self) -> Checkpoint | None:
@@ -128,7 +141,10 @@ class Reindexer:
         if self.alias in self._aliases_of(checkpoint.target):  # killed right after the swap
             self.store.clear()
             return self._report(checkpoint, started, previous=None)
-        self._copy(checkpoint)
+        if self.copier is None:
+            self._copy(checkpoint)
+        else:
+            self.copier.copy(checkpoint, self.store)
         self._reconcile(checkpoint)
         previous = self._swap(checkpoint)
         self.store.clear()
@@ -232,52 +248,16 @@ class Reindexer:
             failure.append(exc)
 
     def _create_all(self, index: str, docs: list[dict], vectors: Any) -> None:
-        field = self.doc_index.settings.vector_field
-        actions = (
-            {
-                "_op_type": "create",
-                "_index": index,
-                "_id": doc["_id"],
-                "_source": {**{k: v for k, v in doc.items() if k != "_id"}, field: vec.tolist()},
-            }
-            for doc, vec in zip(docs, vectors, strict=True)
-        )
-        for ok, item in streaming_bulk(
-            self._client, actions, chunk_size=len(docs) or 1, raise_on_error=False, max_retries=3
-        ):
-            status = item.get("create", {}).get("status")
-            if not ok and status != 409:  # 409: already there (dual write or earlier run)
-                raise DocumentIndexError(f"document refused by {index!r}: {item}")
+        create_documents(self._client, index, docs, vectors, self.doc_index.settings.vector_field)
 
     def _pages(self, source: str, after: list[Any] | None) -> Iterator[tuple[list[dict], list]]:
         """Pages of `source` documents (vector excluded) in `_id` order after `after`."""
+        pit_id = open_pit(self._client, source)
         try:
-            pit = self._client.create_pit(index=source, params={"keep_alive": PIT_KEEP_ALIVE})
-        except OpenSearchException as exc:
-            raise ReindexError(f"cannot open a point in time on {source!r}: {exc}") from exc
-        pit_id = pit["pit_id"]
-        try:
-            while True:
-                body: dict[str, Any] = {
-                    "size": self.batch_size,
-                    "pit": {"id": pit_id, "keep_alive": PIT_KEEP_ALIVE},
-                    "sort": [{"_id": "asc"}],
-                    "_source": {"excludes": [self.doc_index.settings.vector_field]},
-                }
-                if after is not None:
-                    body["search_after"] = after
-                hits = self._client.search(body=body)["hits"]["hits"]
-                if not hits:
-                    return
-                after = hits[-1]["sort"]
-                yield [{"_id": h["_id"], **h["_source"]} for h in hits], after
-        except OpenSearchException as exc:
-            raise ReindexError(f"reading {source!r} failed: {exc}") from exc
+            field = self.doc_index.settings.vector_field
+            yield from read_pages(self._client, pit_id, source, field, self.batch_size, after)
         finally:
-            try:
-                self._client.delete_pit(body={"pit_id": [pit_id]})
-            except OpenSearchException:
-                log.warning("could not delete point in time on %s", source)
+            close_pit(self._client, pit_id, source)
 
     def _reconcile(self, checkpoint: Checkpoint) -> None:
         """Copy ids the source has and the target lacks; delete ids only the target has."""

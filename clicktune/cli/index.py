@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clicktune.cli.common import fail, print_json, settings_of
+from serving.config import ReindexEngine
 
 if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only when used
     from clicktune.config import Settings
@@ -96,11 +98,30 @@ def reindex(
         bool, typer.Option("--abandon", help="drop an interrupted reindex and its partial index")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    engine: Annotated[
+        ReindexEngine | None,
+        typer.Option(
+            "--engine",
+            help="local: this process (default, serving.reindex.engine); ray: point-in-time "
+            "slices over a Ray actor pool (clicktune[scale])",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="an existing Ray cluster: host:port (GCS) or ray://host:port; default: start "
+            "a local one",
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option("--actors", min=1, help="Ray actors encoding at once")
+    ] = None,
 ) -> None:
     """Re-embed the live index with another model version and swap the alias atomically."""
     from serving.errors import ServingError
 
-    settings = settings_of(ctx)
+    settings = with_engine(settings_of(ctx), engine, ray_address, actors)
     try:
         if abandon:
             from serving.reindex import abandon as abandon_reindex
@@ -130,18 +151,52 @@ def run_reindex(
     progress: bool = True,
     alias: str | None = None,
 ) -> IndexReport:
-    """Reindex with registry model `model` onto `alias` (default: the live alias)."""
+    """Reindex with registry model `model` onto `alias` (default: the live alias), on the
+    engine of `serving.reindex.engine`."""
     from serving.reindex import Reindexer
 
-    reindexer = Reindexer(
-        _doc_index(settings),
-        load_encoder(settings, model),
-        settings.home / "reindex",
-        batch_size=settings.serving.index.bulk_batch_size,
-        progress=progress,
-        alias=alias,
+    doc_index = _doc_index(settings)
+    with contextlib.ExitStack() as stack:
+        ray = None
+        if settings.serving.reindex.engine is ReindexEngine.ray:
+            from serving.ray_cluster import ray_cluster
+
+            # first, so an unreachable address fails before a model loads
+            ray = stack.enter_context(ray_cluster(settings.serving.reindex.ray))
+        encoder = load_encoder(settings, model)
+        copier = None
+        if ray is not None:
+            from clicktune.cli.reindex_ray import ray_copier
+
+            copier = ray_copier(settings, ray, model, encoder, doc_index.client, progress=progress)
+        reindexer = Reindexer(
+            doc_index,
+            encoder,
+            settings.home / "reindex",
+            batch_size=settings.serving.index.bulk_batch_size,
+            progress=progress,
+            alias=alias,
+            copier=copier,
+        )
+        return reindexer.run(resume=resume)
+
+
+def with_engine(
+    settings: Settings,
+    engine: ReindexEngine | None,
+    ray_address: str | None = None,
+    actors: int | None = None,
+) -> Settings:
+    """`settings` with the command line's reindex engine options over `serving.reindex`."""
+    reindex = settings.serving.reindex
+    ray = reindex.ray.model_copy(
+        update={
+            k: v for k, v in {"address": ray_address, "actors": actors}.items() if v is not None
+        }
     )
-    return reindexer.run(resume=resume)
+    reindex = reindex.model_copy(update={"engine": engine or reindex.engine, "ray": ray})
+    serving = settings.serving.model_copy(update={"reindex": reindex})
+    return settings.model_copy(update={"serving": serving})
 
 
 def _doc_index(settings: Settings) -> DocumentIndex:

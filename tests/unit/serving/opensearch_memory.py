@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import zlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,10 +37,16 @@ class MemoryOpenSearch:
         self._pit = None
 
     def search(self, body: dict[str, Any], index: str | None = None) -> dict[str, Any]:
-        """`_id`-sorted pages after `search_after`, with `_source` excludes or none."""
+        """`_id`-sorted pages after `search_after`, with `_source` excludes or none; `slice`
+        keeps the ids of one slice (a stable hash of the id, as OpenSearch's)."""
         docs = self.docs[index or str(self._pit)]
         after = body.get("search_after", [""])[0]
-        ids = sorted(i for i in docs if i > after)[: body["size"]]
+        part = body.get("slice")
+        ids = sorted(
+            i
+            for i in docs
+            if i > after and (part is None or zlib.crc32(i.encode()) % part["max"] == part["id"])
+        )[: body["size"]]
         wanted = body.get("_source", True)
         excluded = set(wanted.get("excludes", [])) if isinstance(wanted, dict) else set()
         hits: list[dict[str, Any]] = [{"_id": i, "sort": [i]} for i in ids]

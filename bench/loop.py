@@ -151,13 +151,12 @@ def _namespace(run_id: str, home: Path, args: argparse.Namespace, method: str = 
 
 def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     from clicktune.cli.tuner import build_worker
-    from clicktune.clients import opensearch_client
+    from clicktune.clients import model_registry, opensearch_client
     from clicktune.config import load_settings
     from ingest.templates import install_templates
     from serving.encoder import OnnxTextEncoder
     from serving.indexer import index_corpus
     from serving.model_loader import load_model_dir
-    from serving.registry import LocalRegistry
     from serving.vector_index import DocumentIndex
     from tuner.judged import load_collection
     from tuner.publish import import_model
@@ -166,7 +165,7 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     client = opensearch_client(settings.opensearch)
     ingest = settings.ingest
     collection = load_collection(args.dataset)
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     started = time.perf_counter()
     import_model(registry, settings.tuner.train.base_model)
     encoder = OnnxTextEncoder.from_dir(registry.get("base").path, settings.serving.encoder)

@@ -45,10 +45,26 @@ class MlflowRest:
     ) -> None:
         self.url = url.rstrip("/")
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
+        self._timeout_s, self._transport = timeout_s, transport
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = self._client()
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            timeout=self._timeout_s,
+            headers=self._headers,
+            transport=self._transport,
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A registry travels to Ray actors with the encoder factory: send the settings, and
+        # let each process open its own connection pool.
+        return {k: v for k, v in self.__dict__.items() if k != "_http"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._http = self._client()
 
     def get(self, endpoint: str, **params: Any) -> dict[str, Any]:
         """`GET /api/2.0/mlflow/<endpoint>?params` -> the JSON answer."""

@@ -30,12 +30,11 @@ def ray_copier(
 ) -> RayCopier:
     """A `RayCopier` for registry model `model` (loaded here as `encoder`) on the cluster `ray`
     is connected to (serving/ray_cluster.py)."""
-    from clicktune.clients import opensearch_client
+    from clicktune.clients import model_registry, opensearch_client
     from serving.model_loader import load_model_dir
-    from serving.registry import LocalRegistry
     from serving.reindex_ray import RayCopier
 
-    registry = LocalRegistry(settings.home / "models")
+    registry = model_registry(settings)
     version = registry.get(model)
     make_encoder = partial(load_model_dir, version.path, actor_encoder(settings, encoder), registry)
     return RayCopier(

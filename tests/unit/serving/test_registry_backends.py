@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,14 @@ def test_a_bad_mlflow_url_is_refused_naming_it() -> None:
 
 def _rest(handler: httpx.MockTransport, retries: int = 2) -> MlflowRest:
     return MlflowRest("http://mlflow", retries=retries, backoff_s=0.0, transport=handler)
+
+
+def test_an_mlflow_registry_pickles_for_ray_actors(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, registry=RegistrySettings(backend="mlflow"))
+    registry = pickle.loads(pickle.dumps(model_registry(settings)))
+    assert isinstance(registry, MlflowRegistry)
+    assert registry.rest.url == "http://127.0.0.1:5000"
+    assert not registry.rest._http.is_closed
 
 
 def test_a_busy_server_is_retried_a_bounded_number_of_times() -> None:

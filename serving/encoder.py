@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -34,6 +35,7 @@ __all__ = [
     "ServableEncoder",
     "model_file",
     "session_options",
+    "wrapper_chain",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,15 @@ class DelegatingEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.inner.encode(texts)
+
+
+def wrapper_chain(encoder: Any) -> Iterator[Any]:
+    """`encoder`, then each encoder it wraps (`.inner`, any depth), outermost first."""
+    for _ in range(16):  # wrappers nest a few deep, never in a cycle
+        if encoder is None:
+            return
+        yield encoder
+        encoder = getattr(encoder, "inner", None)
 
 
 class OnnxTextEncoder:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.encoder import DelegatingEncoder, ServableEncoder
+from serving.encoder import DelegatingEncoder, ServableEncoder, wrapper_chain
 from serving.errors import ModelLoadError
 from serving.input_type import InputType
 
@@ -62,12 +62,7 @@ class PairedEncoder(DelegatingEncoder):
 
 def paired(encoder: Any) -> PairedEncoder | None:
     """The `PairedEncoder` that `encoder` is or wraps (`.inner`, any depth), else None."""
-    seen = 0
-    while encoder is not None and seen < 16:  # wrappers nest a few deep, never in a cycle
-        if isinstance(encoder, PairedEncoder):
-            return encoder
-        encoder, seen = getattr(encoder, "inner", None), seen + 1
-    return None
+    return next((e for e in wrapper_chain(encoder) if isinstance(e, PairedEncoder)), None)
 
 
 def document_encoder(encoder: Any) -> Any:

@@ -31,7 +31,7 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from serving.encoder import ServableEncoder
+from serving.encoder import ServableEncoder, wrapper_chain
 from serving.encoder_pair import document_encoder
 from serving.errors import PairingError, RegistryError, SwapRefusedError
 from serving.index_versions import index_version
@@ -107,11 +107,10 @@ def check_encoder(
 def _graph_of(encoder: Any) -> str:
     """ " (model.int8.onnx on openvino)": the graph file and runtime behind serving's wrappers,
     so a refusal names the variant that failed; "" for encoders that run no graph file."""
-    for _ in range(16):  # wrappers nest a few deep, never in a cycle
-        graph = getattr(encoder, "graph", None)
+    for layer in wrapper_chain(encoder):
+        graph = getattr(layer, "graph", None)
         if isinstance(graph, str):
             return f" ({graph})"
-        encoder = getattr(encoder, "inner", None)
     return ""
 
 

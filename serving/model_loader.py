@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from serving.config import EncoderSettings
-from serving.encoder import OnnxTextEncoder, ServableEncoder
+from serving.encoder import OnnxTextEncoder, ServableEncoder, wrapper_chain
 from serving.encoder_pair import PairedEncoder
 from serving.errors import ModelLoadError, RegistryError
 from serving.model_dir import read_model_meta
@@ -123,12 +123,7 @@ def _registry_holding(path: Path, name: str, document_model: str) -> LocalRegist
 
 def image_tower(encoder: Any) -> ImageEncoder | None:
     """`encoder` itself or the encoder it wraps (`.inner`, any depth) that embeds images."""
-    seen = 0
-    while encoder is not None and seen < 16:  # wrappers nest a few deep, never in a cycle
-        if isinstance(encoder, ImageEncoder):
-            return encoder
-        encoder, seen = getattr(encoder, "inner", None), seen + 1
-    return None
+    return next((e for e in wrapper_chain(encoder) if isinstance(e, ImageEncoder)), None)
 
 
 def model_kind(encoder: Any) -> str:

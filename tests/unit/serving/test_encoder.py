@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from serving.config import EncoderSettings
-from serving.encoder import Encoder, HashingEncoder, OnnxTextEncoder, session_options
+from serving.encoder import (
+    DelegatingEncoder,
+    Encoder,
+    HashingEncoder,
+    OnnxTextEncoder,
+    session_options,
+    wrapper_chain,
+)
 from serving.errors import ModelLoadError
 
 pytest.importorskip("onnx")
@@ -99,3 +107,14 @@ def test_hashing_encoder_is_deterministic_and_unit_length() -> None:
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-6)
     query, near, far = encoder.encode(["boundary layer flow", "boundary layer", "shock tube"])
     assert query @ near > query @ far
+
+
+def test_wrapper_chain_walks_from_the_outermost_wrapper_in_and_stops_on_a_cycle() -> None:
+    model = HashingEncoder(dimension=8)
+    middle = DelegatingEncoder(model)
+    outer = DelegatingEncoder(middle)
+    assert list(wrapper_chain(outer)) == [outer, middle, model]
+    assert list(wrapper_chain(None)) == []
+    loop = SimpleNamespace()
+    loop.inner = loop  # a broken wrapper must not hang whoever looks behind it
+    assert len(list(wrapper_chain(loop))) == 16

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.reindex [--docs 3000] [--model production|hashing]
                                        [--import-base] [--search-docs 100000] [--searches 500]
                                        [--json FILE]
+    .venv/bin/python -m bench.reindex --engines [--corpus DIR] [--docs N] [--import-base]
 
 1. a source index of `--docs` synthetic documents (hashing fake encoder: the source vectors do
    not matter, the reindex re-embeds them);
@@ -16,6 +17,9 @@ Everything it creates is deleted at the end. The model is `--model` of the regis
 CLICKTUNE_HOME; `--import-base` imports the configured base model (all-MiniLM-L6-v2) into a
 temporary registry instead, as `clicktune models import` would, so the bench needs no prepared
 home. `--json FILE` writes the figures in the shape of `bench/results.py`.
+
+`--engines` runs instead the local engine against the Ray engine with 1 and 2 actors on the
+first `--docs` documents of a real collection (bench/reindex_engines.py).
 """
 
 from __future__ import annotations
@@ -216,6 +220,14 @@ def main() -> None:
         "--import-base", action="store_true", help="bench the base model in a temporary registry"
     )
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="instead: the local engine against Ray with 1 and 2 actors (bench/reindex_engines.py)",
+    )
+    parser.add_argument(
+        "--corpus", type=Path, default=None, help="--engines: dataset dir or JSONL (cranfield)"
+    )
     args = parser.parse_args()
     settings = load_settings()
     client = opensearch_client(settings.opensearch, timeout=120)
@@ -224,8 +236,16 @@ def main() -> None:
         root = settings.home / "models"
         if args.import_base:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ri-registry-"))
-            root = import_base(settings, Path(tmp))
+            root = import_base(settings, Path(tmp) / "models")
+            settings = settings.model_copy(update={"home": Path(tmp)})
         encoder = load_model(settings, args.model, root)
+        if args.engines:
+            from bench.reindex_engines import DEFAULT_CORPUS, bench_engines, load_docs
+
+            docs = load_docs(args.corpus or DEFAULT_CORPUS, args.docs)
+            ref = "production" if args.import_base else args.model
+            bench_engines(settings, client, ref, encoder, docs, args.batch).write(args.json)
+            return
         bench_reindex(settings, client, encoder, args.docs, args.batch, result)
     if args.search_docs:
         bench_search(client, args.search_docs, args.searches, result)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
@@ -119,12 +120,19 @@ class RayCopier:
         self.batch_size = batch_size
         self.progress = progress
         self.last_run: SliceRun | None = None  # slices copied and resumed by the last copy
+        self.startup_s = 0.0  # the last copy's wait for its actors (placing, loading models)
 
     def copy(self, checkpoint: Checkpoint, store: CheckpointStore) -> None:
         s = self.settings
         states = slice_states(checkpoint, s.actors * s.slices_per_actor)
-        pit_id = open_pit(self._client, checkpoint.source)
+        started = time.perf_counter()
         actors = self._start_actors(checkpoint.target)
+        self.startup_s = time.perf_counter() - started
+        try:
+            pit_id = open_pit(self._client, checkpoint.source)
+        except BaseException:
+            self._kill(actors)
+            raise
         bar = tqdm(
             total=checkpoint.total,
             initial=checkpoint.written,

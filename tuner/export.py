@@ -52,6 +52,29 @@ class ExportReport:
     seconds: float
     metadata: dict[str, Any]
 
+    @classmethod
+    def written(
+        cls,
+        out_dir: Path,
+        metadata: dict[str, Any],
+        *,
+        cosine: float,
+        started: float,
+        graphs: Sequence[str] = (ONNX_FILE,),
+    ) -> ExportReport:
+        """The report of the model directory just written to `out_dir`: `metadata` is its
+        `clicktune.json`, `graphs` its ONNX files, `started` the `time.perf_counter()` the
+        export began at."""
+        return cls(
+            path=out_dir,
+            version=metadata["version"],
+            dimension=int(metadata["dimension"]),
+            parity_min_cosine=cosine,
+            onnx_bytes=sum((out_dir / graph).stat().st_size for graph in graphs),
+            seconds=round(time.perf_counter() - started, 3),
+            metadata=metadata,
+        )
+
 
 class MeanPooledEncoder(nn.Module):
     """transformer -> mean over real tokens -> L2 normalise: what sentence-transformers does."""
@@ -108,15 +131,7 @@ def export_text_model(
         raise ExportParityError(cosine, min_cosine)
     metadata = _metadata(version, parent, base_model, model, max_length, metrics, cosine)
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    return ExportReport(
-        path=out_dir,
-        version=version,
-        dimension=metadata["dimension"],
-        parity_min_cosine=cosine,
-        onnx_bytes=(out_dir / ONNX_FILE).stat().st_size,
-        seconds=round(time.perf_counter() - started, 3),
-        metadata=metadata,
-    )
+    return ExportReport.written(out_dir, metadata, cosine=cosine, started=started)
 
 
 def _transformer_of(model: SentenceTransformer) -> nn.Module:

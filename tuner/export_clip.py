@@ -106,15 +106,8 @@ def export_clip_model(
     metadata["parity_min_cosine"] = round(cosine, 7)
     metadata["parity"] = {"text": round(text_cos, 7), "image": round(image_cos, 7)}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    return ExportReport(
-        path=out_dir,
-        version=version,
-        dimension=metadata["dimension"],
-        parity_min_cosine=cosine,
-        onnx_bytes=(out_dir / ONNX_FILE).stat().st_size + (out_dir / IMAGE_FILE).stat().st_size,
-        seconds=round(time.perf_counter() - started, 3),
-        metadata=metadata,
-    )
+    graphs = (ONNX_FILE, IMAGE_FILE)
+    return ExportReport.written(out_dir, metadata, cosine=cosine, started=started, graphs=graphs)
 
 
 def clip_tokenizer_json(clip: ClipModel) -> tuple[Any, int]:

@@ -113,15 +113,7 @@ def export_query_model(
     metadata = _write_metadata(
         out_dir, base, document_model, side, metrics, parity_min_cosine=round(cosine, 7)
     )
-    return ExportReport(
-        path=out_dir,
-        version=version,
-        dimension=int(base["dimension"]),
-        parity_min_cosine=cosine,
-        onnx_bytes=(out_dir / ONNX_FILE).stat().st_size,
-        seconds=round(time.perf_counter() - started, 3),
-        metadata=metadata,
-    )
+    return ExportReport.written(out_dir, metadata, cosine=cosine, started=started)
 
 
 def export_query_tower(
@@ -277,12 +269,7 @@ def _parity_min_cosine(
     max_length: int,
 ) -> float:
     """Min cosine between the torch query model and serving's encoder on the folded graph."""
-    tokenizer = Tokenizer.from_file(str(out_dir / TOKENIZER_FILE))
-    tokenizer.enable_truncation(max_length)
-    session = ort.InferenceSession(str(out_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    served = OnnxTextEncoder(
-        session, tokenizer, version="parity", dimension=adapter.dimension, batch_size=8
-    ).encode(list(texts))  # (N, D)
+    served = _served(out_dir, adapter.dimension, texts, max_length)  # (N, D)
     reference = encode_queries(encoder, adapter, texts, max_length)  # (N, D)
     return float(np.sum(served * reference, axis=1).min())  # both L2-normalised
 
@@ -304,6 +291,7 @@ def _adapter_parity(
 
 
 def _served(model_dir: Path, dimension: int, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """`texts` embedded by serving's encoder on `model_dir`'s graph and tokenizer."""
     tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
     tokenizer.enable_truncation(max_length)
     session = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])

@@ -79,6 +79,8 @@ def test_a_few_steps_lower_the_loss_then_both_towers_export_with_parity(clip, tm
     exported = export_clip_model(clip, tmp_path / "m", version="c1", parent=None, base_model="tiny")
     print(f"clip export: parity {exported.metadata['parity']}, {exported.seconds} s")
     assert exported.parity_min_cosine >= 0.9999 and exported.dimension == 32
+    graphs = [tmp_path / "m" / name for name in ("model.onnx", "image.onnx")]
+    assert exported.onnx_bytes == sum(graph.stat().st_size for graph in graphs)  # both towers
     meta = json.loads((tmp_path / "m" / "clicktune.json").read_text())
     assert (
         meta["kind"] == "clip"

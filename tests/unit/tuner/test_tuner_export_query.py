@@ -139,6 +139,7 @@ def test_over_a_registered_document_model_only_the_adapter_is_added_and_checked(
     monkeypatch.setattr(export_query, "export_text_model", no_encoder_export)
     out = export(trained, tmp_path / "q1", document_dir=registered_v3)
     assert out["report"].parity_min_cosine >= 0.9999
+    assert (out["report"].version, out["report"].dimension) == ("q1", 32)
     assert (out["meta"]["kind"], out["meta"]["document_model"]) == ("query", "v3")
     assert out["meta"]["max_length"] == 32 and out["meta"]["dimension"] == 32
 

@@ -64,7 +64,6 @@ _EARLIEST_MS = int(EARLIEST.timestamp()) * 1000
 _FUTURE_SLACK_MS = int(FUTURE_SLACK.total_seconds()) * 1000
 MAX_RECORD_ID_BYTES = 512  # OpenSearch refuses an empty `_id` and one over 512 bytes
 Text = StrictStr
-ObjectId = StrictStr | StrictInt  # UBI 1.3.0: "anyOf": string or integer
 
 
 def usable_id(value: Any) -> str | None:

@@ -90,7 +90,7 @@ def validate_record(
     accepted = _FAST[kind](data, _received(received_ms))
     if accepted is not None:
         return ValidRecord(*accepted)
-    return validate_with_models(data, kind, received_ms)
+    return validate_with_models(data, kind, received_ms=received_ms)
 
 
 def validate_with_models(
@@ -101,11 +101,10 @@ def validate_with_models(
 ) -> ValidRecord | Rejection:
     """The reference: the same checks as `validate_record`, every record through the models
     (`data` raw bytes, checked against `max_record_bytes`, or an already parsed object)."""
-    if not isinstance(data, dict):
-        data = _json_object(data, max_record_bytes, kind)
-        if isinstance(data, Rejection):
-            return data
-    record = _model_record(data, kind)
+    parsed = data if isinstance(data, dict) else _json_object(data, max_record_bytes, kind)
+    if isinstance(parsed, Rejection):
+        return parsed
+    record = _model_record(parsed, kind)
     if isinstance(record, Rejection):
         return record
     if isinstance(record, UbiQuery):

@@ -246,17 +246,16 @@ class ArmRouter:
         with self._lock:
             ids, teams = team_draft([h.id for h in a.hits], [h.id for h in b.hits], k, self._rng)
         by_id = {h.id: h for h in b.hits} | {h.id: h for h in a.hits}
-        attributes = {
+        index = f"{a.index},{b.index}"
+        attributes: dict[str, Any] = {
             "experiment": experiment.id,
             "arm": "interleave",
-            "index": f"{a.index},{b.index}",
+            "index": index,
             "interleave_teams": teams,
             "model_versions": [a.model_version, b.model_version],
         }
         version = f"{a.model_version}+{b.model_version}"
-        return RoutedSearch(
-            [by_id[i] for i in ids], "interleave", version, attributes["index"], attributes
-        )
+        return RoutedSearch([by_id[i] for i in ids], "interleave", version, index, attributes)
 
     def _record(self, experiment: str, arm: str, started: float, failed: bool) -> None:
         self.ledger.record(experiment, arm, 1000 * (time.perf_counter() - started), failed)

@@ -203,7 +203,7 @@ def decide(experiment: Experiment, metrics: ExperimentMetrics, settings: ABSetti
             ratio,
             estimate,
         )
-    action = "promote" if estimate > 0 else "rollback"
+    action: Literal["promote", "rollback"] = "promote" if estimate > 0 else "rollback"
     return Decision(
         action,
         f"{what} {estimate:+.4f}, Lambda {ratio:.1f} >= "

@@ -20,6 +20,7 @@ the tuner worker both use it, which is why it lives in `serving`.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -294,12 +295,14 @@ class OpenSearchTaskStore:
             raise TaskError(f"cannot list tasks in {self.index!r}: {exc}") from exc
         return [_record(hit) for hit in hits]
 
-    def unfinished(self) -> list[TaskRecord]:
+    def unfinished(self) -> builtins.list[TaskRecord]:
         """Tasks that are queued or under way (canceling included), oldest first."""
         open_stages = [s for s in Stage if s not in TERMINAL]
         return self.list(stages=open_stages, limit=100, oldest_first=True)
 
-    def move(self, task: TaskRecord, stage: Stage, worker: str | None = None, **changes: Any):  # type: ignore[no-untyped-def]
+    def move(
+        self, task: TaskRecord, stage: Stage, worker: str | None = None, **changes: Any
+    ) -> TaskRecord:
         """Store `task` moved to `stage` (with `changes`) if nobody changed it since it was read.
 
         Raises `TaskTransitionError` (not allowed by the table) or `TaskConflictError`."""

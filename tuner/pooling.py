@@ -111,8 +111,8 @@ def pool_sessions(
                 )
                 for neg, weight in zip(ids, examined or (1.0,) * len(ids), strict=True):
                     exposure.negatives.setdefault(neg, weight)
-    examined = sum(e.examined for e in exposures.values())
-    prior = sum(e.outcome for e in exposures.values()) / examined if examined else 0.0
+    examinations = sum(e.examined for e in exposures.values())
+    prior = sum(e.outcome for e in exposures.values()) / examinations if examinations else 0.0
     return PooledRelevance(exposures, prior)
 
 

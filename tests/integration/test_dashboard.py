@@ -9,8 +9,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +27,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from clicktune.clients import kafka_options  # noqa: E402
 from clicktune.demo.loop import RoundResult  # noqa: E402
 from clicktune.demo.report import build_report  # noqa: E402
-from clicktune.local_http import free_port  # noqa: E402
 from ingest.templates import install_templates  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from serving.ab import CANDIDATE, CONTROL, Arm, Experiment, ExperimentStore, new_experiment  # noqa: E402
@@ -38,7 +35,7 @@ from serving.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.browser_support import headless_chromium  # noqa: E402
 from tests.integration.ingest_support import ingest_settings, produce, worker_env  # noqa: E402,F401
-from tests.integration.serve_ready import wait_healthy  # noqa: E402
+from tests.integration.serve_ready import running_serve  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model  # noqa: E402
 from tuner.simulator import event_record  # noqa: E402
 
@@ -137,7 +134,6 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
     admin.close()
     produce(ingest_settings, ingest.queries_topic, [b"{}"] * WAITING_RECORDS)  # not ingested yet
 
-    port = free_port()
     env = {
         **worker_env(ingest_settings),
         "CLICKTUNE_HOME": str(home),
@@ -152,21 +148,10 @@ def dashboard(services, opensearch, ingest_settings, unique, tmp_path) -> Iterat
         "CLICKTUNE_TUNER__WORKER__TASKS_INDEX": f"{name}-tasks",
         "CLICKTUNE_ADMIN__TOKEN": ADMIN_TOKEN,  # creating a task needs scope write
     }
-    log = home / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "clicktune", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, log)
-        yield {"url": url, "experiment": experiment, "settings": ingest_settings, "home": home}
+        with running_serve(home, env) as url:
+            yield {"url": url, "experiment": experiment, "settings": ingest_settings, "home": home}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         opensearch.indices.delete(index=f"{name}*", params={"expand_wildcards": "all"})
 
 

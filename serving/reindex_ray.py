@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -123,6 +124,8 @@ class RayCopier:
         self.startup_s = 0.0  # the last copy's wait for its actors (placing, loading models)
 
     def copy(self, checkpoint: Checkpoint, store: CheckpointStore) -> None:
+        """Start the pool, copy every unfinished slice of `checkpoint` (saving it through
+        `store` after each page), then stop the pool and close the point in time."""
         s = self.settings
         states = slice_states(checkpoint, s.actors * s.slices_per_actor)
         started = time.perf_counter()
@@ -142,17 +145,10 @@ class RayCopier:
         )
         ledger = SliceLedger(checkpoint, store, states, on_page=bar.update)
         try:
-
-            def copy_slice(worker: int, state: SliceState) -> Iterator[PageDone]:
-                self._await_ready(actors[worker])  # a restarted actor reloads its model first
-                call = actors[worker].copy_slice.options(num_returns="streaming")
-                for ref in call.remote(pit_id, checkpoint.source, checkpoint.target, state):
-                    yield self._ray.get(ref)
-
             self.last_run = run_slices(
                 ledger,
                 len(actors),
-                copy_slice,
+                partial(self._copy_slice, actors, pit_id, checkpoint),
                 retries=s.slice_retries,
                 retry_on=(self._ray.exceptions.RayError,),
             )
@@ -161,6 +157,15 @@ class RayCopier:
             self._kill(actors)
             close_pit(self._client, pit_id, checkpoint.source)
         log.info("ray reindex into %s: %s", checkpoint.target, self.last_run)
+
+    def _copy_slice(
+        self, actors: list[Any], pit_id: str, checkpoint: Checkpoint, worker: int, state: SliceState
+    ) -> Iterator[PageDone]:
+        """The pages actor `worker` writes of slice `state`, as they land."""
+        self._await_ready(actors[worker])  # a restarted actor reloads its model first
+        call = actors[worker].copy_slice.options(num_returns="streaming")
+        for ref in call.remote(pit_id, checkpoint.source, checkpoint.target, state):
+            yield self._ray.get(ref)
 
     def _start_actors(self, target: str) -> list[Any]:
         """The pool, each actor with its client and model loaded; `RayClusterError` when the

@@ -163,3 +163,53 @@ def _kill_worker_mid_slice(checkpoint: Path, worker: int, after_docs: int) -> in
                 return int(state["written"])
         time.sleep(0.01)
     raise AssertionError(f"no slice of worker {worker} reached {after_docs} documents in time")
+
+
+def test_clicktune_reindex_engine_ray_reindexes_a_registry_model_onto_the_alias(
+    local_ray,
+    opensearch,
+    unique: str,
+    namespaces: list[str],
+    model: Path,
+    tmp_path: Path,
+    monkeypatch,
+) -> None:  # type: ignore[no-untyped-def]
+    """The command's composition: the model travels to the actors as a registry path and the
+    OpenSearch settings as a client factory (the cluster this process joined is reused)."""
+    from typer.testing import CliRunner
+
+    from clicktune.cli import app
+    from serving.registry import LocalRegistry
+
+    n, name = 40, f"t-rr-cli-{unique}"
+    namespaces.append(name)
+    doc_index = _namespace(opensearch, name, n)
+    LocalRegistry(tmp_path / "models").add(model, version="v2")
+    for key, value in {
+        "HOME": str(tmp_path),
+        "SERVING__INDEX__ALIAS": name,
+        "SERVING__INDEX__PREFIX": name,
+        "SERVING__INDEX__BULK_BATCH_SIZE": str(BATCH),
+        "SERVING__ENCODER__RUNTIME": "onnxruntime",
+    }.items():
+        monkeypatch.setenv(f"CLICKTUNE_{key}", value)
+
+    copies: list[int] = []
+    real_copy = RayCopier.copy
+
+    def counted(copier: RayCopier, checkpoint, store) -> None:  # type: ignore[no-untyped-def]
+        real_copy(copier, checkpoint, store)
+        copies.append(copier.settings.actors)
+
+    monkeypatch.setattr(RayCopier, "copy", counted)
+    args = ["reindex", "--model", "v2", "--engine", "ray", "--actors", "2", "--json"]
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    assert copies == [2]  # the copy ran on the Ray engine, with the command line's actors
+    report = json.loads(result.output)
+    assert (report["docs"], report["index"]) == (n, f"{name}__v2__1")
+    assert doc_index.live_index() == f"{name}__v2__1"
+    stored = _stored(doc_index, report["index"])
+    expected = onnx_encoder(model).encode([f"{d['title']} {d['text']}" for d in _corpus(n)])
+    np.testing.assert_allclose([stored[d["_id"]][1] for d in _corpus(n)], expected, atol=1e-6)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from serving.config import IndexSettings
+from serving.config import IndexSettings, RayGpus, RaySettings
 from serving.doc_images import embed_documents
 from serving.encoder import HashingEncoder
 from serving.errors import ReindexError
 from serving.reindex import Checkpoint, CheckpointStore
-from serving.reindex_ray import SliceWorker
+from serving.reindex_ray import RayCopier, SliceWorker
 from serving.reindex_slices import PageDone, SliceLedger, SliceState, run_slices, slice_states
 from tests.unit.serving.opensearch_memory import MemoryOpenSearch
 
@@ -168,3 +169,22 @@ def test_workers_copying_every_slice_write_each_document_once_with_its_vector() 
 
     again = list(workers[0].copy_slice("pit-1", "docs__v1__1", "docs__v2__1", SliceState(0, 3)))
     assert sum(p.existing for p in again) == sum(p.docs for p in again) > 0  # none rewritten
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cluster", "actors", "each"),
+    [
+        (RayGpus.auto, {"CPU": 2.0}, 2, 0.0),
+        (RayGpus.auto, {"CPU": 16.0, "GPU": 4.0}, 2, 1.0),
+        (RayGpus.auto, {"CPU": 16.0, "GPU": 1.0}, 4, 0.25),  # more actors than GPUs: shared
+        (RayGpus.never, {"CPU": 16.0, "GPU": 4.0}, 2, 0.0),
+        (RayGpus.always, {"CPU": 2.0}, 2, 1.0),
+    ],
+)
+def test_actors_take_the_clusters_gpus_when_it_has_them(
+    gpus: RayGpus, cluster: dict, actors: int, each: float
+) -> None:
+    ray = SimpleNamespace(cluster_resources=lambda: cluster)
+    settings = RaySettings(actors=actors, gpus=gpus)
+    copier = RayCopier(ray, None, lambda: None, lambda: None, IndexSettings(), settings)  # type: ignore[arg-type]
+    assert copier._gpus_per_actor() == each

@@ -18,6 +18,7 @@ import pytest
 from clicktune.clients import opensearch_client
 from serving.config import IndexSettings, RaySettings
 from serving.encoder import HashingEncoder
+from serving.errors import ReindexError
 from serving.indexer import index_corpus
 from serving.reindex import Reindexer
 from serving.vector_index import DocumentIndex
@@ -79,7 +80,7 @@ def _stored(doc_index: DocumentIndex, index: str) -> dict[str, tuple[int, list[f
 
 
 def _ray_reindexer(
-    doc_index: DocumentIndex, home: Path, make_encoder, settings, actors: int = 2
+    doc_index: DocumentIndex, home: Path, make_encoder, settings, actors: int = 2, retries: int = 3
 ) -> tuple[Reindexer, RayCopier]:  # type: ignore[no-untyped-def]
     copier = RayCopier(
         ray,
@@ -87,7 +88,9 @@ def _ray_reindexer(
         partial(opensearch_client, settings.opensearch),
         make_encoder,
         doc_index.settings,
-        RaySettings(actors=actors, slices_per_actor=2, actors_ready_timeout_s=60),
+        RaySettings(
+            actors=actors, slices_per_actor=2, slice_retries=retries, actors_ready_timeout_s=60
+        ),
         batch_size=BATCH,
         progress=False,
     )
@@ -148,9 +151,48 @@ def test_a_slice_whose_actor_is_killed_mid_slice_resumes_from_its_last_page(
     assert copier.last_run.existing < killed_at
 
 
-def _kill_worker_mid_slice(checkpoint: Path, worker: int, after_docs: int) -> int:
-    """Kill (Ray restarts it) actor `worker` once its slice has `after_docs` documents written;
-    return that slice's count at the kill."""
+def test_a_run_that_lost_an_actor_for_good_resumes_from_every_slices_checkpoint(
+    local_ray, opensearch, unique: str, namespaces: list[str], model: Path, tmp_path: Path, settings
+) -> None:
+    """No retries left: the run stops with the slices' progress saved, and `--resume` (a new
+    run, a new point in time) goes on from there."""
+    n = 200
+    namespaces.append(f"t-rr-resume-{unique}")
+    doc_index = _namespace(opensearch, namespaces[0], n)
+    slow = partial(slow_onnx_encoder, model, 0.1)
+    first, _ = _ray_reindexer(doc_index, tmp_path, slow, settings, retries=0)
+    failed: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run()
+        except ReindexError as exc:
+            failed.append(exc)
+
+    runner = threading.Thread(target=run_first)
+    runner.start()
+    checkpoint = tmp_path / f"{doc_index.alias}.json"
+    _kill_worker_mid_slice(checkpoint, worker=0, after_docs=5 * BATCH, restart=False)
+    runner.join(timeout=120)
+    assert failed and "--resume" in str(failed[0])
+    saved = json.loads(checkpoint.read_text())
+    assert 0 < saved["written"] < n
+
+    second, copier = _ray_reindexer(doc_index, tmp_path, partial(onnx_encoder, model), settings)
+    report = second.run(resume=True)
+
+    stored = _stored(doc_index, report.index)
+    assert sorted(stored) == [d["_id"] for d in _corpus(n)] and report.docs == n
+    assert {version for version, _ in stored.values()} == {1}
+    assert copier.last_run is not None and copier.last_run.existing < saved["written"]
+    assert copier.last_run.slices == sum(not s["done"] for s in saved["slices"])
+
+
+def _kill_worker_mid_slice(
+    checkpoint: Path, worker: int, after_docs: int, restart: bool = True
+) -> int:
+    """Kill actor `worker` (Ray restarts it when `restart`) once its slice has `after_docs`
+    documents written; return that slice's count at the kill."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -159,7 +201,8 @@ def _kill_worker_mid_slice(checkpoint: Path, worker: int, after_docs: int) -> in
             saved = {}
         for state in saved.get("slices") or []:
             if state["worker"] == worker and not state["done"] and state["written"] >= after_docs:
-                ray.kill(ray.get_actor(actor_name(saved["target"], worker)), no_restart=False)
+                actor = ray.get_actor(actor_name(saved["target"], worker))
+                ray.kill(actor, no_restart=not restart)
                 return int(state["written"])
         time.sleep(0.01)
     raise AssertionError(f"no slice of worker {worker} reached {after_docs} documents in time")

@@ -10,7 +10,9 @@ COPY configs ./configs
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[openvino]'
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 clicktune
+# $CLICKTUNE_HOME writable by the service user: the spool (Kafka down) and the MLflow cache.
+RUN useradd --create-home --uid 10001 clicktune \
+    && install -d -o clicktune -g clicktune /var/lib/clicktune
 COPY --from=build /wheels /wheels
 # The core dependency set and OpenVINO only: serving must never pull torch.
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \

@@ -7,7 +7,8 @@ COPY ingest ./ingest
 COPY serving ./serving
 COPY tuner ./tuner
 COPY configs /etc/clicktune
-RUN pip install --no-cache-dir '.[tuner,gpu]'
+# scale: Ray, for `clicktune reindex --engine ray` and the Ray nodes of compose.scale.yaml.
+RUN pip install --no-cache-dir '.[tuner,gpu,scale]'
 ENV CLICKTUNE_CONFIG=/etc/clicktune/default.yaml \
     CLICKTUNE_HOME=/var/lib/clicktune
 CMD ["clicktune", "tuner", "run"]

@@ -103,7 +103,7 @@ def reindex(
         typer.Option(
             "--engine",
             help="local: this process (default, serving.reindex.engine); ray: point-in-time "
-            "slices over a Ray actor pool (clicktune[scale])",
+            "slices over a Ray actor pool (needs the extra: pip install clicktune\\[scale])",
         ),
     ] = None,
     ray_address: Annotated[

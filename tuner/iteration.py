@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from serving.errors import RegistryError
 from serving.registry import ModelVersion
+from tuner.ann_mining import NeighbourIndex, mining_index, with_mined_negatives
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource
 from tuner.candidate_policy import (
     FULL,
@@ -37,7 +38,6 @@ from tuner.candidate_policy import (
 )
 from tuner.candidate_side import closest, train_side
 from tuner.config import GateSettings, RolloutMode, TunerSettings
-from tuner.embed_sides import Embed
 from tuner.errors import NoTrainingDataError
 from tuner.examination import Cascade, examination_model
 from tuner.gate import GateDecision
@@ -51,7 +51,7 @@ from tuner.pairs import PairStats, TrainingPair
 from tuner.pooling import pairs_of_round
 from tuner.propensity import Propensity, from_settings
 from tuner.publish import ModelRegistry, publish
-from tuner.query_kind import QUERY, QueryModel
+from tuner.query_kind import embedder_for
 from tuner.search import Trainer, Trial, hyperparameter_sets
 from tuner.session_eval import Scorer, Scores, SessionJudgments, session_judgments
 from tuner.sessions import Session
@@ -122,6 +122,7 @@ class IterationContext:
     general: JudgedCollection | None = None
     image_field: str | None = "image"  # CLIP models train on this field's images
     task_id: str | None = None  # the worker's task: recorded in the version's metadata
+    neighbours: NeighbourIndex | None = None  # the live index: train.negatives ann_mined
 
 
 def run_training_iteration(
@@ -140,6 +141,7 @@ def run_training_iteration(
     `online`: whether an online test follows a registration (default: unless the worker's
     rollout is `promote`); with one, a candidate that is not worse offline is registered for it
     (`GateDecision.verdict` online) and strong offline evidence may promote it directly."""
+    mined_in = mining_index(context.neighbours, settings.train)  # a missing index fails first
     kind = kind_of(context.registry, start_ref)
     live_version = _live_version(context.registry, start_ref)
     data = _prepare(released, context, settings, notify, kind, live_version)
@@ -149,6 +151,7 @@ def run_training_iteration(
         for side, method in methods.items()
     }
     first = next(iter(starts.values()))  # every side's live model is the same live version
+    data = with_mined_negatives(data, first, context, settings.train, mined_in, notify)
     sets = hyperparameter_sets(settings.train, settings.search)
     gate = _gate_settings(settings, data, notify)
     keys = [o.query for o in data.judgments.outcomes]
@@ -239,10 +242,7 @@ def _scorer(
 ) -> Scorer:
     """Scores any model on this round's validation data (and the general set), the same way:
     a query model with its two sides, any other with `kind`'s embedder."""
-
-    def embedder(model: Any) -> Embed:
-        return QUERY.embedder(model) if isinstance(model, QueryModel) else kind.embedder(model)
-
+    embedder = embedder_for(kind)
     offpolicy = None
     if data.offpolicy is not None and data.propensity is not None and gate.primary_metric == DR_DCG:
         embed = embedder(start.live_model)

@@ -10,11 +10,14 @@ KDD 2020) mined online; unlike skips they need no examination model.
 The index is resolved before training (`resolve_mining_index`): `train.ann_index` when set,
 else the live index behind the serving alias, and a name that does not exist is a
 `TrainConfigError` naming it and the rule. `OpenSearchNeighbours` reads the serving
-`DocumentIndex`; `ExactNeighbours` searches vectors held in memory (benches, tests).
+`DocumentIndex`; `ExactNeighbours` searches vectors held in memory (benches, tests). A training
+round (the worker's, `clicktune train`) mines through `tuner.ann_mining`, within
+`train.ann_max_queries` queries and reporting its progress.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -42,7 +45,10 @@ EmbedQueries = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, D)
 
 
 class NeighbourIndex(Protocol):
-    """Where ann_mined negatives come from: a k-NN index of the corpus."""
+    """Where ann_mined negatives come from: a k-NN index of the corpus behind `alias`."""
+
+    @property
+    def alias(self) -> str: ...
 
     def index_exists(self, name: str) -> bool: ...
 
@@ -80,27 +86,34 @@ def mine_negatives(
     index: NeighbourIndex,
     index_name: str,
     depth: int,
+    *,
+    max_queries: int | None = None,
+    searched: Callable[[int], None] = lambda done: None,
 ) -> list[TrainingPair]:
     """`pairs` with their hard negatives replaced by the `depth` nearest documents of their
-    query in `index_name` that no pair of the same query key has as its positive."""
+    query in `index_name` that no pair of the same query key has as its positive.
+
+    With `max_queries`, only that many query keys are searched, those with the most pairs
+    (ties: first seen); the pairs of the others keep no hard negative (in-batch ones only).
+    `searched(n)` is called after each of the n k-NN searches (progress)."""
     rewarded: dict[str, set[str]] = {}
     texts: dict[str, str] = {}
+    counts: Counter[str] = Counter()
     for pair in pairs:
         key = query_key(pair.query)
         rewarded.setdefault(key, set()).add(pair.positive_id)
         texts.setdefault(key, pair.query)
-    keys = list(texts)
+        counts[key] += 1
+    keys = sorted(texts, key=lambda k: -counts[k])[:max_queries]  # stable: ties first seen
     vectors = embed_queries([texts[k] for k in keys]) if keys else np.zeros((0, 0))
-    mined = {
-        key: tuple(
-            hit.id
-            for hit in index.search_knn(vector.tolist(), depth, index=index_name)
-            if hit.id not in rewarded[key]
-        )[:MINED_PER_PAIR]
-        for key, vector in zip(keys, vectors, strict=True)
-    }
+    mined: dict[str, tuple[str, ...]] = {}
+    for done, (key, vector) in enumerate(zip(keys, vectors, strict=True), start=1):
+        hits = index.search_knn(vector.tolist(), depth, index=index_name)
+        mined[key] = tuple(h.id for h in hits if h.id not in rewarded[key])[:MINED_PER_PAIR]
+        searched(done)
     return [
-        replace(p, hard_negative_ids=mined[query_key(p.query)], negative_weights=()) for p in pairs
+        replace(p, hard_negative_ids=mined.get(query_key(p.query), ()), negative_weights=())
+        for p in pairs
     ]
 
 
@@ -114,6 +127,10 @@ class OpenSearchNeighbours:
 
     def __init__(self, documents: DocumentIndex) -> None:
         self.documents = documents
+
+    @property
+    def alias(self) -> str:
+        return self.documents.alias
 
     def index_exists(self, name: str) -> bool:
         try:
@@ -136,6 +153,10 @@ class ExactNeighbours:
         self.ids = list(ids)
         self.vectors = vectors / np.maximum(norms, 1e-12)  # (N, D)
         self.name = name
+
+    @property
+    def alias(self) -> str:
+        return self.name
 
     def index_exists(self, name: str) -> bool:
         return name == self.name

@@ -27,10 +27,10 @@ The live index keeps its vectors: a query candidate is deployed by moving the re
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +43,10 @@ from tuner.pairs import TrainingPair
 from tuner.publish import model_metadata
 from tuner.session_eval import torch_embedder
 
-__all__ = ["QUERY", "QueryKind", "QueryModel", "load_query_model"]
+if TYPE_CHECKING:
+    from tuner.model_kinds import ModelKind
+
+__all__ = ["QUERY", "QueryKind", "QueryModel", "embedder_for", "load_query_model"]
 
 
 @dataclass
@@ -208,3 +211,13 @@ def _cached(embed: Embed, model: QueryModel) -> Embed:
 
 
 QUERY = QueryKind()
+
+
+def embedder_for(kind: ModelKind) -> Callable[[Any], Embed]:
+    """What embeds with a model of `kind` or a query model over it: a `QueryModel` with its
+    two sides (`QUERY`), any other model with `kind`'s embedder."""
+
+    def embedder(model: Any) -> Embed:
+        return QUERY.embedder(model) if isinstance(model, QueryModel) else kind.embedder(model)
+
+    return embedder

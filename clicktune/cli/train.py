@@ -41,6 +41,7 @@ def train(
     iteration ends `rejected` with the numbers (exit code 0 either way).
     """
     from serving.errors import ServingError
+    from tuner.ann_mining import mining_index
     from tuner.errors import TunerError
 
     settings = settings_of(ctx)
@@ -52,7 +53,7 @@ def train(
     notify = (lambda _: None) if as_json else (lambda m: typer.echo(m, err=True))
     try:
         context = _iteration_context(settings, tuner_settings, notify)
-        _check_negative_source(context.documents, tuner_settings, settings.serving.index.alias)
+        mining_index(context.neighbours, tuner_settings.train)  # fails before a batch is released
         released = _batch(context, tuner_settings, batch_id, now)
         notify(f"released {released.batch.batch_id}: {released.batch.sessions} sessions")
         result = _run(released, context, tuner_settings, notify, as_json)
@@ -96,6 +97,7 @@ def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-unt
     from tuner.batches import BatchStore
     from tuner.iteration import IterationContext
     from tuner.judged import load_collection
+    from tuner.negatives import OpenSearchNeighbours
     from tuner.sessions import OpenSearchSessions
     from tuner.tracking import tracker_from_settings
 
@@ -104,24 +106,19 @@ def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-unt
     general = load_collection(gate.general_dataset) if gate.general_dataset else None
     if general is None:
         notify("no general query set configured (tuner.gate.general_dataset): check skipped")
+    # the live alias: the documents' texts, and the neighbours negatives ann_mined searches
+    documents = DocumentIndex(client, settings.serving.index)
     return IterationContext(
         source=OpenSearchSessions(client, settings.ingest),
         store=BatchStore(settings.home / "batches"),
         registry=model_registry(settings),
-        documents=DocumentIndex(client, settings.serving.index),
+        documents=documents,
         text_fields=settings.serving.index.text_fields,
         image_field=settings.serving.index.image_field,
         tracker=tracker_from_settings(tuner_settings, settings.home),
         general=general,
+        neighbours=OpenSearchNeighbours(documents),
     )
-
-
-def _check_negative_source(documents, tuner_settings, alias: str) -> None:  # type: ignore[no-untyped-def]
-    """Negatives mined from an index that does not exist fail here, before a batch is released."""
-    from tuner.negatives import OpenSearchNeighbours, mines_from_index, resolve_mining_index
-
-    if mines_from_index(tuner_settings.train):
-        resolve_mining_index(OpenSearchNeighbours(documents), tuner_settings.train, alias)
 
 
 def _batch(context, tuner_settings, batch_id: str | None, now: bool):  # type: ignore[no-untyped-def]

@@ -114,7 +114,17 @@ class TrainSettings(BaseModel):
         "the live index behind serving.index.alias",
     )
     ann_depth: int = Field(
-        default=20, ge=1, description="negatives ann_mined: neighbours searched per query"
+        default=20,
+        ge=1,
+        le=10_000,
+        description="negatives ann_mined: neighbours searched per query (OpenSearch returns at "
+        "most 10000 hits)",
+    )
+    ann_max_queries: int = Field(
+        default=2000,
+        ge=1,
+        description="negatives ann_mined: query keys searched per round, those with the most "
+        "pairs; the pairs of the others train on in-batch negatives only",
     )
     mini_batch_size: int | None = Field(
         default=None,

@@ -44,8 +44,8 @@ from serving.config import IndexSettings, ServingSettings
 from serving.corpus import document_text
 from serving.encoder import HashingEncoder, OnnxTextEncoder
 from serving.errors import RegistryError
+from serving.models.registry import LocalRegistry
 from serving.query_log import InMemoryQueryLog
-from serving.registry import LocalRegistry
 from serving.reindex import Reindexer
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex

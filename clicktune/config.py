@@ -25,7 +25,7 @@ from pydantic_settings import (
 from ingest.config import IngestSettings
 from ingest.index_layout import Replicas
 from serving.config import ServingSettings
-from serving.registry_config import RegistrySettings
+from serving.models.registry_config import RegistrySettings
 from tuner.config import TunerSettings
 
 CONFIG_ENV = "CLICKTUNE_CONFIG"

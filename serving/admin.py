@@ -35,7 +35,7 @@ from serving.errors import (
     SwapRefusedError,
 )
 from serving.hotswap import HotSwapper, SwapResult
-from serving.registry import ModelVersion
+from serving.models.registry import ModelVersion
 from serving.replicas import ControlPublisher, model_changed
 from serving.rollout import Rollout, RolloutResult
 

@@ -1,6 +1,6 @@
 """Both towers of an open_clip model on onnxruntime or OpenVINO + tokenizers + PIL, no torch.
 
-A CLIP model directory (`kind: "clip"`, see `serving.model_dir`) holds the text tower as
+A CLIP model directory (`kind: "clip"`, see `serving.models.model_dir`) holds the text tower as
 `model.onnx` (input_ids int64 [batch, seq <= context_length] -> sentence_embedding, padded to the
 context length and L2-normalised inside the graph), the image tower as `image.onnx` (pixel_values
 float32 [batch, 3, H, W] -> image_embedding, L2-normalised), and the open_clip BPE tokenizer as
@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from serving.config import EncoderRuntime, EncoderSettings
 from serving.errors import ModelLoadError
 from serving.image_preprocess import ImagePreprocessing
-from serving.model_dir import read_model_meta
+from serving.models.model_dir import read_model_meta
 from serving.runtime import GraphSession, open_session
 from serving.runtime_choice import PROCESS_RUNTIMES
 

@@ -19,8 +19,8 @@ from serving.ab_stats import ExperimentMetrics, decide
 from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings
 from serving.errors import ExperimentError
-from serving.registries import ModelRegistry
-from serving.registry import ModelVersion
+from serving.models.registries import ModelRegistry
+from serving.models.registry import ModelVersion
 
 __all__ = [
     "STATES",

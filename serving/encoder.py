@@ -1,6 +1,6 @@
 """Text encoders: the ONNX one the product serves, and a hashing fake for tests.
 
-`OnnxTextEncoder` runs a model directory (see `serving.model_dir`) on onnxruntime or OpenVINO
+`OnnxTextEncoder` runs a model directory (see `serving.models.model_dir`) on onnxruntime or OpenVINO
 (`EncoderSettings.runtime`, serving/runtime.py) + tokenizers, without torch;
 `EncoderSettings.variant == "int8"` picks `model.int8.onnx` (written by
 `tuner.quantize`) when the directory has one. Texts are sorted by token length, cut into runs of
@@ -22,7 +22,7 @@ from tokenizers import Encoding, Tokenizer
 
 from serving.config import EncoderRuntime, EncoderSettings
 from serving.errors import ModelLoadError
-from serving.model_dir import read_model_meta
+from serving.models.model_dir import read_model_meta
 from serving.runtime import GraphSession, open_session, session_options
 from serving.runtime_choice import PROCESS_RUNTIMES
 from serving.token_batches import TokenTally, plan_batches

@@ -2,7 +2,7 @@
 
 A symmetric model (text, CLIP) embeds queries and documents alike: both sides are the encoder
 itself. A query model ("query model X over document model Y", `kind: "query"`, see
-`serving.model_dir`) embeds queries with its own graph and documents with Y's, whose vectors
+`serving.models.model_dir`) embeds queries with its own graph and documents with Y's, whose vectors
 the index holds: `PairedEncoder` carries both. As an encoder it *is* its query side
 (`encode`, `version`, `dimension`), so everything that searches (the slot, `/v1/search`, A/B and
 interleaved arms, the micro-batcher and metrics wrappers around it) needs no change; everything

@@ -36,8 +36,8 @@ from serving.encoder_pair import document_encoder
 from serving.errors import PairingError, RegistryError, SwapRefusedError
 from serving.index_versions import index_version
 from serving.model_loader import image_tower
-from serving.registries import ModelRegistry
-from serving.registry import ModelVersion
+from serving.models.registries import ModelRegistry
+from serving.models.registry import ModelVersion
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 

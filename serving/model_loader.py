@@ -24,9 +24,9 @@ from serving.config import EncoderSettings
 from serving.encoder import OnnxTextEncoder, ServableEncoder, wrapper_chain
 from serving.encoder_pair import PairedEncoder
 from serving.errors import ModelLoadError, RegistryError
-from serving.model_dir import read_model_meta
-from serving.registries import ModelRegistry
-from serving.registry import LocalRegistry
+from serving.models.model_dir import read_model_meta
+from serving.models.registries import ModelRegistry
+from serving.models.registry import LocalRegistry
 from serving.runtime_choice import PROCESS_RUNTIMES, RuntimeChooser
 
 __all__ = [

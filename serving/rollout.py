@@ -25,8 +25,8 @@ from typing import Any
 
 from serving.errors import PairingError, RegistryError, ReindexRequiredError, ServingError
 from serving.index_versions import index_version, latest_index_of
-from serving.registries import ModelRegistry
-from serving.registry import ModelVersion
+from serving.models.registries import ModelRegistry
+from serving.models.registry import ModelVersion
 from serving.replicas import model_changed
 from serving.vector_index import DocumentIndex
 

@@ -1,6 +1,6 @@
 """Export a query model: the frozen encoder's ONNX graph with the query adapter folded in.
 
-The directory is a text model directory (see `serving.model_dir`) whose `model.onnx` embeds
+The directory is a text model directory (see `serving.models.model_dir`) whose `model.onnx` embeds
 queries. With `document_dir` (the document model's registered directory: the frozen encoder's
 graph, already parity-checked when it was registered) that graph, its tokenizer and `st/`
 weights are taken as they are (files hard-linked, or copied across file systems), and only the

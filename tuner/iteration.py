@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.errors import RegistryError
-from serving.registry import ModelVersion
+from serving.models.registry import ModelVersion
 from tuner.ann_mining import NeighbourIndex, mining_index, with_mined_negatives
 from tuner.batches import BatchStore, ReleasedBatch, SessionSource
 from tuner.candidate_policy import (

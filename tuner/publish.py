@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serving.errors import RegistryError
-from serving.registry import ModelVersion
+from serving.models.registry import ModelVersion
 from tuner.base_models import TORCH_WEIGHTS_DIR
 
 __all__ = ["ImportResult", "ModelRegistry", "import_model", "model_metadata", "publish"]
 
 
 class ModelRegistry(Protocol):
-    """What the tuner needs of the model registry (`serving.registries.ModelRegistry`)."""
+    """What the tuner needs of the model registry (`serving.models.registries.ModelRegistry`)."""
 
     def add(self, src_dir: Path, version: str | None = None) -> ModelVersion: ...
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.registry import ModelVersion
+from serving.models.registry import ModelVersion
 from tuner.base_models import TORCH_WEIGHTS_DIR
 from tuner.config import TrainMethod, TunerSettings
 from tuner.embed_sides import Embed, TwoSided

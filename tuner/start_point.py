@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.errors import RegistryError
-from serving.registry import ModelVersion
+from serving.models.registry import ModelVersion
 from tuner.candidate_policy import is_query_side
 from tuner.config import TrainMethod
 from tuner.errors import TrainConfigError

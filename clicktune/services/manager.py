@@ -28,7 +28,7 @@ from clicktune.services.kafka import KafkaService
 from clicktune.services.mlflow import MlflowService
 from clicktune.services.opensearch import OpenSearchService
 from clicktune.services.process import check_ports_free, terminate
-from serving.registry_config import RegistryBackend
+from serving.models.registry_config import RegistryBackend
 
 Echo = Callable[[str], None]
 STOP_TIMEOUT_S = 60.0

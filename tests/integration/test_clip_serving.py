@@ -27,7 +27,7 @@ from serving.config import EncoderSettings, ImageSettings, IndexSettings  # noqa
 from serving.doc_images import ImageReader, load_image  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
 from serving.model_loader import image_tower, load_model_dir  # noqa: E402
-from serving.registry import LocalRegistry  # noqa: E402
+from serving.models.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.tuner.clip_support import register_tiny_clip, write_swatches  # noqa: E402

@@ -13,9 +13,9 @@ import pytest
 
 from clicktune.services.mlflow import MlflowService
 from serving.errors import ChecksumError, RegistryError, RegistryUnavailableError
-from serving.mlflow_registry import MlflowRegistry
-from serving.mlflow_rest import MlflowRest
-from serving.model_manifest import MANIFEST
+from serving.models.mlflow_registry import MlflowRegistry
+from serving.models.mlflow_rest import MlflowRest
+from serving.models.model_manifest import MANIFEST
 from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: F401 - fixture
 from tests.unit.serving.test_registry import model_dir
 

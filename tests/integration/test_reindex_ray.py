@@ -222,7 +222,7 @@ def test_clicktune_reindex_engine_ray_reindexes_a_registry_model_onto_the_alias(
     from typer.testing import CliRunner
 
     from clicktune.cli import app
-    from serving.registry import LocalRegistry
+    from serving.models.registry import LocalRegistry
 
     n, name = 40, f"t-rr-cli-{unique}"
     namespaces.append(name)

@@ -24,8 +24,8 @@ from serving.app import create_app
 from serving.config import ABSettings, IndexSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.indexer import index_corpus
+from serving.models.registry import LocalRegistry
 from serving.query_log import InMemoryQueryLog
-from serving.registry import LocalRegistry
 from serving.rollout import Rollout
 from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex

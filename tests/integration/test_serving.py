@@ -88,7 +88,7 @@ def test_a_failed_bulk_leaves_the_alias_where_it_was(doc_index) -> None:
 def test_clicktune_index_command(tmp_home: Path, unique: str, monkeypatch, opensearch) -> None:
     pytest.importorskip("onnx")
     from clicktune.cli import app
-    from serving.registry import LocalRegistry
+    from serving.models.registry import LocalRegistry
     from tests.unit.serving.tiny_model import build_tiny_model
 
     name = f"t-cli-{unique}"

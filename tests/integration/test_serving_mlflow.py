@@ -18,8 +18,8 @@ pytest.importorskip("onnx")
 
 from clicktune.services.mlflow import MlflowService  # noqa: E402
 from serving.config import IndexSettings  # noqa: E402
-from serving.mlflow_registry import MlflowRegistry  # noqa: E402
-from serving.mlflow_rest import MlflowRest  # noqa: E402
+from serving.models.mlflow_registry import MlflowRegistry  # noqa: E402
+from serving.models.mlflow_rest import MlflowRest  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.mlflow_server import mlflow_server  # noqa: E402, F401 - fixture
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402

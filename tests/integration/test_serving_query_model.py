@@ -27,7 +27,7 @@ from serving.config import EncoderSettings, IndexSettings  # noqa: E402
 from serving.corpus import document_text  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
 from serving.model_loader import load_model_dir  # noqa: E402
-from serving.registry import LocalRegistry  # noqa: E402
+from serving.models.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.tuner.test_tuner_query_adapter import HELD_OUT, SETTINGS  # noqa: E402

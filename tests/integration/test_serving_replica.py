@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("onnx")
 
 from serving.config import IndexSettings  # noqa: E402
-from serving.registry import LocalRegistry  # noqa: E402
+from serving.models.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402

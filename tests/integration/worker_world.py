@@ -19,7 +19,7 @@ from opensearchpy.helpers import bulk
 from serving.config import IndexSettings
 from serving.encoder import OnnxTextEncoder
 from serving.indexer import index_corpus
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from serving.tasks import OpenSearchTaskStore
 from serving.vector_index import DocumentIndex
 from tests.integration.worker_support import build_tiny_st_model

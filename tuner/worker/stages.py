@@ -29,8 +29,8 @@ from serving.config import ABSettings, EncoderSettings
 from serving.errors import ExperimentError
 from serving.index_versions import alias_holders, index_version, move_aliases
 from serving.model_loader import load_model_dir
-from serving.registries import ModelRegistry
-from serving.registry import ModelVersion
+from serving.models.registries import ModelRegistry
+from serving.models.registry import ModelVersion
 from serving.reindex import CheckpointStore, Reindexer, abandon
 from serving.rollout import Publish, Rollout, paired_index
 from serving.vector_index import DocumentIndex

@@ -13,7 +13,7 @@ from clicktune.cli.ab import start_experiment
 from clicktune.config import Settings
 from serving.ab import ExperimentStore
 from serving.errors import PairingError
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.serving.index_fakes import FakeDocumentIndex
 from tests.unit.serving.test_serving_rollout_query import model_dir
 

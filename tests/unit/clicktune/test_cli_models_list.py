@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clicktune.cli import app
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.serving.test_serving_rollout_query import model_dir
 
 

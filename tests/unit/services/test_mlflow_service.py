@@ -16,7 +16,7 @@ from clicktune.services.errors import PrerequisiteError
 from clicktune.services.health import KafkaStatus, MlflowStatus, OpenSearchStatus
 from clicktune.services.mlflow import MlflowService
 from clicktune.services.process import is_ours
-from serving.registry_config import RegistrySettings
+from serving.models.registry_config import RegistrySettings
 from tests.unit.services.test_manager import FakeService
 
 

@@ -25,7 +25,7 @@ from serving.encoder import HashingEncoder, OnnxTextEncoder
 from serving.errors import CorpusError, ImageError, ImageProblem, ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper, check_encoder, live_index_kind
 from serving.model_loader import image_tower, load_model_dir, model_kind
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from serving.slot import ModelSlot
 from tests.unit.serving.test_image_fetch import claimed_size_png
 from tests.unit.serving.tiny_model import build_tiny_model

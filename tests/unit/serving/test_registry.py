@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from serving.errors import RegistryError
-from serving.registry import LocalRegistry, ModelVersion
+from serving.models.registry import LocalRegistry, ModelVersion
 
 
 def model_dir(path: Path, dimension: int = 8, parent: str | None = None) -> Path:

@@ -11,10 +11,10 @@ import pytest
 from clicktune.clients import model_registry
 from clicktune.config import ConfigError, LocalServicesSettings, Settings, read_yaml
 from serving.errors import MlflowApiError, RegistryError, RegistryUnavailableError
-from serving.mlflow_registry import MlflowRegistry, _proxy_path
-from serving.mlflow_rest import MlflowRest
-from serving.registry import LocalRegistry
-from serving.registry_config import RegistrySettings
+from serving.models.mlflow_registry import MlflowRegistry, _proxy_path
+from serving.models.mlflow_rest import MlflowRest
+from serving.models.registry import LocalRegistry
+from serving.models.registry_config import RegistrySettings
 
 
 def test_the_default_backend_is_the_local_folder(tmp_path: Path) -> None:

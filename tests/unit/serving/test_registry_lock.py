@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from serving.errors import RegistryError
-from serving.registry import HISTORY_KEPT, LocalRegistry
+from serving.models.registry import HISTORY_KEPT, LocalRegistry
 from tests.unit.serving.test_registry import model_dir
 
 WRITERS = 4

@@ -19,7 +19,7 @@ from serving.encoder import INT8_FILE, HashingEncoder, OnnxTextEncoder
 from serving.errors import ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper
 from serving.model_loader import load_model_dir
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from serving.runtime_choice import RuntimeChooser
 from serving.slot import ModelSlot
 

@@ -18,8 +18,8 @@ from serving.config import ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import ServingError
 from serving.hotswap import HotSwapper
+from serving.models.registry import LocalRegistry
 from serving.query_log import InMemoryQueryLog
-from serving.registry import LocalRegistry
 from serving.replicas import model_changed
 from serving.rollout import Rollout
 from serving.slot import ModelSlot

@@ -29,7 +29,7 @@ from serving.dashboard_sources import (
     uplift_source,
 )
 from serving.errors import ExperimentError
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 
 PANELS = {"models", "ab", "uplift", "ingest", "training", "tasks"}
 

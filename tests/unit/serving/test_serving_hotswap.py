@@ -11,7 +11,7 @@ import pytest
 from serving.encoder import HashingEncoder
 from serving.errors import RegistryError, SwapRefusedError
 from serving.hotswap import HotSwapper, check_encoder
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from serving.replicas import ControlListener, RegistryPoller, model_changed
 from serving.slot import ModelSlot
 

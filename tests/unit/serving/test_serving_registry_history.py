@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serving.errors import RegistryError
-from serving.registry import HISTORY_KEPT, LocalRegistry
+from serving.models.registry import HISTORY_KEPT, LocalRegistry
 
 
 def _model(path: Path) -> Path:

@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from serving.encoder import HashingEncoder
 from serving.encoder_pair import PairedEncoder, document_encoder
 from serving.hotswap import HotSwapper, live_index_kind, swap_metrics
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from serving.replicas import ControlListener, RegistryPoller, model_changed
 from serving.rollout import check_pairing
 from serving.slot import ModelSlot

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from serving.errors import PairingError, RegistryError
-from serving.model_dir import read_model_meta
-from serving.registry import LocalRegistry
+from serving.models.model_dir import read_model_meta
+from serving.models.registry import LocalRegistry
 from serving.rollout import Rollout
 from tests.unit.serving.index_fakes import FakeDocumentIndex, FakeReindex
 

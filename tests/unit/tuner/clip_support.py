@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from serving.registry import LocalRegistry, ModelVersion
+from serving.models.registry import LocalRegistry, ModelVersion
 from tests.unit.tuner.test_tuner_clip import COLOURS, TINY, swatch
 from tuner.clip import build_clip_model
 from tuner.export_clip import export_clip_model

@@ -14,7 +14,7 @@ from serving.clip_encoder import OnnxClipEncoder
 from serving.config import EncoderSettings, ImageSettings, IndexSettings
 from serving.doc_images import ImageReader, embed_documents, load_image
 from serving.model_loader import load_model_dir
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.tuner.clip_support import COLOURS, register_tiny_clip, write_swatches
 from tests.unit.tuner.test_tuner_batches import FakeSessions
 from tests.unit.tuner.tuner_fakes import FakeDocuments

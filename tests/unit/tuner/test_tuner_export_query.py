@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 import tuner.export_query as export_query
 from serving.encoder import OnnxTextEncoder
 from serving.errors import RegistryError
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_query_adapter import HELD_OUT, SETTINGS
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder
 from tests.unit.tuner.unseen_pairs import DOCS, PAIRS, QUERIES

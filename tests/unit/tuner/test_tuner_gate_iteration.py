@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_batches import FakeSessions
 from tests.unit.tuner.tuner_fakes import FakeDocuments
 from tuner.batches import BatchStore, release_batch

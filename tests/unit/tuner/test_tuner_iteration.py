@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.tuner.tuner_fakes import FakeDocuments, session, write_model_dir
 from tuner.config import TunerSettings
 from tuner.errors import NoTrainingDataError

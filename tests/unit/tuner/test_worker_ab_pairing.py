@@ -10,7 +10,7 @@ import pytest
 
 from serving.ab import ExperimentStore
 from serving.errors import PairingError
-from serving.registry import LocalRegistry
+from serving.models.registry import LocalRegistry
 from tests.unit.serving.index_fakes import FakeDocumentIndex
 from tests.unit.serving.test_serving_rollout_query import model_dir
 from tuner.worker.stages import LoopStages

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 
 class RegistryBackend(StrEnum):
-    local = "local"  # a folder under $CLICKTUNE_HOME (serving/registry.py)
+    local = "local"  # a folder under $CLICKTUNE_HOME (serving/models/registry.py)
     mlflow = "mlflow"  # the MLflow model registry behind a tracking server
 
 

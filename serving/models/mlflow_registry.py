@@ -4,16 +4,17 @@ How clicktune's registry maps onto MLflow (one registered model, `model_name`):
 
 - a version (`v3`, `base`) is an MLflow model version (MLflow numbers it) with the tag
   `clicktune.version`; its files are the artifacts of one run of `experiment`, under `model/`,
-  uploaded through the server's artifact proxy with a manifest (serving/model_manifest.py) whose
-  sha256 is the tag `clicktune.sha256`; the tag `clicktune.meta` holds what `list()` shows;
+  uploaded through the server's artifact proxy with a manifest
+  (serving/models/model_manifest.py) whose sha256 is the tag `clicktune.sha256`; the tag
+  `clicktune.meta` holds what `list()` shows;
 - aliases (`production`, `candidate`, arms) are the registered model's MLflow aliases;
 - alias history: MLflow keeps none, so each alias's last `HISTORY_KEPT` targets are a JSON list
   in the registered-model tag `clicktune.alias_history.<alias>`;
 - an archived version keeps its MLflow version, tagged `clicktune.archived`: hidden, its name
   never given again.
 
-Files are cached under `cache/versions/<version>/` (serving/model_cache.py): checked against the
-manifest when downloaded, and once per process when found there.
+Files are cached under `cache/versions/<version>/` (serving/models/model_cache.py): checked
+against the manifest when downloaded, and once per process when found there.
 
 MLflow has no transactions: an alias move is atomic on the server, but the history tag is read,
 changed and written, so two writers moving one alias at the same instant can lose a history entry
@@ -30,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import MlflowApiError, RegistryError, UnknownModelError
-from serving.mlflow_rest import MlflowRest
-from serving.model_cache import ModelCache
-from serving.model_dir import read_model_meta
-from serving.model_manifest import write_manifest
-from serving.registry import (
+from serving.models.mlflow_rest import MlflowRest
+from serving.models.model_cache import ModelCache
+from serving.models.model_dir import read_model_meta
+from serving.models.model_manifest import write_manifest
+from serving.models.registry import (
     HISTORY_KEPT,
     ModelVersion,
     check_name,
@@ -271,7 +272,7 @@ class MlflowRegistry:
         return str(self.rest.post("experiments/create", {"name": self.experiment})["experiment_id"])
 
     def _cached(self, raw: Raw) -> Path:
-        """The checked local copy of `raw`'s files (serving/model_cache.py)."""
+        """The checked local copy of `raw`'s files (serving/models/model_cache.py)."""
         tags = _tags(raw)
         version, digest = tags[VERSION_TAG], tags.get(SHA256_TAG)
         what = f"model version {version!r} ({self.location} version {raw['version']})"

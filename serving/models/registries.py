@@ -1,8 +1,9 @@
 """The model registry seam: what every user of the registry calls, and the one factory.
 
-`LocalRegistry` (serving/registry.py, a folder) and `MlflowRegistry` (serving/mlflow_registry.py,
-the MLflow model registry behind a tracking server) both implement `ModelRegistry`; the
-composition roots get theirs from `open_registry`, chosen by `registry.backend`.
+`LocalRegistry` (serving/models/registry.py, a folder) and `MlflowRegistry`
+(serving/models/mlflow_registry.py, the MLflow model registry behind a tracking server) both
+implement `ModelRegistry`; the composition roots get theirs from `open_registry`, chosen by
+`registry.backend`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import builtins
 from pathlib import Path
 from typing import Protocol
 
-from serving.mlflow_registry import MlflowRegistry
-from serving.mlflow_rest import MlflowRest
-from serving.registry import LocalRegistry, ModelVersion
-from serving.registry_config import RegistryBackend, RegistrySettings
+from serving.models.mlflow_registry import MlflowRegistry
+from serving.models.mlflow_rest import MlflowRest
+from serving.models.registry import LocalRegistry, ModelVersion
+from serving.models.registry_config import RegistryBackend, RegistrySettings
 
 __all__ = ["ModelRegistry", "open_registry"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import RegistryError
-from serving.model_dir import read_model_meta
+from serving.models.model_dir import read_model_meta
 
 __all__ = [
     "HISTORY_KEPT",

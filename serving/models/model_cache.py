@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from serving.errors import ChecksumError
-from serving.model_manifest import MANIFEST, read_manifest, verify
+from serving.models.model_manifest import MANIFEST, read_manifest, verify
 
 __all__ = ["ModelCache"]
 

@@ -45,9 +45,9 @@ from serving.corpus import document_text
 from serving.encoder import HashingEncoder, OnnxTextEncoder
 from serving.errors import RegistryError
 from serving.models.registry import LocalRegistry
-from serving.query_log import InMemoryQueryLog
 from serving.reindex import Reindexer
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 
 WORDS = [

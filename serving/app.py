@@ -38,9 +38,9 @@ from serving.errors import DocumentIndexError, QueryLogError, ServingError
 from serving.hybrid import HybridSearch
 from serving.metrics import install_metrics
 from serving.query_ids import QueryIdSigner
-from serving.query_log import QueryLog
 from serving.randomize import ResultRandomizer
 from serving.slot import ModelSlot
+from serving.state.query_log import QueryLog
 from serving.vector_index import Hit, SearchIndex
 
 __all__ = ["ApiError", "create_app"]

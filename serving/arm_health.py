@@ -36,8 +36,8 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
 from ingest.index_layout import replica_settings
-from serving.background import BackgroundLoop
 from serving.errors import ExperimentError
+from serving.state.background import BackgroundLoop
 
 __all__ = [
     "LATENCY_BOUNDS_MS",

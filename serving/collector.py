@@ -15,10 +15,10 @@ worker's own validator, so what the collector accepts the worker stores. Answers
   missing Content-Length does not get past it) or with more than `max_records` records;
 - 429 with Retry-After for a client address over `rate_per_s` (bursts of `burst`);
 - 503 with Retry-After when Kafka does not acknowledge in time and the sink cannot keep the
-  records either (`clicktune serve` puts a `SpoolingSink` in front of Kafka, serving/spool.py: the
-  records wait in the local spool while Kafka is down, 503 only once the spool is full). The
-  client posts again; a record keeps its id (sent or derived from its content), so a repeat
-  overwrites instead of doubling.
+  records either (`clicktune serve` puts a `SpoolingSink` in front of Kafka,
+  serving/state/spool.py: the records wait in the local spool while Kafka is down, 503 only once
+  the spool is full). The client posts again; a record keeps its id (sent or derived from its
+  content), so a repeat overwrites instead of doubling.
 
 The routes are public: browsers post to them. With a `QueryIdSigner` (a query signing key), each
 record with a `query_id` gets `query_id_verified` in its attributes: true when `/v1/search` issued

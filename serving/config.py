@@ -308,7 +308,7 @@ class DashboardSettings(BaseModel):
 
 
 class SpoolSettings(BaseModel):
-    """The local spool of UBI records while Kafka is down (serving/spool.py)."""
+    """The local spool of UBI records while Kafka is down (serving/state/spool.py)."""
 
     max_bytes: int = Field(
         default=256 * 1024 * 1024,

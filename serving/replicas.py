@@ -12,9 +12,9 @@ import json
 import logging
 from typing import Any
 
-from serving.background import BackgroundLoop
 from serving.errors import ServingError, SwapRefusedError
 from serving.hotswap import HotSwapper
+from serving.state.background import BackgroundLoop
 
 __all__ = ["ControlListener", "ControlPublisher", "RegistryPoller", "model_changed"]
 

@@ -7,7 +7,7 @@
 
 Creating and cancelling need the `write` scope, reading `read` (serving/auth.py).
 
-Tasks are stored in OpenSearch (`serving.tasks`) and run by the tuner worker (`clicktune tuner
+Tasks are stored in OpenSearch (`serving.state.tasks`) and run by the tuner worker (`clicktune tuner
 run`). A task created without `batch_id` is stored with `batch_id: null`: releasing the current
 batch is the tuner's work, so the worker releases it when it takes the task and records its id.
 """
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.api_errors import ApiError
 from serving.auth import Scope, requires
-from serving.tasks import (
+from serving.state.tasks import (
     OpenSearchTaskStore,
     TaskConflictError,
     TaskError,

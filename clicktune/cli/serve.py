@@ -37,8 +37,8 @@ def serve(
 
     from clicktune.cli.index import load_encoder
     from clicktune.clients import kafka_options, opensearch_client
-    from serving.lazy_kafka import LazyProducer
     from serving.runtime_choice import PROCESS_RUNTIMES
+    from serving.state.lazy_kafka import LazyProducer
 
     settings = settings_of(ctx)
     serving = settings.serving
@@ -83,16 +83,16 @@ def build_app(
     """The app `clicktune serve` runs, with every router it mounts, and the threads to start.
 
     Nothing here sends a request. UBI records go through the local spool
-    (`$CLICKTUNE_HOME/spool/`, serving/spool.py) whenever Kafka does not take them; the spool
+    (`$CLICKTUNE_HOME/spool/`, serving/state/spool.py) whenever Kafka does not take them; the spool
     replayer among the returned threads sends them on (and connects a `LazyProducer`).
     """
     from serving.app import create_app
     from serving.collector import KafkaRecordSink, collector_router
     from serving.hotswap import swap_metrics
     from serving.hybrid import HybridSearch
-    from serving.query_log import SpooledQueryLog
     from serving.slot import ModelSlot
-    from serving.spool import Spool, SpoolingSink, SpoolReplayer, spool_metrics
+    from serving.state.query_log import SpooledQueryLog
+    from serving.state.spool import Spool, SpoolingSink, SpoolReplayer, spool_metrics
     from serving.vector_index import DocumentIndex
 
     serving = settings.serving
@@ -126,7 +126,7 @@ def build_app(
     if serving.dashboard.enabled:  # GET /dashboard (serving/dashboard.py)
         from clicktune.dashboard import dashboard_router_for
         from serving.dashboard_sources import tasks_source
-        from serving.tasks import OpenSearchTaskStore
+        from serving.state.tasks import OpenSearchTaskStore
 
         tasks = OpenSearchTaskStore(
             client, settings.tuner.worker.tasks_index, settings.opensearch.internal_replicas
@@ -185,10 +185,10 @@ def _replica(
     from clicktune.clients import kafka_options, model_registry
     from serving.documents import documents_router, index_dimension
     from serving.hotswap import HotSwapper, live_index_kind
-    from serving.lazy_kafka import LazyConsumer
     from serving.model_loader import load_model_dir
     from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
     from serving.rollout import check_pairing
+    from serving.state.lazy_kafka import LazyConsumer
 
     serving = settings.serving
     registry = model_registry(settings)
@@ -243,8 +243,8 @@ def _admin_router(
 
 def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:
     """`/api/v1/fine-tuning/task`: tasks stored in OpenSearch, run by `clicktune tuner run`."""
+    from serving.state.tasks import OpenSearchTaskStore
     from serving.task_api import task_router
-    from serving.tasks import OpenSearchTaskStore
 
     store = OpenSearchTaskStore(
         doc_index.client, settings.tuner.worker.tasks_index, settings.opensearch.internal_replicas

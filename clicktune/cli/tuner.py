@@ -63,7 +63,7 @@ def build_worker(settings: Settings) -> TunerWorker:
     from clicktune.clients import model_registry, opensearch_client
     from serving.ab import ExperimentStore
     from serving.arm_health import OpenSearchArmHealthStore
-    from serving.tasks import OpenSearchTaskStore
+    from serving.state.tasks import OpenSearchTaskStore
     from tuner.worker.lock import Lease
     from tuner.worker.runner import TaskRunner
     from tuner.worker.scheduler import TunerWorker, worker_id
@@ -114,7 +114,7 @@ def _create_lease_index(client: Any, index: str, replicas: int | str) -> None:
     from opensearchpy.exceptions import OpenSearchException
 
     from ingest.index_layout import replica_settings
-    from serving.tasks import TaskError
+    from serving.state.tasks import TaskError
 
     try:
         if not client.indices.exists(index=index):

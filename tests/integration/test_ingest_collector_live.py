@@ -22,8 +22,8 @@ from clicktune.local_http import free_port
 from serving.app import create_app
 from serving.collector import KafkaRecordSink, collector_router
 from serving.encoder import HashingEncoder
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from tests.integration import ingest_support
 from tests.integration.ingest_support import event, stored_count
 

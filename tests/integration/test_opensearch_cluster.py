@@ -33,7 +33,7 @@ from ingest.index_layout import UbiIndexSettings
 from ingest.templates import install_templates
 from ingest.validate import RecordKind, ValidRecord, validate_record
 from ingest.writer import BulkWriter, Document
-from serving.tasks import OpenSearchTaskStore
+from serving.state.tasks import OpenSearchTaskStore
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ from serving.config import ABSettings, IndexSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.indexer import index_corpus
 from serving.models.registry import LocalRegistry
-from serving.query_log import InMemoryQueryLog
 from serving.rollout import Rollout
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 from tests.shared_data import SHARED_DATA
 from tuner.simulator import ClickSimulator, UserModel, event_record

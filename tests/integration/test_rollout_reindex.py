@@ -23,9 +23,9 @@ from serving.documents import documents_router
 from serving.encoder import HashingEncoder
 from serving.errors import ReindexPendingError
 from serving.indexer import index_corpus
-from serving.query_log import InMemoryQueryLog
 from serving.reindex import Reindexer
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 from tests.integration import rollout_support
 from tests.integration.rollout_support import SlowEncoder, encoder_for

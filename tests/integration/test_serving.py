@@ -17,7 +17,7 @@ from serving.corpus import document_text, read_corpus
 from serving.encoder import HashingEncoder
 from serving.errors import BulkIndexError, QueryLogError
 from serving.indexer import index_corpus
-from serving.query_log import KafkaQueryLog
+from serving.state.query_log import KafkaQueryLog
 from serving.vector_index import DocumentIndex
 from tests.shared_data import SHARED_DATA
 

@@ -12,8 +12,8 @@ from serving.config import HybridSettings, IndexSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.hybrid import HybridSearch
 from serving.indexer import index_corpus
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 
 pytestmark = pytest.mark.integration

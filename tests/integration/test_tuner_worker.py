@@ -21,10 +21,10 @@ from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import ServingSettings
 from serving.encoder import HashingEncoder
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
+from serving.state.tasks import OpenSearchTaskStore, new_task
 from serving.task_api import task_router
-from serving.tasks import OpenSearchTaskStore, new_task
 from tests.integration.worker_world import ROOT, World
 from tests.unit.serving.test_app import MemoryIndex
 
@@ -177,7 +177,7 @@ def test_cancel_stops_a_running_task(world: World) -> None:
         while world.store.get(task.id).stage.value in ("queued", "releasing"):
             assert time.monotonic() < deadline and worker.poll() is None
             time.sleep(0.05)
-        from serving.tasks import cancel_task
+        from serving.state.tasks import cancel_task
 
         cancel_task(world.store, task.id)
         out, err = worker.communicate(timeout=300)

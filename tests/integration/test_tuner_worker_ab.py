@@ -27,7 +27,7 @@ import pytest
 from opensearchpy.helpers import bulk
 
 from clicktune.local_http import free_port, wait_until_ready
-from serving.tasks import Stage, TaskRecord, new_task
+from serving.state.tasks import Stage, TaskRecord, new_task
 from tests.integration.worker_world import DOCS, ROOT, World
 from tuner.simulator import ClickSimulator, UserModel
 

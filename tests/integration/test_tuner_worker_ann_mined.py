@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import tuner.train
-from serving.tasks import new_task
+from serving.state.tasks import new_task
 from tests.integration.worker_world import World
 from tuner.pairs import query_key
 

@@ -21,7 +21,7 @@ import pytest
 
 from clicktune.config import Settings
 from serving.ab import ExperimentStore
-from serving.tasks import Stage, TaskRecord, cancel_task, new_task
+from serving.state.tasks import Stage, TaskRecord, cancel_task, new_task
 from tests.integration.worker_fault_support import (
     CuttingProxy,
     Replica,

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from serving.tasks import new_task
+from serving.state.tasks import new_task
 from tests.integration.worker_world import DOCS, World
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from serving.config import IndexSettings
 from serving.encoder import OnnxTextEncoder
 from serving.indexer import index_corpus
 from serving.models.registry import LocalRegistry
-from serving.tasks import OpenSearchTaskStore
+from serving.state.tasks import OpenSearchTaskStore
 from serving.vector_index import DocumentIndex
 from tests.integration.worker_support import build_tiny_st_model
 from tests.shared_data import SHARED_DATA

@@ -30,7 +30,7 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConflictError, NotFoundError, OpenSearchException
 
-from serving.tasks import TaskError
+from serving.state.tasks import TaskError
 
 __all__ = ["NO_FENCE", "Fence", "Heartbeat", "Lease", "LeaseLostError"]
 

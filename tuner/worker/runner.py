@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from serving.tasks import (
+from serving.state.tasks import (
     OpenSearchTaskStore,
     Stage,
     TaskConflictError,

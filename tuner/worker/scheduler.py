@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from serving.tasks import OpenSearchTaskStore, TaskRecord, new_task
+from serving.state.tasks import OpenSearchTaskStore, TaskRecord, new_task
 from tuner.batches import BatchStore
 from tuner.config import WorkerSettings
 from tuner.worker import trigger

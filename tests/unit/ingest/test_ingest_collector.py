@@ -14,8 +14,8 @@ from serving.app import create_app
 from serving.collector import InMemorySink, collector_router
 from serving.config import CollectorSettings, ServingSettings
 from serving.encoder import HashingEncoder
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 
 EVENT = {
     "action_name": "click",

@@ -12,8 +12,8 @@ from serving.app import create_app
 from serving.config import RandomizationSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import DocumentIndexError
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import Hit
 
 DOCS = {

@@ -22,8 +22,8 @@ from serving.arm_health import (
 from serving.config import ABSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import DocumentIndexError
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.test_app import MemoryIndex
 
 SETTINGS = ABSettings(min_requests_for_guard=50, max_error_rate=0.05, max_p99_ratio=3.0)

@@ -28,8 +28,8 @@ from serving.indexer import index_corpus
 from serving.metrics import Metrics
 from serving.model_loader import load_model_dir
 from serving.models.registry import LocalRegistry
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import Hit
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector
 

@@ -9,7 +9,7 @@ import pytest
 
 from clicktune.config import ConfigError, Settings, load_settings
 from serving.arm_health import ArmHealth, OpenSearchArmHealthStore
-from serving.tasks import OpenSearchTaskStore
+from serving.state.tasks import OpenSearchTaskStore
 from tests.unit.serving.task_fakes import FakeOpenSearch
 
 

@@ -19,10 +19,10 @@ from serving.encoder import HashingEncoder
 from serving.errors import ServingError
 from serving.hotswap import HotSwapper
 from serving.models.registry import LocalRegistry
-from serving.query_log import InMemoryQueryLog
 from serving.replicas import model_changed
 from serving.rollout import Rollout
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.index_fakes import FakeDocumentIndex, FakeReindex
 from tests.unit.serving.test_app import MemoryIndex
 from tests.unit.serving.test_serving_hotswap import _loader, _version_dir

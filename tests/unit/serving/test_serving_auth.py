@@ -18,8 +18,8 @@ from serving.auth import Authenticator, Scope
 from serving.config import EncoderSettings, HotSwapSettings, ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import ServingError
-from serving.query_log import InMemoryQueryLog
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.serving.test_app import MemoryIndex
 

@@ -18,11 +18,11 @@ from serving.config import CollectorSettings, ServingSettings
 from serving.documents import documents_router
 from serving.encoder import HashingEncoder
 from serving.query_ids import QueryIdSigner
-from serving.query_log import InMemoryQueryLog
 from serving.rate_limit import RateLimiter
 from serving.slot import ModelSlot
+from serving.state.query_log import InMemoryQueryLog
+from serving.state.tasks import OpenSearchTaskStore
 from serving.task_api import task_router
-from serving.tasks import OpenSearchTaskStore
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.serving.test_app import MemoryIndex
 

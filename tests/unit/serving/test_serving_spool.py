@@ -16,9 +16,9 @@ from serving.collector import InMemorySink
 from serving.config import ServingSettings
 from serving.encoder import HashingEncoder
 from serving.errors import QueryLogError
-from serving.query_log import SpooledQueryLog
 from serving.slot import ModelSlot
-from serving.spool import Spool, SpoolFullError, SpoolingSink, SpoolReplayer, spool_metrics
+from serving.state.query_log import SpooledQueryLog
+from serving.state.spool import Spool, SpoolFullError, SpoolingSink, SpoolReplayer, spool_metrics
 from tests.unit.serving.test_app import MemoryIndex
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.tasks import (
+from serving.state.tasks import (
     CANCELABLE,
     STATUS_OF,
     TERMINAL,

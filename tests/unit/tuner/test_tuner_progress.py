@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from serving.tasks import OpenSearchTaskStore, new_task
+from serving.state.tasks import OpenSearchTaskStore, new_task
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.tuner.worker_fakes import FakeStages
 from tuner import progress

@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from serving.tasks import OpenSearchTaskStore, Stage, TaskRecord, TaskStatus, cancel_task, new_task
+from serving.state.tasks import (
+    OpenSearchTaskStore,
+    Stage,
+    TaskRecord,
+    TaskStatus,
+    cancel_task,
+    new_task,
+)
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.tuner.worker_fakes import FakeStages
 from tuner.batches import Batch, BatchStore

@@ -8,7 +8,7 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from opensearchpy.exceptions import TransportError
 
 from serving.errors import DocumentIndexError
-from serving.tasks import (
+from serving.state.tasks import (
     OpenSearchTaskStore,
     Stage,
     TaskError,

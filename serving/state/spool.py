@@ -33,8 +33,8 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from serving.background import BackgroundLoop
 from serving.errors import QueryLogError
+from serving.state.background import BackgroundLoop
 
 __all__ = ["Spool", "SpoolFullError", "SpoolReplayer", "SpoolingSink", "spool_metrics"]
 

@@ -1,7 +1,7 @@
 """Where `/v1/search` publishes its UBI query records: Kafka in production, memory in tests.
 
 `clicktune serve` uses `SpooledQueryLog`: the record goes to Kafka or, while Kafka does not take
-it, to the local spool (serving/spool.py); a search answers either way, even when the spool is
+it, to the local spool (serving/state/spool.py); a search answers either way, even when the spool is
 full (the record is then dropped, counted and logged).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from serving.errors import QueryLogError
-from serving.spool import SpoolFullError
+from serving.state.spool import SpoolFullError
 
 __all__ = ["InMemoryQueryLog", "KafkaQueryLog", "QueryLog", "SpooledQueryLog"]
 

@@ -154,9 +154,9 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     from clicktune.clients import model_registry, opensearch_client
     from clicktune.config import load_settings
     from ingest.templates import install_templates
-    from serving.encoder import OnnxTextEncoder
+    from serving.encoders.encoder import OnnxTextEncoder
+    from serving.encoders.model_loader import load_model_dir
     from serving.indexer import index_corpus
-    from serving.model_loader import load_model_dir
     from serving.vector_index import DocumentIndex
     from tuner.judged import load_collection
     from tuner.publish import import_model

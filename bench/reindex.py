@@ -42,11 +42,11 @@ from clicktune.config import load_settings
 from serving.app import create_app
 from serving.config import IndexSettings, ServingSettings
 from serving.corpus import document_text
-from serving.encoder import HashingEncoder, OnnxTextEncoder
+from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import RegistryError
 from serving.models.registry import LocalRegistry
 from serving.reindex import Reindexer
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 

@@ -22,7 +22,7 @@ from bench.results import BenchResult
 from clicktune.cli.reindex_ray import ray_copier
 from serving.config import IndexSettings
 from serving.corpus import read_corpus
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
 from serving.ray_cluster import ray_cluster
 from serving.reindex import Reindexer
 from serving.vector_index import DocumentIndex

@@ -323,7 +323,7 @@ def quality(
 ) -> None:
     """The served variant against fp32: cosine on held-out texts, Recall@10 against ST."""
     from serving.config import EncoderSettings
-    from serving.encoder import OnnxTextEncoder
+    from serving.encoders.encoder import OnnxTextEncoder
 
     served = OnnxTextEncoder.from_dir(staged, EncoderSettings.model_validate({"variant": variant}))
     fp32 = OnnxTextEncoder.from_dir(staged, EncoderSettings())

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from clicktune.config import Settings
     from serving.ab import ArmRouter
-    from serving.slot import ModelSlot
+    from serving.encoders.slot import ModelSlot
 
 __all__ = ["dashboard_router_for"]
 

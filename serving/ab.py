@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serving.arm_health import ArmHealth, HealthLedger
-from serving.encoder import Encoder
+from serving.encoders.encoder import Encoder
 from serving.errors import ExperimentError
 from serving.interleave import team_draft
 from serving.vector_index import Hit, SearchIndex

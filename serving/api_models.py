@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serving.encoder_pair import InputType
+from serving.encoders.encoder_pair import InputType
 
 __all__ = ["DEFAULT_INPUT_TYPE", "EmbedRequest", "EmbeddingsRequest", "SearchRequest"]
 

@@ -6,7 +6,7 @@ the CPU-bound encoding in its thread pool and the event loop stays free.
 
 `/v1/search` and A/B arms embed queries with the slot's encoder, the query side of a query
 model; `/v1/embeddings` and `/embed` embed with the side `input_type` names, documents by default
-(serving/encoder_pair.py, serving/api_models.py).
+(serving/encoders/encoder_pair.py, serving/api_models.py).
 
 Every route declares the token scope it needs (serving/auth.py; the app refuses to start with
 one that does not), and every body passes `BodyLimits` (serving/body_limits.py) first.
@@ -32,14 +32,14 @@ from serving.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
 from serving.auth import Authenticator, Scope, requires, undeclared_routes
 from serving.body_limits import BodyLimits, route_limits
 from serving.config import ServingSettings
-from serving.encoder import ServableEncoder
-from serving.encoder_pair import document_encoder, encoder_for_input
+from serving.encoders.encoder import ServableEncoder
+from serving.encoders.encoder_pair import document_encoder, encoder_for_input
+from serving.encoders.slot import ModelSlot
 from serving.errors import DocumentIndexError, QueryLogError, ServingError
 from serving.hybrid import HybridSearch
 from serving.metrics import install_metrics
 from serving.query_ids import QueryIdSigner
 from serving.randomize import ResultRandomizer
-from serving.slot import ModelSlot
 from serving.state.query_log import QueryLog
 from serving.vector_index import Hit, SearchIndex
 

@@ -161,7 +161,7 @@ class ReindexSettings(BaseModel):
 
 
 class EncoderRuntime(StrEnum):
-    """The library that runs a model's ONNX graphs (serving/runtime.py)."""
+    """The library that runs a model's ONNX graphs (serving/encoders/runtime.py)."""
 
     onnxruntime = "onnxruntime"
     openvino = "openvino"  # the optional extra clicktune[openvino]
@@ -174,7 +174,7 @@ class EncoderSettings(BaseModel):
     runtime: EncoderRuntime = Field(
         default=EncoderRuntime.auto,
         description="onnxruntime | openvino | auto: the process times both on its first model "
-        "and serves with the faster one (serving/runtime_choice.py)",
+        "and serves with the faster one (serving/encoders/runtime_choice.py)",
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 = the runtime decides")
     inter_op_threads: int = Field(default=1, ge=0, description="0 = onnxruntime decides")
@@ -189,7 +189,8 @@ class EncoderSettings(BaseModel):
         default=8192,
         ge=8,
         description="most padded tokens (rows x longest) in one model run, texts sorted by "
-        "length; a longer text runs alone (serving/token_batches.py); None: cut by count alone",
+        "length; a longer text runs alone (serving/encoders/token_batches.py); None: cut by "
+        "count alone",
     )
     variant: Literal["fp32", "int8"] = Field(
         default="fp32", description="int8 loads model.int8.onnx when the version has one"

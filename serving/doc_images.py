@@ -34,11 +34,11 @@ from PIL import Image
 
 from serving.config import ImageSettings, IndexSettings
 from serving.corpus import document_text
-from serving.encoder import Encoder
-from serving.encoder_pair import document_encoder
+from serving.encoders.encoder import Encoder
+from serving.encoders.encoder_pair import document_encoder
+from serving.encoders.model_loader import image_tower
 from serving.errors import ImageError, ImageProblem
 from serving.image_fetch import ImageFetcher
-from serving.model_loader import image_tower
 
 __all__ = [
     "ImageReader",
@@ -160,7 +160,7 @@ def embed_documents(
     reader: ImageReader | None = None,
 ) -> np.ndarray:
     """One unit vector per document of `docs` (see the module rule), float32 [len(docs), dim],
-    by `encoder`'s document side (serving/encoder_pair.py).
+    by `encoder`'s document side (serving/encoders/encoder_pair.py).
 
     `reader` defaults to the API's policy (no local paths)."""
     encoder = document_encoder(encoder)

@@ -3,8 +3,8 @@
 A write reaches the live index and, while they exist, the index a reindex is building
 (`docs_next`) and an A/B candidate's index (`docs_candidate`) — see `serving.index_versions`.
 Each index is embedded with its own model (the version in its name): the document side of the
-slot's encoder (a query model's document model, serving/encoder_pair.py) when it is that version,
-else `encoder_for(version)` (loaded from the registry, cached by the caller).
+slot's encoder (a query model's document model, serving/encoders/encoder_pair.py) when it is that
+version, else `encoder_for(version)` (loaded from the registry, cached by the caller).
 The text embedded is `document_text(doc, index.text_fields)` (title + text by default), as for
 `clicktune index`. With a CLIP model, a document whose `index.image_field` is set (a base64
 data: URI or a URL on `index.images.allowed_hosts`; never a local path) is embedded from that
@@ -29,11 +29,11 @@ from serving.auth import Scope, requires
 from serving.config import ServingSettings
 from serving.corpus import document_text
 from serving.doc_images import check_image_sources, embed_documents
-from serving.encoder import Encoder
-from serving.encoder_pair import document_encoder
+from serving.encoders.encoder import Encoder
+from serving.encoders.encoder_pair import document_encoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import BulkIndexError, CorpusError, DocumentIndexError
 from serving.index_versions import index_version, write_targets
-from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 
 __all__ = ["DocumentsRequest", "EncoderFor", "documents_router", "index_dimension"]

@@ -31,14 +31,14 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from serving.encoder import ServableEncoder, wrapper_chain
-from serving.encoder_pair import document_encoder
+from serving.encoders.encoder import ServableEncoder, wrapper_chain
+from serving.encoders.encoder_pair import document_encoder
+from serving.encoders.model_loader import image_tower
+from serving.encoders.slot import ModelSlot
 from serving.errors import PairingError, RegistryError, SwapRefusedError
 from serving.index_versions import index_version
-from serving.model_loader import image_tower
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.slot import ModelSlot
 from serving.vector_index import DocumentIndex
 
 __all__ = ["HotSwapper", "SwapResult", "check_encoder", "live_index_kind", "swap_metrics"]

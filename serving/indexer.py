@@ -12,8 +12,8 @@ from typing import Any
 from tqdm import tqdm
 
 from serving.doc_images import ImageReader, embed_documents
-from serving.encoder import Encoder
-from serving.encoder_pair import document_encoder
+from serving.encoders.encoder import Encoder
+from serving.encoders.encoder_pair import document_encoder
 from serving.errors import DocumentIndexError
 from serving.vector_index import DocumentIndex
 
@@ -51,7 +51,8 @@ def index_corpus(
     images: ImageReader | None = None,
 ) -> IndexReport:
     """Embed `docs` in batches into a new index for `encoder`'s document model, then swap the
-    alias (a query model's document model embeds and names the index: serving/encoder_pair.py).
+    alias (a query model's document model embeds and names the index:
+    serving/encoders/encoder_pair.py).
 
     The alias moves only after every document is written and the count checks out; on any
     failure the partial index is deleted and the alias keeps pointing where it did. `images`

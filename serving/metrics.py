@@ -34,10 +34,10 @@ from prometheus_client.registry import Collector
 
 from serving.arm_health import LATENCY_BOUNDS_MS, HealthLedger
 from serving.auth import Scope, requires
-from serving.encoder import DelegatingEncoder, ServableEncoder
-from serving.encoder_pair import InputType, wrap_sides
-from serving.slot import ModelSlot
-from serving.token_batches import TokenTally, attach_tally
+from serving.encoders.encoder import DelegatingEncoder, ServableEncoder
+from serving.encoders.encoder_pair import InputType, wrap_sides
+from serving.encoders.slot import ModelSlot
+from serving.encoders.token_batches import TokenTally, attach_tally
 
 __all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
 

@@ -25,8 +25,8 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException, OpenSearchWarning
 
 from serving.config import MlCommonsSettings
+from serving.encoders.input_type import InputType
 from serving.errors import MlCommonsError
-from serving.input_type import InputType
 
 __all__ = ["Connection", "connect", "model_name", "service_dimension", "wait_for_task"]
 

@@ -31,8 +31,8 @@ from opensearchpy.exceptions import OpenSearchException
 from tqdm import tqdm
 
 from serving.doc_images import ImageReader, embed_documents
-from serving.encoder import Encoder
-from serving.encoder_pair import document_encoder
+from serving.encoders.encoder import Encoder
+from serving.encoders.encoder_pair import document_encoder
 from serving.errors import ReindexError, ReindexPendingError
 from serving.index_versions import alias_holders, move_aliases, prune_indexes
 from serving.indexer import IndexReport

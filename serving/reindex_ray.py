@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from serving.config import IndexSettings, RayGpus, RaySettings
 from serving.doc_images import ImageReader, embed_documents
-from serving.encoder import Encoder
-from serving.encoder_pair import document_encoder
+from serving.encoders.encoder import Encoder
+from serving.encoders.encoder_pair import document_encoder
 from serving.errors import RayClusterError
 from serving.reindex import Checkpoint, CheckpointStore
 from serving.reindex_pages import close_pit, create_documents, open_pit, read_pages

@@ -1,7 +1,7 @@
 """Export both towers of an open_clip model to the CLIP model directory that serving reads.
 
-The directory (see `serving.clip_encoder`) holds `model.onnx` (text tower), `image.onnx` (image
-tower), `tokenizer.json` (open_clip's BPE tokenizer rebuilt for the `tokenizers` library),
+The directory (see `serving.encoders.clip_encoder`) holds `model.onnx` (text tower), `image.onnx`
+(image tower), `tokenizer.json` (open_clip's BPE tokenizer rebuilt for the `tokenizers` library),
 `clicktune.json` (kind "clip", with the image preprocessing) and `clip/` (the torch weights, so
 the next iteration can start from this model). Each tower is checked against torch through the
 serving encoder itself: texts through tokenizer.json, images through the PIL preprocessing; below
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from serving.clip_encoder import IMAGE_FILE, IMAGE_OUTPUT, TEXT_OUTPUT, OnnxClipEncoder
 from serving.config import EncoderRuntime, EncoderSettings
+from serving.encoders.clip_encoder import IMAGE_FILE, IMAGE_OUTPUT, TEXT_OUTPUT, OnnxClipEncoder
 from tuner import progress
 from tuner.clip import CLIP_WEIGHTS_DIR, ClipModel, save_clip_model
 from tuner.errors import ExportError, ExportParityError

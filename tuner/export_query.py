@@ -43,7 +43,7 @@ from onnx import helper, numpy_helper
 from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer
 
-from serving.encoder import OUTPUT, OnnxTextEncoder
+from serving.encoders.encoder import OUTPUT, OnnxTextEncoder
 from tuner.base_models import TORCH_WEIGHTS_DIR
 from tuner.errors import ExportError, ExportParityError
 from tuner.export import (

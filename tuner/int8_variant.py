@@ -3,9 +3,9 @@
 Why a check of its own: `tuner.quantize` keeps the vectors close to fp32 on texts (min cosine),
 but what a user notices is the ranking. So after the fp32 export has passed parity, the int8
 graph is written, then both graphs are scored through the encoder serving runs
-(`serving.encoder.OnnxTextEncoder`) on the iteration's validation judgments, each query ranked
-against the pool of every document shown in validation (its own ten shown hits alone would give
-Recall@10 = 1 to any model). The variant stays only if
+(`serving.encoders.encoder.OnnxTextEncoder`) on the iteration's validation judgments, each query
+ranked against the pool of every document shown in validation (its own ten shown hits alone would
+give Recall@10 = 1 to any model). The variant stays only if
 
     Recall@10(fp32) - Recall@10(int8) <= tuner.export.int8_max_recall_drop   and
     min cosine(int8, fp32) on held-out texts >= tuner.export.int8_min_cosine;
@@ -267,7 +267,7 @@ def _onnx_embed(
     """`Embed` through serving's encoder on `runtime`, so recall is measured on what serving
     will run: onnxruntime for the dynamic variant (its quantisation), the static one's own."""
     from serving.config import EncoderRuntime, EncoderSettings
-    from serving.encoder import OnnxTextEncoder
+    from serving.encoders.encoder import OnnxTextEncoder
 
     settings = EncoderSettings(
         variant=variant, max_length=max_length, runtime=EncoderRuntime(runtime)

@@ -17,7 +17,7 @@ from pathlib import Path
 from opensearchpy import OpenSearch
 
 from serving.config import IndexSettings
-from serving.encoder import Encoder
+from serving.encoders.encoder import Encoder
 from serving.indexer import index_corpus
 from serving.vector_index import DocumentIndex
 from tuner.judged import JudgedCollection

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from serving.config import EncoderRuntime, EncoderSettings
-from serving.encoder import OnnxTextEncoder
-from serving.runtime import installed_runtimes
+from serving.encoders.encoder import OnnxTextEncoder
+from serving.encoders.runtime import installed_runtimes
 from tuner.errors import ExportError
 from tuner.quantize import INT8_FILE, ONNX_FILE, QuantReport
 

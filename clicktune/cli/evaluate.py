@@ -27,7 +27,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a judged collection: nDCG@10, MRR@10, Recall@10 and Recall@100."""
     from clicktune.clients import model_registry
-    from serving.encoder import OnnxTextEncoder
+    from serving.encoders.encoder import OnnxTextEncoder
     from serving.errors import ServingError
     from tuner.errors import TunerError
     from tuner.judged import DatasetError, load_collection

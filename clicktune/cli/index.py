@@ -13,7 +13,7 @@ from serving.config import ReindexEngine
 
 if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only when used
     from clicktune.config import Settings
-    from serving.encoder import ServableEncoder
+    from serving.encoders.encoder import ServableEncoder
     from serving.indexer import IndexReport
     from serving.vector_index import DocumentIndex
 
@@ -22,8 +22,8 @@ def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
     """The encoder of registry model `ref` (default: the configured alias, `production`), text,
     CLIP or a query model with its document model, as its `clicktune.json` says."""
     from clicktune.clients import model_registry
+    from serving.encoders.model_loader import load_model_dir
     from serving.errors import ServingError
-    from serving.model_loader import load_model_dir
 
     registry = model_registry(settings)
     try:

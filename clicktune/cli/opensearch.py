@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from clicktune.cli.common import fail, print_json, settings_of
-from serving.input_type import InputType
+from serving.encoders.input_type import InputType
 
 if TYPE_CHECKING:
     from serving.ml_commons import Connection

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clicktune.config import Settings
     from serving.config import EncoderSettings
-    from serving.encoder import ServableEncoder
+    from serving.encoders.encoder import ServableEncoder
     from serving.reindex_ray import RayCopier
 
 
@@ -31,7 +31,7 @@ def ray_copier(
     """A `RayCopier` for registry model `model` (loaded here as `encoder`) on the cluster `ray`
     is connected to (serving/ray_cluster.py)."""
     from clicktune.clients import model_registry, opensearch_client
-    from serving.model_loader import load_model_dir
+    from serving.encoders.model_loader import load_model_dir
     from serving.reindex_ray import RayCopier
 
     registry = model_registry(settings)
@@ -53,9 +53,9 @@ def actor_encoder(settings: Settings, encoder: ServableEncoder) -> EncoderSettin
     """The encoder settings of one actor: as many ONNX threads as it has CPUs, and the runtime
     this process chose for the model when `auto` (so the actors do not time it again)."""
     from serving.config import EncoderRuntime
-    from serving.encoder_pair import document_encoder
-    from serving.model_loader import model_kind
-    from serving.runtime_choice import PROCESS_RUNTIMES
+    from serving.encoders.encoder_pair import document_encoder
+    from serving.encoders.model_loader import model_kind
+    from serving.encoders.runtime_choice import PROCESS_RUNTIMES
 
     chosen = settings.serving.encoder
     threads = max(1, math.ceil(settings.serving.reindex.ray.cpus_per_actor))

@@ -18,8 +18,8 @@ if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when se
     from clicktune.config import Settings
     from serving.auth import Authenticator
     from serving.config import EncoderSettings
+    from serving.encoders.slot import ModelSlot
     from serving.query_ids import QueryIdSigner
-    from serving.slot import ModelSlot
     from serving.vector_index import DocumentIndex
 
 
@@ -37,7 +37,7 @@ def serve(
 
     from clicktune.cli.index import load_encoder
     from clicktune.clients import kafka_options, opensearch_client
-    from serving.runtime_choice import PROCESS_RUNTIMES
+    from serving.encoders.runtime_choice import PROCESS_RUNTIMES
     from serving.state.lazy_kafka import LazyProducer
 
     settings = settings_of(ctx)
@@ -88,9 +88,9 @@ def build_app(
     """
     from serving.app import create_app
     from serving.collector import KafkaRecordSink, collector_router
+    from serving.encoders.slot import ModelSlot
     from serving.hotswap import swap_metrics
     from serving.hybrid import HybridSearch
-    from serving.slot import ModelSlot
     from serving.state.query_log import SpooledQueryLog
     from serving.state.spool import Spool, SpoolingSink, SpoolReplayer, spool_metrics
     from serving.vector_index import DocumentIndex
@@ -184,8 +184,8 @@ def _replica(
 
     from clicktune.clients import kafka_options, model_registry
     from serving.documents import documents_router, index_dimension
+    from serving.encoders.model_loader import load_model_dir
     from serving.hotswap import HotSwapper, live_index_kind
-    from serving.model_loader import load_model_dir
     from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
     from serving.rollout import check_pairing
     from serving.state.lazy_kafka import LazyConsumer
@@ -253,10 +253,10 @@ def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:
 
 
 def _batched(encoder: Any, settings: EncoderSettings) -> Any:
-    """`encoder` behind its own micro-batcher (serving/batcher.py), a query model's pair one per
-    side; as is when the window is 0."""
-    from serving.batcher import MicroBatcher
-    from serving.encoder_pair import wrap_sides
+    """`encoder` behind its own micro-batcher (serving/encoders/batcher.py), a query model's pair
+    one per side; as is when the window is 0."""
+    from serving.encoders.batcher import MicroBatcher
+    from serving.encoders.encoder_pair import wrap_sides
 
     if settings.batch_window_ms <= 0:
         return encoder
@@ -291,7 +291,7 @@ def _registry_encoders(settings: Settings) -> Any:
     from functools import lru_cache
 
     from clicktune.clients import model_registry
-    from serving.model_loader import load_model_dir
+    from serving.encoders.model_loader import load_model_dir
 
     registry = model_registry(settings)
 

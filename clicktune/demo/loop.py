@@ -31,9 +31,9 @@ from clicktune.demo.namespace import candidate_scoring_env, namespace_env
 from clicktune.demo.processes import ChildProcess, ServeProcess
 from clicktune.demo.task_figures import decision, deployment, exact_scores
 from clicktune.demo.users import EventSink, simulate_round
-from serving.encoder import ServableEncoder
+from serving.encoders.encoder import ServableEncoder
+from serving.encoders.model_loader import load_model_dir
 from serving.indexer import index_corpus
-from serving.model_loader import load_model_dir
 from serving.vector_index import DocumentIndex
 from tuner.config import RolloutMode, TrainMethod
 from tuner.judged import JudgedCollection, load_collection

@@ -7,8 +7,8 @@ tokenizer.json  a `tokenizers` tokenizer (truncation and padding are set by the 
 clicktune.json  {"format": 1, "kind": "text", "version", "dimension", "max_length",
                  "base_model", "parent", "created_at", "metrics", "parity_min_cosine"}
 
-A CLIP model (`kind: "clip"`, read by `serving.clip_encoder`) differs: model.onnx is the text
-tower (input input_ids int64 [batch, seq <= max_length] only; padded to the context length with
+A CLIP model (`kind: "clip"`, read by `serving.encoders.clip_encoder`) differs: model.onnx is the
+text tower (input input_ids int64 [batch, seq <= max_length] only; padded to the context length with
 `pad_id` inside the graph), image.onnx the image tower (pixel_values float32 [batch, 3, H, W] ->
 image_embedding), and clicktune.json adds "pad_id" and "image": {"size", "mean", "std",
 "interpolation", "resize_mode"}, the preprocessing serving repeats with PIL.

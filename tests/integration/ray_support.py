@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.config import EncoderRuntime, EncoderSettings
-from serving.encoder import DelegatingEncoder, OnnxTextEncoder
+from serving.encoders.encoder import DelegatingEncoder, OnnxTextEncoder
 from tests.unit.serving.tiny_model import build_tiny_model
 
 ONE_THREAD = EncoderSettings(runtime=EncoderRuntime.onnxruntime, intra_op_threads=1)

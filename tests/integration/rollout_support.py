@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.encoder import DelegatingEncoder, HashingEncoder
+from serving.encoders.encoder import DelegatingEncoder, HashingEncoder
 
 DIMENSIONS = {"v1": 32, "v2": 48, "v3": 40}
 

@@ -21,8 +21,8 @@ from clicktune.config import Settings
 from clicktune.local_http import free_port
 from serving.app import create_app
 from serving.collector import KafkaRecordSink, collector_router
-from serving.encoder import HashingEncoder
-from serving.slot import ModelSlot
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from tests.integration import ingest_support
 from tests.integration.ingest_support import event, stored_count

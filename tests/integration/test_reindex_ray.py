@@ -17,7 +17,7 @@ import pytest
 
 from clicktune.clients import opensearch_client
 from serving.config import IndexSettings, RaySettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
 from serving.errors import ReindexError
 from serving.indexer import index_corpus
 from serving.reindex import Reindexer

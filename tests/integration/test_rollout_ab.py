@@ -22,11 +22,11 @@ from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_
 from serving.ab_stats import decide, metrics_of
 from serving.app import create_app
 from serving.config import ABSettings, IndexSettings, ServingSettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.indexer import index_corpus
 from serving.models.registry import LocalRegistry
 from serving.rollout import Rollout
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 from tests.shared_data import SHARED_DATA

@@ -20,11 +20,11 @@ from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import IndexSettings, ServingSettings
 from serving.documents import documents_router
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import ReindexPendingError
 from serving.indexer import index_corpus
 from serving.reindex import Reindexer
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 from tests.integration import rollout_support

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from serving.config import IndexSettings
 from serving.corpus import document_text, read_corpus
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
 from serving.errors import BulkIndexError, QueryLogError
 from serving.indexer import index_corpus
 from serving.state.query_log import KafkaQueryLog

@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.config import HybridSettings, IndexSettings, ServingSettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.hybrid import HybridSearch
 from serving.indexer import index_corpus
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import DocumentIndex
 

@@ -25,8 +25,8 @@ from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from serving.config import EncoderSettings, IndexSettings  # noqa: E402
 from serving.corpus import document_text  # noqa: E402
+from serving.encoders.model_loader import load_model_dir  # noqa: E402
 from serving.indexer import index_corpus  # noqa: E402
-from serving.model_loader import load_model_dir  # noqa: E402
 from serving.models.registry import LocalRegistry  # noqa: E402
 from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
@@ -207,7 +207,7 @@ def test_opensearch_ingests_with_the_document_side_and_searches_with_the_query_s
     query`) against the real ml-commons: the pipeline stores v1's vectors, `neural` queries rank
     by q1's query vectors."""
     from serving.config import MlCommonsSettings
-    from serving.input_type import InputType
+    from serving.encoders.input_type import InputType
     from serving.ml_commons import ML, _delete_model, _request, connect, model_name
 
     assert world.promote("q1").status_code == 200

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import ServingSettings
-from serving.encoder import HashingEncoder
-from serving.slot import ModelSlot
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.state.tasks import OpenSearchTaskStore, new_task
 from serving.task_api import task_router

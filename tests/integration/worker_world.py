@@ -17,7 +17,7 @@ import pytest
 from opensearchpy.helpers import bulk
 
 from serving.config import IndexSettings
-from serving.encoder import OnnxTextEncoder
+from serving.encoders.encoder import OnnxTextEncoder
 from serving.indexer import index_corpus
 from serving.models.registry import LocalRegistry
 from serving.state.tasks import OpenSearchTaskStore

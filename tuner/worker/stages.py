@@ -26,9 +26,9 @@ from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
 from serving.ab_stats import ExperimentMetrics, decide, guard, metrics_of
 from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings, EncoderSettings
+from serving.encoders.model_loader import load_model_dir
 from serving.errors import ExperimentError
 from serving.index_versions import alias_holders, index_version, move_aliases
-from serving.model_loader import load_model_dir
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
 from serving.reindex import CheckpointStore, Reindexer, abandon

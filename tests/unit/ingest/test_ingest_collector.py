@@ -13,8 +13,8 @@ from ingest.ids import content_id
 from serving.app import create_app
 from serving.collector import InMemorySink, collector_router
 from serving.config import CollectorSettings, ServingSettings
-from serving.encoder import HashingEncoder
-from serving.slot import ModelSlot
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 
 EVENT = {

@@ -20,9 +20,9 @@ from serving.arm_health import (
     InMemoryArmHealthStore,
 )
 from serving.config import ABSettings, ServingSettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import DocumentIndexError
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.test_app import MemoryIndex
 

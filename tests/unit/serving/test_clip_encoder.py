@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.clip_encoder import OnnxClipEncoder
 from serving.config import EncoderSettings
+from serving.encoders.clip_encoder import OnnxClipEncoder
+from serving.encoders.image_preprocess import ImagePreprocessing
 from serving.errors import ModelLoadError
-from serving.image_preprocess import ImagePreprocessing
 
 META = {"size": 4, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 

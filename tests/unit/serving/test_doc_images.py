@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.batcher import MicroBatcher
 from serving.config import EncoderSettings, ImageSettings, IndexSettings
 from serving.doc_images import (
     ImageReader,
@@ -21,12 +20,13 @@ from serving.doc_images import (
     embed_documents,
     load_image,
 )
-from serving.encoder import HashingEncoder, OnnxTextEncoder
+from serving.encoders.batcher import MicroBatcher
+from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
+from serving.encoders.model_loader import image_tower, load_model_dir, model_kind
+from serving.encoders.slot import ModelSlot
 from serving.errors import CorpusError, ImageError, ImageProblem, ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper, check_encoder, live_index_kind
-from serving.model_loader import image_tower, load_model_dir, model_kind
 from serving.models.registry import LocalRegistry
-from serving.slot import ModelSlot
 from tests.unit.serving.test_image_fetch import claimed_size_png
 from tests.unit.serving.tiny_model import build_tiny_model
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.config import EncoderSettings
-from serving.encoder import (
+from serving.encoders.encoder import (
     DelegatingEncoder,
     Encoder,
     HashingEncoder,

@@ -16,19 +16,24 @@ from clicktune.cli.serve import _batched
 from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_experiment
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
-from serving.batcher import MicroBatcher
 from serving.config import EncoderSettings, IndexSettings, ServingSettings
 from serving.doc_images import embed_documents
 from serving.documents import documents_router
-from serving.encoder import HashingEncoder, OnnxTextEncoder
-from serving.encoder_pair import InputType, PairedEncoder, document_encoder, encoder_for_input
+from serving.encoders.batcher import MicroBatcher
+from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
+from serving.encoders.encoder_pair import (
+    InputType,
+    PairedEncoder,
+    document_encoder,
+    encoder_for_input,
+)
+from serving.encoders.model_loader import load_model_dir
+from serving.encoders.slot import ModelSlot
 from serving.errors import ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper
 from serving.indexer import index_corpus
 from serving.metrics import Metrics
-from serving.model_loader import load_model_dir
 from serving.models.registry import LocalRegistry
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.vector_index import Hit
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from clicktune.cli import app
 from serving import ml_commons
 from serving.config import MlCommonsSettings
-from serving.input_type import InputType
+from serving.encoders.input_type import InputType
 
 URL = "http://127.0.0.1:8080"
 

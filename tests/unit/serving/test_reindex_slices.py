@@ -12,7 +12,7 @@ import pytest
 
 from serving.config import IndexSettings, RayGpus, RaySettings
 from serving.doc_images import embed_documents
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
 from serving.errors import ReindexError
 from serving.reindex import Checkpoint, CheckpointStore
 from serving.reindex_ray import RayCopier, SliceWorker

@@ -1,5 +1,5 @@
-"""Encoder runtimes (serving/runtime.py): OpenVINO gives onnxruntime's vectors on the same graph,
-for text, a transformer and both CLIP towers; a runtime that is not installed or a graph that
+"""Encoder runtimes (serving/encoders/runtime.py): OpenVINO gives onnxruntime's vectors on the same
+graph, for text, a transformer and both CLIP towers; a runtime that is not installed or a graph that
 fails is refused naming both; `auto` times the installed runtimes once and logs the figures."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from serving.config import EncoderRuntime, EncoderSettings
-from serving.encoder import INT8_FILE, HashingEncoder, OnnxTextEncoder
+from serving.encoders.encoder import INT8_FILE, HashingEncoder, OnnxTextEncoder
+from serving.encoders.model_loader import load_model_dir
+from serving.encoders.runtime_choice import RuntimeChooser
+from serving.encoders.slot import ModelSlot
 from serving.errors import ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper
-from serving.model_loader import load_model_dir
 from serving.models.registry import LocalRegistry
-from serving.runtime_choice import RuntimeChooser
-from serving.slot import ModelSlot
 
 pytest.importorskip("onnx")
 pytest.importorskip("openvino")  # clicktune[openvino]; `make setup` installs it
@@ -216,7 +216,7 @@ def test_auto_serves_the_faster_runtime_and_logs_both_figures(
 
     chooser = RuntimeChooser(measure)
     auto = _settings(EncoderRuntime.auto)
-    with caplog.at_level(logging.INFO, logger="serving.runtime_choice"):
+    with caplog.at_level(logging.INFO, logger="serving.encoders.runtime_choice"):
         encoder = load_model_dir(tmp_path, auto, runtimes=chooser)
         again = load_model_dir(tmp_path, auto, runtimes=chooser)
     assert "openvino" in encoder.graph and "openvino" in again.graph  # type: ignore[attr-defined]
@@ -233,7 +233,7 @@ def test_auto_without_openvino_serves_onnxruntime_and_says_why(
     build_tiny_model(tmp_path)
     _without_openvino(monkeypatch)
     chooser = RuntimeChooser(lambda encoder: 100.0)
-    with caplog.at_level(logging.INFO, logger="serving.runtime_choice"):
+    with caplog.at_level(logging.INFO, logger="serving.encoders.runtime_choice"):
         encoder = load_model_dir(tmp_path, _settings(EncoderRuntime.auto), runtimes=chooser)
     assert "onnxruntime" in encoder.graph  # type: ignore[attr-defined]
     assert "openvino left out: not installed" in caplog.text
@@ -252,7 +252,7 @@ def test_the_default_auto_loads_directly_on_the_runtime_the_process_decided(
     tmp_path: Path,
 ) -> None:
     """`auto` is the default: an encoder loaded outside load_model_dir decides the same way."""
-    from serving.runtime_choice import PROCESS_RUNTIMES
+    from serving.encoders.runtime_choice import PROCESS_RUNTIMES
 
     build_tiny_model(tmp_path)
     encoder = OnnxTextEncoder.from_dir(tmp_path, EncoderSettings())

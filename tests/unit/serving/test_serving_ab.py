@@ -155,7 +155,7 @@ def test_a_single_arm_fetches_the_shuffle_depth_and_an_interleave_only_k(
     mode: str, asked: list[int]
 ) -> None:
     from serving.ab import ArmRouter
-    from serving.encoder import HashingEncoder
+    from serving.encoders.encoder import HashingEncoder
 
     encoder = HashingEncoder(dimension=8, version="v1")
     index = _AskedIndex()

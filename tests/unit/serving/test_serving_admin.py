@@ -15,13 +15,13 @@ from serving.admin import admin_router
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import ServingSettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import ServingError
 from serving.hotswap import HotSwapper
 from serving.models.registry import LocalRegistry
 from serving.replicas import model_changed
 from serving.rollout import Rollout
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.index_fakes import FakeDocumentIndex, FakeReindex
 from tests.unit.serving.test_app import MemoryIndex

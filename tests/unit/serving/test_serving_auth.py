@@ -16,9 +16,9 @@ from clicktune.config import Settings
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import EncoderSettings, HotSwapSettings, ServingSettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import ServingError
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.serving.test_app import MemoryIndex

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from serving.batcher import MicroBatcher
-from serving.encoder import HashingEncoder
-from serving.slot import ModelSlot
+from serving.encoders.batcher import MicroBatcher
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 
 
 class Recording(HashingEncoder):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import RegistryError, SwapRefusedError
 from serving.hotswap import HotSwapper, check_encoder
 from serving.models.registry import LocalRegistry
 from serving.replicas import ControlListener, RegistryPoller, model_changed
-from serving.slot import ModelSlot
 
 PROBES = ["wing lift", "boundary layer", "x"]
 

@@ -16,10 +16,10 @@ from serving.body_limits import json_depth
 from serving.collector import InMemorySink, collector_router
 from serving.config import CollectorSettings, ServingSettings
 from serving.documents import documents_router
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.query_ids import QueryIdSigner
 from serving.rate_limit import RateLimiter
-from serving.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.state.tasks import OpenSearchTaskStore
 from serving.task_api import task_router

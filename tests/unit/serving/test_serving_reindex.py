@@ -8,11 +8,11 @@ from unittest.mock import MagicMock
 
 import numpy as np
 
-from serving.batcher import MicroBatcher
 from serving.config import IndexSettings
 from serving.doc_images import embed_documents
-from serving.encoder import HashingEncoder
-from serving.encoder_pair import PairedEncoder
+from serving.encoders.batcher import MicroBatcher
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.encoder_pair import PairedEncoder
 from serving.index_versions import index_version
 from serving.reindex import Checkpoint, CheckpointStore, Reindexer
 from serving.vector_index import DocumentIndex

@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from serving.encoder import HashingEncoder
-from serving.encoder_pair import PairedEncoder, document_encoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.encoder_pair import PairedEncoder, document_encoder
+from serving.encoders.slot import ModelSlot
 from serving.hotswap import HotSwapper, live_index_kind, swap_metrics
 from serving.models.registry import LocalRegistry
 from serving.replicas import ControlListener, RegistryPoller, model_changed
 from serving.rollout import check_pairing
-from serving.slot import ModelSlot
 from tests.unit.serving.index_fakes import FakeDocumentIndex
 from tests.unit.serving.test_serving_rollout_query import model_dir
 

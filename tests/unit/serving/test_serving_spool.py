@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from serving.app import create_app
 from serving.collector import InMemorySink
 from serving.config import ServingSettings
-from serving.encoder import HashingEncoder
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
 from serving.errors import QueryLogError
-from serving.slot import ModelSlot
 from serving.state.query_log import SpooledQueryLog
 from serving.state.spool import Spool, SpoolFullError, SpoolingSink, SpoolReplayer, spool_metrics
 from tests.unit.serving.test_app import MemoryIndex

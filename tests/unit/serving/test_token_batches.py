@@ -1,5 +1,5 @@
-"""Token-budget batching (serving/token_batches.py): model runs are cut by padded tokens, the
-encoder honours the cut, and the padding the runs carried is counted on /metrics."""
+"""Token-budget batching (serving/encoders/token_batches.py): model runs are cut by padded tokens,
+the encoder honours the cut, and the padding the runs carried is counted on /metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serving.config import EncoderRuntime, EncoderSettings
-from serving.encoder import OnnxTextEncoder
+from serving.encoders.encoder import OnnxTextEncoder
+from serving.encoders.slot import ModelSlot
+from serving.encoders.token_batches import plan_batches
 from serving.metrics import Metrics
-from serving.slot import ModelSlot
-from serving.token_batches import plan_batches
 
 pytest.importorskip("onnx")
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from serving.clip_encoder import OnnxClipEncoder
 from serving.config import EncoderSettings
-from serving.image_preprocess import ImagePreprocessing
+from serving.encoders.clip_encoder import OnnxClipEncoder
+from serving.encoders.image_preprocess import ImagePreprocessing
 from tuner.clip import ClipModel, build_clip_model, load_clip_model
 from tuner.config import TrainMethod, TrainSettings
 from tuner.errors import ModelLoadError, TrainConfigError

@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer
 
 import tuner.export_query as export_query
-from serving.encoder import OnnxTextEncoder
+from serving.encoders.encoder import OnnxTextEncoder
 from serving.errors import RegistryError
 from serving.models.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_query_adapter import HELD_OUT, SETTINGS

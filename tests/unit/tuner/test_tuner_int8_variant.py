@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from serving.encoder import model_file
+from serving.encoders.encoder import model_file
 from tests.integration.worker_support import build_tiny_st_model
 from tests.unit.tuner.test_tuner_gate_iteration import T0, iteration_world, unchanged_trainer
 from tests.unit.tuner.tuner_fakes import write_model_dir

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.config import EncoderSettings
-from serving.encoder import OnnxTextEncoder
+from serving.encoders.encoder import OnnxTextEncoder
 from tuner.errors import ExportError
 from tuner.quantize import INT8_FILE, quantize_text_model
 
@@ -97,7 +97,7 @@ def test_int8_variant_keeps_vectors_and_serving_loads_it(tmp_path: Path) -> None
 
 def test_int8_falls_back_to_fp32_when_the_version_has_no_int8_file(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     build_projection_model(tmp_path / "m")
-    with caplog.at_level("INFO", logger="serving.encoder"):
+    with caplog.at_level("INFO", logger="serving.encoders.encoder"):
         int8 = OnnxTextEncoder.from_dir(tmp_path / "m", EncoderSettings(variant="int8"))
     fp32 = OnnxTextEncoder.from_dir(tmp_path / "m", EncoderSettings())
     assert np.allclose(int8.encode(TEXTS), fp32.encode(TEXTS))

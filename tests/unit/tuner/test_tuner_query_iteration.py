@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 
 import tuner.export_query as export_query
 from serving.config import EncoderSettings
-from serving.encoder import OnnxTextEncoder
+from serving.encoders.encoder import OnnxTextEncoder
 from serving.models.registry import LocalRegistry
 from tests.unit.tuner.test_tuner_batches import FakeSessions
 from tests.unit.tuner.test_tuner_export_query import no_encoder_export

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from serving.encoder import ServableEncoder
+from serving.encoders.encoder import ServableEncoder
 
 __all__ = ["EncoderWrapper", "ModelSlot"]
 

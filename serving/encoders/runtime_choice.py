@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving.config import EncoderRuntime, EncoderSettings
-from serving.runtime import installed_runtimes
+from serving.encoders.runtime import installed_runtimes
 
-if TYPE_CHECKING:  # serving.encoder loads through this module
-    from serving.encoder import ServableEncoder
+if TYPE_CHECKING:  # serving.encoders.encoder loads through this module
+    from serving.encoders.encoder import ServableEncoder
 
 __all__ = [
     "PROCESS_RUNTIMES",

@@ -12,8 +12,8 @@ its document side, or the encoder itself when there is no pair. Serving's own wr
 through `wrap_sides`: around a pair it wraps each side and keeps the pair outside, so document
 encodes are micro-batched and metered (`side="document"`) as query encodes are.
 
-`InputType` (serving/input_type.py) is the side a client of `/v1/embeddings` or `/embed` asks
-for.
+`InputType` (serving/encoders/input_type.py) is the side a client of `/v1/embeddings` or `/embed`
+asks for.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from serving.encoder import DelegatingEncoder, ServableEncoder, wrapper_chain
+from serving.encoders.encoder import DelegatingEncoder, ServableEncoder, wrapper_chain
+from serving.encoders.input_type import InputType
 from serving.errors import ModelLoadError
-from serving.input_type import InputType
 
 __all__ = [
     "InputType",

@@ -1,11 +1,11 @@
 """Text encoders: the ONNX one the product serves, and a hashing fake for tests.
 
 `OnnxTextEncoder` runs a model directory (see `serving.models.model_dir`) on onnxruntime or OpenVINO
-(`EncoderSettings.runtime`, serving/runtime.py) + tokenizers, without torch;
+(`EncoderSettings.runtime`, serving/encoders/runtime.py) + tokenizers, without torch;
 `EncoderSettings.variant == "int8"` picks `model.int8.onnx` (written by
 `tuner.quantize`) when the directory has one. Texts are sorted by token length, cut into runs of
-at most `max_batch_tokens` padded tokens (serving/token_batches.py) and padded per run, so a
-batch of short queries never pays for one long document.
+at most `max_batch_tokens` padded tokens (serving/encoders/token_batches.py) and padded per run, so
+a batch of short queries never pays for one long document.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from serving.config import EncoderRuntime, EncoderSettings
+from serving.encoders.runtime import GraphSession, open_session, session_options
+from serving.encoders.runtime_choice import PROCESS_RUNTIMES
+from serving.encoders.token_batches import TokenTally, plan_batches
 from serving.errors import ModelLoadError
 from serving.models.model_dir import read_model_meta
-from serving.runtime import GraphSession, open_session, session_options
-from serving.runtime_choice import PROCESS_RUNTIMES
-from serving.token_batches import TokenTally, plan_batches
 
 __all__ = [
     "INT8_FILE",
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 OUTPUT = "sentence_embedding"
 INT8_FILE = "model.int8.onnx"
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
-# A query model's model.onnx is a text graph too (it embeds queries; serving.model_loader pairs
-# it with its document model).
+# A query model's model.onnx is a text graph too (it embeds queries; serving.encoders.model_loader
+# pairs it with its document model).
 TEXT_GRAPH_KINDS = ("text", "query")
 
 

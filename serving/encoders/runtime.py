@@ -9,7 +9,7 @@ so only the graph run differs. `GraphSession` is onnxruntime's own `InferenceSes
 OpenVINO is an optional extra (`pip install 'clicktune[openvino]'`); asking for it where it is
 not installed is a `ModelLoadError` that names the runtime and the reason, so a hot swap refuses
 the version and the old one keeps serving. `auto` is decided by `choose_runtime` (a short
-self-test in serving/runtime_choice.py); it never reaches `open_session`.
+self-test in serving/encoders/runtime_choice.py); it never reaches `open_session`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def open_session(graph: Path, settings: EncoderSettings) -> GraphSession:
     if runtime is EncoderRuntime.auto:
         raise ModelLoadError(
             f"{graph}: runtime 'auto' must be decided before a graph is opened "
-            "(serving.model_loader.load_model_dir does it); pass onnxruntime or openvino"
+            "(serving.encoders.model_loader.load_model_dir does it); pass onnxruntime or openvino"
         )
     if not graph.is_file():
         raise ModelLoadError(f"{graph} does not exist ({runtime.value})")

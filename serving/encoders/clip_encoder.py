@@ -19,11 +19,11 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from serving.config import EncoderRuntime, EncoderSettings
+from serving.encoders.image_preprocess import ImagePreprocessing
+from serving.encoders.runtime import GraphSession, open_session
+from serving.encoders.runtime_choice import PROCESS_RUNTIMES
 from serving.errors import ModelLoadError
-from serving.image_preprocess import ImagePreprocessing
 from serving.models.model_dir import read_model_meta
-from serving.runtime import GraphSession, open_session
-from serving.runtime_choice import PROCESS_RUNTIMES
 
 __all__ = ["IMAGE_FILE", "OnnxClipEncoder"]
 

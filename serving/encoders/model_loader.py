@@ -1,15 +1,16 @@
 """Load any registered model directory for serving: the one place that picks the encoder class.
 
 `clicktune.json`'s `kind` decides: "text" -> `OnnxTextEncoder`, "clip" -> `OnnxClipEncoder`,
-"query" -> a `PairedEncoder` (serving/encoder_pair.py): the query model's own graph for queries,
-and for documents its `document_model`, a version of the registry `registry` (default: the
+"query" -> a `PairedEncoder` (serving/encoders/encoder_pair.py): the query model's own graph for
+queries, and for documents its `document_model`, a version of the registry `registry` (default: the
 registry whose `versions/` folder holds the directory). Hot swap, `clicktune serve`, `index`,
 `reindex` and the documents API all load through `load_model_dir`, so a CLIP model or a query
 model works wherever a text model does. A CLIP encoder embeds queries
 with its text tower (`encode`) and document images with its image tower (`encode_images`);
 `image_tower` finds that tower behind serving's wrappers (micro-batcher, metrics).
 `serving.encoder.runtime: auto` is decided here, once per model kind and process, by timing the
-installed runtimes on the first model loaded (serving/runtime_choice.py, `PROCESS_RUNTIMES`).
+installed runtimes on the first model loaded (serving/encoders/runtime_choice.py,
+`PROCESS_RUNTIMES`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from serving.config import EncoderSettings
-from serving.encoder import OnnxTextEncoder, ServableEncoder, wrapper_chain
-from serving.encoder_pair import PairedEncoder
+from serving.encoders.encoder import OnnxTextEncoder, ServableEncoder, wrapper_chain
+from serving.encoders.encoder_pair import PairedEncoder
+from serving.encoders.runtime_choice import PROCESS_RUNTIMES, RuntimeChooser
 from serving.errors import ModelLoadError, RegistryError
 from serving.models.model_dir import read_model_meta
 from serving.models.registries import ModelRegistry
 from serving.models.registry import LocalRegistry
-from serving.runtime_choice import PROCESS_RUNTIMES, RuntimeChooser
 
 __all__ = [
     "KINDS",
@@ -47,7 +48,7 @@ class ImageEncoder(Protocol):
 
 
 def _load_clip(path: Path, settings: EncoderSettings) -> ServableEncoder:
-    from serving.clip_encoder import OnnxClipEncoder  # PIL loads only for CLIP models
+    from serving.encoders.clip_encoder import OnnxClipEncoder  # PIL loads only for CLIP models
 
     return OnnxClipEncoder.from_dir(path, settings)
 

@@ -156,8 +156,8 @@ def _measure(args: argparse.Namespace, user: UserModel) -> dict:
     from ingest.templates import install_templates
     from serving.encoders.encoder import OnnxTextEncoder
     from serving.encoders.model_loader import load_model_dir
-    from serving.indexer import index_corpus
-    from serving.vector_index import DocumentIndex
+    from serving.index.indexer import index_corpus
+    from serving.index.vector_index import DocumentIndex
     from tuner.judged import load_collection
     from tuner.publish import import_model
 

@@ -8,7 +8,7 @@
 1. a source index of `--docs` synthetic documents (hashing fake encoder: the source vectors do
    not matter, the reindex re-embeds them);
 2. encode-only docs/s: the same texts through the model, in the same batch size;
-3. reindex docs/s (`serving.reindex.Reindexer`: PIT read, encode overlapped with bulk writes,
+3. reindex docs/s (`serving.index.reindex.Reindexer`: PIT read, encode overlapped with bulk writes,
    checkpoints, reconcile, swap) and its ratio to encode-only (target >= 0.85);
 4. plain opensearch-py `helpers.bulk` of the precomputed vectors into a fresh index;
 5. `/v1/search` p50/p99 (in-process app, real OpenSearch) over `--search-docs` documents whose
@@ -41,14 +41,14 @@ from clicktune.clients import opensearch_client
 from clicktune.config import load_settings
 from serving.app import create_app
 from serving.config import IndexSettings, ServingSettings
-from serving.corpus import document_text
 from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import RegistryError
+from serving.index.corpus import document_text
+from serving.index.reindex import Reindexer
+from serving.index.vector_index import DocumentIndex
 from serving.models.registry import LocalRegistry
-from serving.reindex import Reindexer
 from serving.state.query_log import InMemoryQueryLog
-from serving.vector_index import DocumentIndex
 
 WORDS = [
     "wing",

@@ -21,11 +21,11 @@ from typing import Any
 from bench.results import BenchResult
 from clicktune.cli.reindex_ray import ray_copier
 from serving.config import IndexSettings
-from serving.corpus import read_corpus
 from serving.encoders.encoder import HashingEncoder
-from serving.ray_cluster import ray_cluster
-from serving.reindex import Reindexer
-from serving.vector_index import DocumentIndex
+from serving.index.corpus import read_corpus
+from serving.index.ray_cluster import ray_cluster
+from serving.index.reindex import Reindexer
+from serving.index.vector_index import DocumentIndex
 
 TEN_MILLION = 10_000_000
 DEFAULT_CORPUS = Path("/work/shared/data/cranfield")  # read in place, never copied here

@@ -159,7 +159,7 @@ def _steps(pairs: int, options: dict[str, Any]) -> int:
 
 def load_pairs(dataset: Path, count: int, hard_negatives: bool) -> tuple[list[Any], dict[str, str]]:
     """Up to `count` (train query, relevant doc) pairs, weight = grade, and the document texts."""
-    from serving.corpus import document_text
+    from serving.index.corpus import document_text
     from tuner.judged import load_collection
     from tuner.pairs import TrainingPair
 

@@ -27,8 +27,8 @@ from typing import Any, Literal
 from serving.arm_health import ArmHealth, HealthLedger
 from serving.encoders.encoder import Encoder
 from serving.errors import ExperimentError
+from serving.index.vector_index import Hit, SearchIndex
 from serving.interleave import team_draft
-from serving.vector_index import Hit, SearchIndex
 
 __all__ = [
     "Arm",

@@ -36,12 +36,12 @@ from serving.encoders.encoder import ServableEncoder
 from serving.encoders.encoder_pair import document_encoder, encoder_for_input
 from serving.encoders.slot import ModelSlot
 from serving.errors import DocumentIndexError, QueryLogError, ServingError
-from serving.hybrid import HybridSearch
+from serving.index.hybrid import HybridSearch
+from serving.index.vector_index import Hit, SearchIndex
 from serving.metrics import install_metrics
 from serving.query_ids import QueryIdSigner
 from serving.randomize import ResultRandomizer
 from serving.state.query_log import QueryLog
-from serving.vector_index import Hit, SearchIndex
 
 __all__ = ["ApiError", "create_app"]
 

@@ -22,10 +22,11 @@ _HOST = re.compile(
 
 
 class ImageSettings(BaseModel):
-    """Where a document's image may come from and how large it may be (serving/doc_images.py).
+    """Where a document's image may come from and how large it may be (serving/index/doc_images.py).
 
     Over the API an image is a base64 `data:` URI or an http(s) URL on `allowed_hosts`; a URL
-    never reaches a loopback, private, link-local or metadata address (serving/image_fetch.py).
+    never reaches a loopback, private, link-local or metadata address
+    (serving/index/image_fetch.py).
     Local paths are read only by `clicktune index --trust-local-images` and for documents
     already in the index (reindex, training); no setting lets the API read them.
     """
@@ -81,8 +82,8 @@ class IndexSettings(BaseModel):
     image_field: str | None = Field(
         default="image",
         description="data: URI or URL (a path: trusted bulk indexing only) of a document's image; "
-        "a CLIP model embeds it instead of the text fields (serving/doc_images.py); None: images "
-        "are ignored",
+        "a CLIP model embeds it instead of the text fields (serving/index/doc_images.py); "
+        "None: images are ignored",
     )
     images: ImageSettings = Field(default_factory=ImageSettings)
     space_type: SpaceType = SpaceType.cosine
@@ -108,7 +109,7 @@ class IndexSettings(BaseModel):
 
 
 class ReindexEngine(StrEnum):
-    """Where a reindex reads, embeds and writes (serving/reindex.py, serving/reindex_ray.py)."""
+    """Where a reindex reads, embeds and writes (serving/index/reindex.py, reindex_ray.py)."""
 
     local = "local"  # this process: one encoding thread, one writing thread
     ray = "ray"  # point-in-time slices over an actor pool (the optional extra clicktune[scale])

@@ -1,14 +1,14 @@
 """`POST /v1/documents` and `DELETE /v1/documents/{id}`: writes to every index that needs them.
 
 A write reaches the live index and, while they exist, the index a reindex is building
-(`docs_next`) and an A/B candidate's index (`docs_candidate`) — see `serving.index_versions`.
+(`docs_next`) and an A/B candidate's index (`docs_candidate`) — see `serving.index.index_versions`.
 Each index is embedded with its own model (the version in its name): the document side of the
 slot's encoder (a query model's document model, serving/encoders/encoder_pair.py) when it is that
 version, else `encoder_for(version)` (loaded from the registry, cached by the caller).
 The text embedded is `document_text(doc, index.text_fields)` (title + text by default), as for
 `clicktune index`. With a CLIP model, a document whose `index.image_field` is set (a base64
 data: URI or a URL on `index.images.allowed_hosts`; never a local path) is embedded from that
-image by the image tower instead (see `serving.doc_images`); an image field of another form
+image by the image tower instead (see `serving.index.doc_images`); an image field of another form
 (under any model) or an image that cannot be used answers 422 with a generic reason. A
 document without `_id` gets a random one; the answer lists the ids. Both routes need the
 `write` scope (serving/auth.py).
@@ -27,14 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.api_errors import ApiError
 from serving.auth import Scope, requires
 from serving.config import ServingSettings
-from serving.corpus import document_text
-from serving.doc_images import check_image_sources, embed_documents
 from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import BulkIndexError, CorpusError, DocumentIndexError
-from serving.index_versions import index_version, write_targets
-from serving.vector_index import DocumentIndex
+from serving.index.corpus import document_text
+from serving.index.doc_images import check_image_sources, embed_documents
+from serving.index.index_versions import index_version, write_targets
+from serving.index.vector_index import DocumentIndex
 
 __all__ = ["DocumentsRequest", "EncoderFor", "documents_router", "index_dimension"]
 

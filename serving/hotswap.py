@@ -36,10 +36,10 @@ from serving.encoders.encoder_pair import document_encoder
 from serving.encoders.model_loader import image_tower
 from serving.encoders.slot import ModelSlot
 from serving.errors import PairingError, RegistryError, SwapRefusedError
-from serving.index_versions import index_version
+from serving.index.index_versions import index_version
+from serving.index.vector_index import DocumentIndex
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.vector_index import DocumentIndex
 
 __all__ = ["HotSwapper", "SwapResult", "check_encoder", "live_index_kind", "swap_metrics"]
 

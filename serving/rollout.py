@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from serving.errors import PairingError, RegistryError, ReindexRequiredError, ServingError
-from serving.index_versions import index_version, latest_index_of
+from serving.index.index_versions import index_version, latest_index_of
+from serving.index.vector_index import DocumentIndex
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
 from serving.replicas import model_changed
-from serving.vector_index import DocumentIndex
 
 __all__ = ["Rollout", "RolloutResult", "check_pairing", "paired_index"]
 

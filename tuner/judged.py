@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.corpus import read_corpus
+from serving.index.corpus import read_corpus
 
 REQUIRED_FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv", "split.json")
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from serving.corpus import document_text
 from serving.errors import CorpusError
+from serving.index.corpus import document_text
 from tuner.base_models import TORCH_WEIGHTS_DIR
 from tuner.config import TunerSettings
 from tuner.errors import ModelLoadError, NoTrainingDataError, TrainConfigError
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class DocumentSource(Protocol):
-    """Where document fields come from (`serving.vector_index.DocumentIndex`)."""
+    """Where document fields come from (`serving.index.vector_index.DocumentIndex`)."""
 
     def get_documents(self, ids: Sequence[str]) -> Mapping[str, Mapping[str, Any]]: ...
 
@@ -142,7 +142,7 @@ class ClipKind:
         self, source: DocumentSource, ids: Sequence[str], fields: DocFields
     ) -> dict[str, Any]:
         from serving.config import ImageSettings
-        from serving.doc_images import ImageReader, load_image
+        from serving.index.doc_images import ImageReader, load_image
 
         # Documents already in the index: a local path there came from `clicktune index
         # --trust-local-images` (the API admits only data: URIs and allowed hosts).

@@ -26,7 +26,7 @@ import numpy as np
 from opensearchpy.exceptions import OpenSearchException
 
 from serving.errors import DocumentIndexError
-from serving.vector_index import DocumentIndex, Hit
+from serving.index.vector_index import DocumentIndex, Hit
 from tuner.config import NegativeSource, TrainSettings
 from tuner.errors import TrainConfigError
 from tuner.pairs import TrainingPair, query_key

@@ -18,8 +18,8 @@ from opensearchpy import OpenSearch
 
 from serving.config import IndexSettings
 from serving.encoders.encoder import Encoder
-from serving.indexer import index_corpus
-from serving.vector_index import DocumentIndex
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import DocumentIndex
 from tuner.judged import JudgedCollection
 from tuner.metrics import rank_metrics
 

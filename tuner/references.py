@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from serving.corpus import document_text
+from serving.index.corpus import document_text
 from tuner.config import PropensityKind, TunerSettings
 from tuner.iteration import collect_pairs
 from tuner.judged import JudgedCollection

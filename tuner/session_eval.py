@@ -43,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-from serving.corpus import document_text
+from serving.index.corpus import document_text
 from tuner import progress
 from tuner.embed_sides import query_side, sliced
 from tuner.judged import JudgedCollection

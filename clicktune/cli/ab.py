@@ -79,7 +79,7 @@ def _candidate_index(settings: Any, doc_index: Any, version: str, progress: bool
     """Point `docs_candidate` at a kept index of `version` holding the live count, else
     reindex into a new one."""
     from clicktune.cli.index import run_reindex
-    from serving.index_versions import alias_holders, latest_index_of, move_aliases
+    from serving.index.index_versions import alias_holders, latest_index_of, move_aliases
 
     alias = settings.serving.index.candidate_alias
     live = doc_index.live_index()
@@ -145,7 +145,7 @@ def stop(ctx: typer.Context) -> None:
     from clicktune.cli.index import _doc_index
     from serving.ab import ExperimentStore
     from serving.errors import ServingError
-    from serving.index_versions import alias_holders, move_aliases
+    from serving.index.index_versions import alias_holders, move_aliases
 
     settings = settings_of(ctx)
     try:

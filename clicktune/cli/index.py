@@ -14,8 +14,8 @@ from serving.config import ReindexEngine
 if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only when used
     from clicktune.config import Settings
     from serving.encoders.encoder import ServableEncoder
-    from serving.indexer import IndexReport
-    from serving.vector_index import DocumentIndex
+    from serving.index.indexer import IndexReport
+    from serving.index.vector_index import DocumentIndex
 
 
 def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
@@ -51,11 +51,11 @@ def index(
 ) -> None:
     """Embed a corpus (DATASET_DIR or JSONL) into a new index and move the alias onto it."""
     from clicktune.clients import opensearch_client
-    from serving.corpus import corpus_file, read_corpus
-    from serving.doc_images import ImageReader
     from serving.errors import ServingError
-    from serving.indexer import index_corpus
-    from serving.vector_index import DocumentIndex
+    from serving.index.corpus import corpus_file, read_corpus
+    from serving.index.doc_images import ImageReader
+    from serving.index.indexer import index_corpus
+    from serving.index.vector_index import DocumentIndex
 
     settings = settings_of(ctx)
     encoder = load_encoder(settings, model)
@@ -124,7 +124,7 @@ def reindex(
     settings = with_engine(settings_of(ctx), engine, ray_address, actors)
     try:
         if abandon:
-            from serving.reindex import abandon as abandon_reindex
+            from serving.index.reindex import abandon as abandon_reindex
 
             dropped = abandon_reindex(_doc_index(settings), settings.home / "reindex")
             typer.echo(f"abandoned the interrupted reindex; deleted {dropped}")
@@ -153,13 +153,13 @@ def run_reindex(
 ) -> IndexReport:
     """Reindex with registry model `model` onto `alias` (default: the live alias), on the
     engine of `serving.reindex.engine`."""
-    from serving.reindex import Reindexer
+    from serving.index.reindex import Reindexer
 
     doc_index = _doc_index(settings)
     with contextlib.ExitStack() as stack:
         ray = None
         if settings.serving.reindex.engine is ReindexEngine.ray:
-            from serving.ray_cluster import ray_cluster
+            from serving.index.ray_cluster import ray_cluster
 
             # first, so an unreachable address fails before a model loads
             ray = stack.enter_context(ray_cluster(settings.serving.reindex.ray))
@@ -201,6 +201,6 @@ def with_engine(
 
 def _doc_index(settings: Settings) -> DocumentIndex:
     from clicktune.clients import opensearch_client
-    from serving.vector_index import DocumentIndex
+    from serving.index.vector_index import DocumentIndex
 
     return DocumentIndex(opensearch_client(settings.opensearch), settings.serving.index)

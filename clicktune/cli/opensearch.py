@@ -10,7 +10,7 @@ from clicktune.cli.common import fail, print_json, settings_of
 from serving.encoders.input_type import InputType
 
 if TYPE_CHECKING:
-    from serving.ml_commons import Connection
+    from serving.index.ml_commons import Connection
 
 app = typer.Typer(
     help="Connect OpenSearch's ml-commons to the clicktune embedding service.", no_args_is_help=True
@@ -48,8 +48,8 @@ def connect(
     text_embedding ingest pipeline."""
     from clicktune.clients import opensearch_client
     from serving.errors import ServingError
-    from serving.ml_commons import connect as connect_ml
-    from serving.ml_commons import service_dimension
+    from serving.index.ml_commons import connect as connect_ml
+    from serving.index.ml_commons import service_dimension
 
     if input_type is InputType.QUERY and (pipeline or field_map):
         fail(

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from clicktune.config import Settings
     from serving.config import EncoderSettings
     from serving.encoders.encoder import ServableEncoder
-    from serving.reindex_ray import RayCopier
+    from serving.index.reindex_ray import RayCopier
 
 
 def ray_copier(
@@ -29,10 +29,10 @@ def ray_copier(
     progress: bool = True,
 ) -> RayCopier:
     """A `RayCopier` for registry model `model` (loaded here as `encoder`) on the cluster `ray`
-    is connected to (serving/ray_cluster.py)."""
+    is connected to (serving/index/ray_cluster.py)."""
     from clicktune.clients import model_registry, opensearch_client
     from serving.encoders.model_loader import load_model_dir
-    from serving.reindex_ray import RayCopier
+    from serving.index.reindex_ray import RayCopier
 
     registry = model_registry(settings)
     version = registry.get(model)

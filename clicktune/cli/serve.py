@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when se
     from serving.auth import Authenticator
     from serving.config import EncoderSettings
     from serving.encoders.slot import ModelSlot
+    from serving.index.vector_index import DocumentIndex
     from serving.query_ids import QueryIdSigner
-    from serving.vector_index import DocumentIndex
 
 
 def serve(
@@ -90,10 +90,10 @@ def build_app(
     from serving.collector import KafkaRecordSink, collector_router
     from serving.encoders.slot import ModelSlot
     from serving.hotswap import swap_metrics
-    from serving.hybrid import HybridSearch
+    from serving.index.hybrid import HybridSearch
+    from serving.index.vector_index import DocumentIndex
     from serving.state.query_log import SpooledQueryLog
     from serving.state.spool import Spool, SpoolingSink, SpoolReplayer, spool_metrics
-    from serving.vector_index import DocumentIndex
 
     serving = settings.serving
     doc_index = DocumentIndex(client, serving.index)

@@ -93,7 +93,7 @@ def _with_processes(tuner_settings, nproc: int):  # type: ignore[no-untyped-def]
 
 def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-untyped-def]
     from clicktune.clients import model_registry
-    from serving.vector_index import DocumentIndex
+    from serving.index.vector_index import DocumentIndex
     from tuner.batches import BatchStore
     from tuner.iteration import IterationContext
     from tuner.judged import load_collection

@@ -33,8 +33,8 @@ from clicktune.demo.task_figures import decision, deployment, exact_scores
 from clicktune.demo.users import EventSink, simulate_round
 from serving.encoders.encoder import ServableEncoder
 from serving.encoders.model_loader import load_model_dir
-from serving.indexer import index_corpus
-from serving.vector_index import DocumentIndex
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import DocumentIndex
 from tuner.config import RolloutMode, TrainMethod
 from tuner.judged import JudgedCollection, load_collection
 from tuner.offline_eval import evaluate_collection

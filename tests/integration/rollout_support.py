@@ -37,8 +37,8 @@ def main(argv: list[str]) -> int:
     from opensearchpy import OpenSearch
 
     from serving.config import IndexSettings
-    from serving.reindex import Reindexer
-    from serving.vector_index import DocumentIndex
+    from serving.index.reindex import Reindexer
+    from serving.index.vector_index import DocumentIndex
 
     url, prefix, home, version, delay = argv
     settings = IndexSettings(alias=prefix, prefix=prefix, bulk_batch_size=50)

@@ -24,11 +24,11 @@ from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
 from clicktune.clients import kafka_options  # noqa: E402
 from serving.config import EncoderSettings, ImageSettings, IndexSettings  # noqa: E402
-from serving.doc_images import ImageReader, load_image  # noqa: E402
 from serving.encoders.model_loader import image_tower, load_model_dir  # noqa: E402
-from serving.indexer import index_corpus  # noqa: E402
+from serving.index.doc_images import ImageReader, load_image  # noqa: E402
+from serving.index.indexer import index_corpus  # noqa: E402
+from serving.index.vector_index import DocumentIndex  # noqa: E402
 from serving.models.registry import LocalRegistry  # noqa: E402
-from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.tuner.clip_support import register_tiny_clip, write_swatches  # noqa: E402
 

@@ -19,16 +19,16 @@ from clicktune.clients import opensearch_client
 from serving.config import IndexSettings, RaySettings
 from serving.encoders.encoder import HashingEncoder
 from serving.errors import ReindexError
-from serving.indexer import index_corpus
-from serving.reindex import Reindexer
-from serving.vector_index import DocumentIndex
+from serving.index.indexer import index_corpus
+from serving.index.reindex import Reindexer
+from serving.index.vector_index import DocumentIndex
 from tests.integration.ray_support import onnx_encoder, slow_onnx_encoder, tiny_onnx_model
 
 pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray", reason="the Ray engine needs the extra clicktune[scale]")
 
-from serving.ray_cluster import ray_cluster  # noqa: E402 - after the skip
-from serving.reindex_ray import RayCopier, actor_name  # noqa: E402
+from serving.index.ray_cluster import ray_cluster  # noqa: E402 - after the skip
+from serving.index.reindex_ray import RayCopier, actor_name  # noqa: E402
 
 WORDS = ["wing", "lift", "drag", "boundary", "layer", "flow", "heat", "shock"]  # tiny's vocabulary
 BATCH = 5

@@ -24,11 +24,11 @@ from serving.app import create_app
 from serving.config import ABSettings, IndexSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
-from serving.indexer import index_corpus
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import DocumentIndex
 from serving.models.registry import LocalRegistry
 from serving.rollout import Rollout
 from serving.state.query_log import InMemoryQueryLog
-from serving.vector_index import DocumentIndex
 from tests.shared_data import SHARED_DATA
 from tuner.simulator import ClickSimulator, UserModel, event_record
 
@@ -201,7 +201,7 @@ def test_promote_reindexes_then_rollback_returns_to_the_kept_index(
         published: list[dict] = []
 
         def reindex(version: str):  # type: ignore[no-untyped-def]
-            from serving.reindex import Reindexer
+            from serving.index.reindex import Reindexer
 
             reindexed.append(version)
             encoder = HashingEncoder(registry.get(version).dimension, version)

@@ -23,10 +23,10 @@ from serving.documents import documents_router
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import ReindexPendingError
-from serving.indexer import index_corpus
-from serving.reindex import Reindexer
+from serving.index.indexer import index_corpus
+from serving.index.reindex import Reindexer
+from serving.index.vector_index import DocumentIndex
 from serving.state.query_log import InMemoryQueryLog
-from serving.vector_index import DocumentIndex
 from tests.integration import rollout_support
 from tests.integration.rollout_support import SlowEncoder, encoder_for
 

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.config import IndexSettings
-from serving.corpus import document_text, read_corpus
 from serving.encoders.encoder import HashingEncoder
 from serving.errors import BulkIndexError, QueryLogError
-from serving.indexer import index_corpus
+from serving.index.corpus import document_text, read_corpus
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import DocumentIndex
 from serving.state.query_log import KafkaQueryLog
-from serving.vector_index import DocumentIndex
 from tests.shared_data import SHARED_DATA
 
 pytestmark = pytest.mark.integration

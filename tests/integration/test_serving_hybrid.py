@@ -11,10 +11,10 @@ from serving.app import create_app
 from serving.config import HybridSettings, IndexSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
-from serving.hybrid import HybridSearch
-from serving.indexer import index_corpus
+from serving.index.hybrid import HybridSearch
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import DocumentIndex
 from serving.state.query_log import InMemoryQueryLog
-from serving.vector_index import DocumentIndex
 
 pytestmark = pytest.mark.integration
 

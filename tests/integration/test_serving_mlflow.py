@@ -18,9 +18,9 @@ pytest.importorskip("onnx")
 
 from clicktune.services.mlflow import MlflowService  # noqa: E402
 from serving.config import IndexSettings  # noqa: E402
+from serving.index.vector_index import DocumentIndex  # noqa: E402
 from serving.models.mlflow_registry import MlflowRegistry  # noqa: E402
 from serving.models.mlflow_rest import MlflowRest  # noqa: E402
-from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.mlflow_server import mlflow_server  # noqa: E402, F401 - fixture
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402

@@ -24,11 +24,11 @@ pytest.importorskip("sentence_transformers")
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from serving.config import EncoderSettings, IndexSettings  # noqa: E402
-from serving.corpus import document_text  # noqa: E402
 from serving.encoders.model_loader import load_model_dir  # noqa: E402
-from serving.indexer import index_corpus  # noqa: E402
+from serving.index.corpus import document_text  # noqa: E402
+from serving.index.indexer import index_corpus  # noqa: E402
+from serving.index.vector_index import DocumentIndex  # noqa: E402
 from serving.models.registry import LocalRegistry  # noqa: E402
-from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.tuner.test_tuner_query_adapter import HELD_OUT, SETTINGS  # noqa: E402
 from tests.unit.tuner.tiny_encoder import build_tiny_encoder  # noqa: E402
@@ -208,7 +208,7 @@ def test_opensearch_ingests_with_the_document_side_and_searches_with_the_query_s
     by q1's query vectors."""
     from serving.config import MlCommonsSettings
     from serving.encoders.input_type import InputType
-    from serving.ml_commons import ML, _delete_model, _request, connect, model_name
+    from serving.index.ml_commons import ML, _delete_model, _request, connect, model_name
 
     assert world.promote("q1").status_code == 200
     index = f"{world.name}-neural"

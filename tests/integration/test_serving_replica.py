@@ -23,8 +23,8 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("onnx")
 
 from serving.config import IndexSettings  # noqa: E402
+from serving.index.vector_index import DocumentIndex  # noqa: E402
 from serving.models.registry import LocalRegistry  # noqa: E402
-from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.serve_ready import running_serve, serve_env  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402
 
@@ -305,7 +305,7 @@ def _neural_index(pipeline: str, dimension: int) -> dict:
 
 
 def _remove_ml(opensearch, name: str, pipeline: str) -> None:  # type: ignore[no-untyped-def]
-    from serving.ml_commons import _delete_model, _find
+    from serving.index.ml_commons import _delete_model, _find
 
     for model in _find(opensearch, "models", name):
         _delete_model(opensearch, model["_id"])

@@ -21,8 +21,8 @@ pytest.importorskip("onnx")
 
 from clicktune.local_http import free_port  # noqa: E402
 from serving.config import IndexSettings  # noqa: E402
+from serving.index.vector_index import DocumentIndex  # noqa: E402
 from serving.models.registry import LocalRegistry  # noqa: E402
-from serving.vector_index import DocumentIndex  # noqa: E402
 from tests.integration.ingest_support import TcpProxy  # noqa: E402
 from tests.integration.serve_ready import wait_healthy  # noqa: E402
 from tests.unit.serving.tiny_model import build_tiny_model  # noqa: E402

@@ -101,9 +101,9 @@ def _pause_at_gate_verdict() -> None:
 
 def _install(kill_point: str) -> None:
     from serving.ab import ExperimentStore
+    from serving.index.reindex import CheckpointStore
+    from serving.index.vector_index import DocumentIndex
     from serving.models.registry import LocalRegistry
-    from serving.reindex import CheckpointStore
-    from serving.vector_index import DocumentIndex
     from tuner.batches import BatchStore
     from tuner.worker import runner
 

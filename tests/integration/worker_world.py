@@ -18,10 +18,10 @@ from opensearchpy.helpers import bulk
 
 from serving.config import IndexSettings
 from serving.encoders.encoder import OnnxTextEncoder
-from serving.indexer import index_corpus
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import DocumentIndex
 from serving.models.registry import LocalRegistry
 from serving.state.tasks import OpenSearchTaskStore
-from serving.vector_index import DocumentIndex
 from tests.integration.worker_support import build_tiny_st_model
 from tests.shared_data import SHARED_DATA
 

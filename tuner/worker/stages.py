@@ -28,12 +28,12 @@ from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings, EncoderSettings
 from serving.encoders.model_loader import load_model_dir
 from serving.errors import ExperimentError
-from serving.index_versions import alias_holders, index_version, move_aliases
+from serving.index.index_versions import alias_holders, index_version, move_aliases
+from serving.index.reindex import CheckpointStore, Reindexer, abandon
+from serving.index.vector_index import DocumentIndex
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.reindex import CheckpointStore, Reindexer, abandon
 from serving.rollout import Publish, Rollout, paired_index
-from serving.vector_index import DocumentIndex
 from tuner import progress
 from tuner.batches import release_batch, reload_batch
 from tuner.config import TunerSettings

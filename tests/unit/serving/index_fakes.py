@@ -42,7 +42,7 @@ class FakeDocumentIndex:
 
 
 class _Indices:
-    """`client.indices.get` as `serving.index_versions` reads it."""
+    """`client.indices.get` as `serving.index.index_versions` reads it."""
 
     def __init__(self, docs: FakeDocumentIndex) -> None:
         self.docs = docs

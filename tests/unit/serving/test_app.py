@@ -13,8 +13,8 @@ from serving.config import RandomizationSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import DocumentIndexError
+from serving.index.vector_index import Hit
 from serving.state.query_log import InMemoryQueryLog
-from serving.vector_index import Hit
 
 DOCS = {
     "d1": {"title": "Boundary layer", "text": "boundary layer flow over a flat plate"},

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.corpus import document_text, read_corpus
 from serving.errors import CorpusError
+from serving.index.corpus import document_text, read_corpus
 
 
 def test_reads_a_dataset_dir_and_keeps_extra_fields(tmp_path: Path) -> None:

@@ -13,19 +13,19 @@ import pytest
 from PIL import Image
 
 from serving.config import EncoderSettings, ImageSettings, IndexSettings
-from serving.doc_images import (
-    ImageReader,
-    check_image_sources,
-    document_images,
-    embed_documents,
-    load_image,
-)
 from serving.encoders.batcher import MicroBatcher
 from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
 from serving.encoders.model_loader import image_tower, load_model_dir, model_kind
 from serving.encoders.slot import ModelSlot
 from serving.errors import CorpusError, ImageError, ImageProblem, ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper, check_encoder, live_index_kind
+from serving.index.doc_images import (
+    ImageReader,
+    check_image_sources,
+    document_images,
+    embed_documents,
+    load_image,
+)
 from serving.models.registry import LocalRegistry
 from tests.unit.serving.test_image_fetch import claimed_size_png
 from tests.unit.serving.tiny_model import build_tiny_model

@@ -17,7 +17,6 @@ from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import EncoderSettings, IndexSettings, ServingSettings
-from serving.doc_images import embed_documents
 from serving.documents import documents_router
 from serving.encoders.batcher import MicroBatcher
 from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
@@ -31,11 +30,12 @@ from serving.encoders.model_loader import load_model_dir
 from serving.encoders.slot import ModelSlot
 from serving.errors import ModelLoadError, SwapRefusedError
 from serving.hotswap import HotSwapper
-from serving.indexer import index_corpus
+from serving.index.doc_images import embed_documents
+from serving.index.indexer import index_corpus
+from serving.index.vector_index import Hit
 from serving.metrics import Metrics
 from serving.models.registry import LocalRegistry
 from serving.state.query_log import InMemoryQueryLog
-from serving.vector_index import Hit
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector
 
 TEXTS = ["wing lift", "boundary layer flow", "heat shock"]

@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 
 from serving.config import ImageSettings, IndexSettings
-from serving.doc_images import ImageReader, document_images, load_image
 from serving.errors import ImageError, ImageProblem
-from serving.image_fetch import ImageFetcher, host_allowed, public_address
+from serving.index.doc_images import ImageReader, document_images, load_image
+from serving.index.image_fetch import ImageFetcher, host_allowed, public_address
 
 LOOPBACK = ip_address("127.0.0.1")
 FORBIDDEN = {
@@ -244,7 +244,7 @@ def test_redirects_are_bounded(server) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_refused_timed_out_and_forbidden_read_the_same_to_a_client(server, caplog) -> None:  # type: ignore[no-untyped-def]
-    caplog.set_level(logging.WARNING, logger="serving.doc_images")
+    caplog.set_level(logging.WARNING, logger="serving.index.doc_images")
     texts = {
         str(refusal(f"http://closed.test:{closed_port()}/x.png", reader())),
         str(refusal(url(server, "/slow"), reader(fetch_timeout_s=0.3))),

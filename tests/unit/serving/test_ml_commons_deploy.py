@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from serving import ml_commons
 from serving.config import MlCommonsSettings
 from serving.errors import MlCommonsError
+from serving.index import ml_commons
 
 URL = "http://127.0.0.1:8080"
 

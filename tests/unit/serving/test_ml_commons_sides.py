@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from clicktune.cli import app
-from serving import ml_commons
 from serving.config import MlCommonsSettings
 from serving.encoders.input_type import InputType
+from serving.index import ml_commons
 
 URL = "http://127.0.0.1:8080"
 

@@ -12,7 +12,7 @@ import pytest
 
 from serving.config import RaySettings
 from serving.errors import RayClusterError
-from serving.ray_cluster import parse_address, ray_cluster, reach
+from serving.index.ray_cluster import parse_address, ray_cluster, reach
 
 
 def _closed_port() -> int:
@@ -54,7 +54,7 @@ def test_an_address_where_something_else_listens_fails_within_the_join_timeout()
         address = f"127.0.0.1:{other.getsockname()[1]}"
         script = (
             "from serving.config import RaySettings\n"
-            "from serving.ray_cluster import ray_cluster\n"
+            "from serving.index.ray_cluster import ray_cluster\n"
             f"with ray_cluster(RaySettings(address={address!r}, join_timeout_s=3)):\n"
             "    pass\n"
         )

@@ -144,7 +144,7 @@ class _AskedIndex:
         self.asked: list[int] = []
 
     def search_knn(self, vector, k: int, index: str | None = None):  # type: ignore[no-untyped-def]
-        from serving.vector_index import Hit
+        from serving.index.vector_index import Hit
 
         self.asked.append(k)
         return [Hit(f"d{i}", 1.0 - i / 100, index or "docs", {}) for i in range(k)]

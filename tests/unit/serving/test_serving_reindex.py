@@ -9,13 +9,13 @@ from unittest.mock import MagicMock
 import numpy as np
 
 from serving.config import IndexSettings
-from serving.doc_images import embed_documents
 from serving.encoders.batcher import MicroBatcher
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.encoder_pair import PairedEncoder
-from serving.index_versions import index_version
-from serving.reindex import Checkpoint, CheckpointStore, Reindexer
-from serving.vector_index import DocumentIndex
+from serving.index.doc_images import embed_documents
+from serving.index.index_versions import index_version
+from serving.index.reindex import Checkpoint, CheckpointStore, Reindexer
+from serving.index.vector_index import DocumentIndex
 from tests.unit.serving.opensearch_memory import MemoryOpenSearch
 from tests.unit.serving.test_encoder_pair import Shifted
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from serving.config import EncoderSettings, ImageSettings, IndexSettings
-from serving.doc_images import ImageReader, embed_documents, load_image
 from serving.encoders.clip_encoder import OnnxClipEncoder
 from serving.encoders.model_loader import load_model_dir
+from serving.index.doc_images import ImageReader, embed_documents, load_image
 from serving.models.registry import LocalRegistry
 from tests.unit.tuner.clip_support import COLOURS, register_tiny_clip, write_swatches
 from tests.unit.tuner.test_tuner_batches import FakeSessions

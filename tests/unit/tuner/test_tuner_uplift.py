@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.corpus import document_text
+from serving.index.corpus import document_text
 from tests.unit.tuner.tuner_fakes import actions_of
 from tuner.config import TrainSettings, TunerSettings
 from tuner.iteration import collect_pairs

@@ -1,6 +1,7 @@
 """Pages of a reindex: read a point in time in `_id` order (whole or one slice), write pages
-with `op_type=create`. Both engines (serving/reindex.py, serving/reindex_ray.py) use these, so
-a page read twice after a crash never writes a document twice or overwrites a newer one."""
+with `op_type=create`. Both engines (serving/index/reindex.py, serving/index/reindex_ray.py) use
+these, so a page read twice after a crash never writes a document twice or overwrites a newer
+one."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from serving.errors import ReindexError
-from serving.reindex import Checkpoint, CheckpointStore
+from serving.index.reindex import Checkpoint, CheckpointStore
 
 __all__ = ["PageDone", "SliceLedger", "SliceRun", "SliceState", "run_slices", "slice_states"]
 

@@ -10,7 +10,7 @@ and its dual writes, reconcile, the atomic alias swap, retention):
 
 The actors build their own OpenSearch client and encoder from picklable factories
 (`make_client`, `make_encoder`), so a model directory and the settings travel, never a live
-client or session. Ray is imported only here and in serving/ray_cluster.py.
+client or session. Ray is imported only here and in serving/index/ray_cluster.py.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 from tqdm import tqdm
 
 from serving.config import IndexSettings, RayGpus, RaySettings
-from serving.doc_images import ImageReader, embed_documents
 from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder
 from serving.errors import RayClusterError
-from serving.reindex import Checkpoint, CheckpointStore
-from serving.reindex_pages import close_pit, create_documents, open_pit, read_pages
-from serving.reindex_slices import (
+from serving.index.doc_images import ImageReader, embed_documents
+from serving.index.reindex import Checkpoint, CheckpointStore
+from serving.index.reindex_pages import close_pit, create_documents, open_pit, read_pages
+from serving.index.reindex_slices import (
     PageDone,
     SliceLedger,
     SliceRun,
@@ -101,7 +101,7 @@ def actor_name(target: str, worker: int) -> str:
 
 class RayCopier:
     """Copies a reindex's documents with `settings.actors` `SliceWorker` actors on the Ray
-    cluster `ray` is connected to (serving/ray_cluster.py), `slices_per_actor` slices each."""
+    cluster `ray` is connected to (serving/index/ray_cluster.py), `slices_per_actor` slices each."""
 
     def __init__(
         self,

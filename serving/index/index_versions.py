@@ -19,7 +19,7 @@ from typing import Any
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
 from serving.errors import DocumentIndexError
-from serving.vector_index import DocumentIndex
+from serving.index.vector_index import DocumentIndex
 
 __all__ = [
     "alias_holders",

@@ -16,7 +16,7 @@ from opensearchpy.exceptions import OpenSearchException
 
 from serving.config import HybridSettings, IndexSettings
 from serving.errors import DocumentIndexError
-from serving.vector_index import Hit
+from serving.index.vector_index import Hit
 
 __all__ = ["HybridSearch", "normalization_pipeline"]
 

@@ -3,7 +3,7 @@
 A document's image lives in one field (`serving.index.image_field`, default `image`) as
 - a `data:image/...;base64,...` URI, or
 - an `https://` / `http://` URL whose host is on `serving.index.images.allowed_hosts`, fetched
-  under the rules of `serving.image_fetch` (public addresses only, redirects re-checked), or
+  under the rules of `serving.index.image_fetch` (public addresses only, redirects re-checked), or
 - a local path or `file://` URL, read only by an `ImageReader(..., local_paths=True)`: what
   `clicktune index --trust-local-images` builds for a trusted local dataset, and what jobs over
   documents already in the index use (reindex, training). The API never builds one.
@@ -33,12 +33,12 @@ import numpy as np
 from PIL import Image
 
 from serving.config import ImageSettings, IndexSettings
-from serving.corpus import document_text
 from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder
 from serving.encoders.model_loader import image_tower
 from serving.errors import ImageError, ImageProblem
-from serving.image_fetch import ImageFetcher
+from serving.index.corpus import document_text
+from serving.index.image_fetch import ImageFetcher
 
 __all__ = [
     "ImageReader",

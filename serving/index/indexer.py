@@ -11,11 +11,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from serving.doc_images import ImageReader, embed_documents
 from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder
 from serving.errors import DocumentIndexError
-from serving.vector_index import DocumentIndex
+from serving.index.doc_images import ImageReader, embed_documents
+from serving.index.vector_index import DocumentIndex
 
 __all__ = ["IndexReport", "index_corpus"]
 

@@ -30,14 +30,14 @@ from typing import Any, Protocol
 from opensearchpy.exceptions import OpenSearchException
 from tqdm import tqdm
 
-from serving.doc_images import ImageReader, embed_documents
 from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder
 from serving.errors import ReindexError, ReindexPendingError
-from serving.index_versions import alias_holders, move_aliases, prune_indexes
-from serving.indexer import IndexReport
-from serving.reindex_pages import close_pit, create_documents, open_pit, read_pages
-from serving.vector_index import DocumentIndex
+from serving.index.doc_images import ImageReader, embed_documents
+from serving.index.index_versions import alias_holders, move_aliases, prune_indexes
+from serving.index.indexer import IndexReport
+from serving.index.reindex_pages import close_pit, create_documents, open_pit, read_pages
+from serving.index.vector_index import DocumentIndex
 
 __all__ = ["Checkpoint", "CheckpointStore", "Copier", "Reindexer"]
 
@@ -60,7 +60,7 @@ class Checkpoint:
     search_after: list[Any] | None = None
     started_at: float = 0.0
     # the Ray engine's point-in-time slices, each with its own search_after and count
-    # (serving/reindex_slices.py); None for the local engine
+    # (serving/index/reindex_slices.py); None for the local engine
     slices: list[dict[str, Any]] | None = None
 
 
@@ -126,7 +126,7 @@ class Reindexer:
         self.alias = alias or doc_index.alias
         self.store = CheckpointStore(checkpoints_root, self.alias)
         # None: this process reads, embeds (one thread) and writes (another); the Ray engine
-        # (serving/reindex_ray.py) hands the copy to an actor pool, the rest is the same
+        # (serving/index/reindex_ray.py) hands the copy to an actor pool, the rest is the same
         self.copier = copier
         self._client = doc_index.client
 

@@ -27,9 +27,9 @@ judgments. Per user model and seed, one round:
    online=True)` with the default gate settings: promote, online, reject or undecided. With
    several `--examination`s (`gate.examination`), each reads the same round and is its own row.
 4. NEW decision, online stage (verdict online): interleaved traffic on the train queries drawn
-   uniformly, each search `team_draft` of both models' exact top 10, clicked by the same user
-   model, `credit`ed into an `InterleaveTally`, and `serving.ab_stats.decide` (the mSPRT on the
-   win share, default `ABSettings`) after every search, until it promotes or rolls back, or
+   uniformly, each search `team_draft` of both models' exact top 10, clicked by the same user model,
+   `credit`ed into an `InterleaveTally`, and `serving.rollout.ab_stats.decide` (the mSPRT on the win
+   share, default `ABSettings`) after every search, until it promotes or rolls back, or
    `--budget` searches (the worker's `ab_max_queries`) are spent: then rollback.
 
 A decision is a false promote when the candidate's true relative test delta is <= 0 and it was
@@ -215,11 +215,11 @@ def interleave(
 ) -> tuple[str, int]:
     """The online stage: interleaved searches until serving's sequential test decides or
     `budget` searches are spent. Returns (promote | rollback | budget, searches)."""
-    from serving.ab import Arm, Experiment
-    from serving.ab_stats import ExperimentMetrics
-    from serving.ab_stats import decide as ab_decide
     from serving.config import ABSettings
-    from serving.interleave import InterleaveTally, credit, team_draft
+    from serving.rollout.ab import Arm, Experiment
+    from serving.rollout.ab_stats import ExperimentMetrics
+    from serving.rollout.ab_stats import decide as ab_decide
+    from serving.rollout.interleave import InterleaveTally, credit, team_draft
 
     ab = ab if ab is not None else ABSettings()
     arm = Arm("control", "live", "live")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import BenchResult
-from serving.ab_stats import wilson
+from serving.rollout.ab_stats import wilson
 
 __all__ = ["rate", "render", "summarise", "write_outputs"]
 

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from clicktune.config import Settings
-    from serving.ab import ArmRouter
     from serving.encoders.slot import ModelSlot
+    from serving.rollout.ab import ArmRouter
 
 __all__ = ["dashboard_router_for"]
 
@@ -33,8 +33,6 @@ def dashboard_router_for(
     """The dashboard of the replica serving `ref` (a version, or the alias it follows); `tasks`
     is the task store's provider when there is one (`dashboard_sources.tasks_source(store)`)."""
     from clicktune.clients import model_registry
-    from serving.ab_stats import metrics_of
-    from serving.arm_health import OpenSearchArmHealthStore
     from serving.dashboard import DashboardSources, dashboard_router
     from serving.dashboard_sources import (
         ab_source,
@@ -43,6 +41,8 @@ def dashboard_router_for(
         training_source,
         uplift_source,
     )
+    from serving.rollout.ab_stats import metrics_of
+    from serving.rollout.arm_health import OpenSearchArmHealthStore
 
     registry = model_registry(settings)
     alias = ref if ref in registry.aliases() else "production"  # as `serve` follows it

@@ -73,7 +73,7 @@ def queries_template(index: str, layout: UbiIndexSettings | None = None) -> dict
         "query_response_hit_ids": ID,
         "application": KEYWORD,
         "object_id_field": KEYWORD,
-        # A/B statistics select an experiment's queries (serving/ab_stats.py).
+        # A/B statistics select an experiment's queries (serving/rollout/ab_stats.py).
         "query_attributes": _unindexed({"experiment": KEYWORD}),
     }
     return _template(index, properties, layout or UbiIndexSettings())

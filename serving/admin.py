@@ -7,8 +7,8 @@ With a `Rollout` (what `clicktune serve` gives it) promote and rollback move the
 registry alias and the document alias together, so queries never run one model against another
 model's vectors: the version is checked first (loaded, probes), then the rollout moves the
 document alias onto an index built by that version and the registry alias onto the version
-(serving/rollout.py, as `clicktune models promote` does), then this replica swaps its slot and
-the rollout tells the others on the control topic. A version with no current kept index is
+(serving/rollout/rollout.py, as `clicktune models promote` does), then this replica swaps its slot
+and the rollout tells the others on the control topic. A version with no current kept index is
 refused with 409 and nothing moved, unless the request says `"reindex": true`: then the rollout
 re-embeds the live documents with it first (the request lasts as long as the reindex). While no
 document alias exists there are no vectors to keep in step: the model and the registry alias
@@ -34,10 +34,10 @@ from serving.errors import (
     ServingError,
     SwapRefusedError,
 )
-from serving.hotswap import HotSwapper, SwapResult
 from serving.models.registry import ModelVersion
-from serving.replicas import ControlPublisher, model_changed
-from serving.rollout import Rollout, RolloutResult
+from serving.rollout.hotswap import HotSwapper, SwapResult
+from serving.rollout.replicas import ControlPublisher, model_changed
+from serving.rollout.rollout import Rollout, RolloutResult
 
 __all__ = ["PromoteRequest", "admin_router"]
 

@@ -26,7 +26,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from serving.ab import ArmRouter
 from serving.api_errors import ApiError
 from serving.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
 from serving.auth import Authenticator, Scope, requires, undeclared_routes
@@ -40,7 +39,8 @@ from serving.index.hybrid import HybridSearch
 from serving.index.vector_index import Hit, SearchIndex
 from serving.metrics import install_metrics
 from serving.query_ids import QueryIdSigner
-from serving.randomize import ResultRandomizer
+from serving.rollout.ab import ArmRouter
+from serving.rollout.randomize import ResultRandomizer
 from serving.state.query_log import QueryLog
 
 __all__ = ["ApiError", "create_app"]
@@ -136,9 +136,13 @@ def create_app(
         if k > settings.max_k:
             raise ApiError(422, f"k={k} exceeds max_k={settings.max_k}", "invalid_request_error")
         experiment = arms.experiment() if arms is not None else None
-        if experiment is not None and body.mode == "knn":  # A/B: the caller's arm (serving/ab.py)
+        if (
+            experiment is not None and body.mode == "knn"
+        ):  # A/B: the caller's arm (serving/rollout/ab.py)
             return _routed(arms, experiment, body, k, encoder)  # type: ignore[arg-type]
-        fetch = randomize.draw(k)  # shuffled searches fetch `depth` hits (serving/randomize.py)
+        fetch = randomize.draw(
+            k
+        )  # shuffled searches fetch `depth` hits (serving/rollout/randomize.py)
         vector = encoder.encode([body.query])[0]
         if body.mode == "hybrid" and hybrid is None:
             raise ApiError(

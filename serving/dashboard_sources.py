@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from serving.ab import CANDIDATE, CONTROL, ArmHealth, Experiment, ExperimentStore
-from serving.ab_stats import ExperimentMetrics, decide
-from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings
 from serving.errors import ExperimentError
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
+from serving.rollout.ab import CANDIDATE, CONTROL, ArmHealth, Experiment, ExperimentStore
+from serving.rollout.ab_stats import ExperimentMetrics, decide
+from serving.rollout.arm_health import ArmHealthStore
 
 __all__ = [
     "STATES",

@@ -8,7 +8,7 @@
                                                  texts') or padded (rows x longest, what ran);
                                                  1 - real / padded is the padding waste
     clicktune_model_info{slot,version,dimension} 1 for the version each slot serves now
-    clicktune_arm_requests_total{experiment,arm}  A/B searches per arm (serving/arm_health.py)
+    clicktune_arm_requests_total{experiment,arm}  A/B searches per arm (rollout/arm_health.py)
     clicktune_arm_errors_total{experiment,arm}    of those, the failed ones (5xx answers)
     clicktune_arm_search_seconds{experiment,arm}  their latency histogram
 
@@ -32,12 +32,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from serving.arm_health import LATENCY_BOUNDS_MS, HealthLedger
 from serving.auth import Scope, requires
 from serving.encoders.encoder import DelegatingEncoder, ServableEncoder
 from serving.encoders.encoder_pair import InputType, wrap_sides
 from serving.encoders.slot import ModelSlot
 from serving.encoders.token_batches import TokenTally, attach_tally
+from serving.rollout.arm_health import LATENCY_BOUNDS_MS, HealthLedger
 
 __all__ = ["MeteredEncoder", "Metrics", "install_metrics"]
 

@@ -10,10 +10,10 @@ Target. The attraction-weighted DCG@10 of a ranking pi, averaged over the logged
 
 where gamma(q, d) = E[outcome weight of d | d examined] (click 1, add_to_cart 3, purchase 5).
 
-Logging policy (serving/randomize.py, `LoggingPolicy`). A search shows k hits. With probability
-1 - f it is plain: the live model's top k in its order. With probability f it is randomised:
-the live top `depth` are shuffled uniformly and the first k shown, so each sits at each rank
-j < k with probability 1/depth. A user examines rank j with probability p(j) and acts on an
+Logging policy (serving/rollout/randomize.py, `LoggingPolicy`). A search shows k hits. With
+probability 1 - f it is plain: the live model's top k in its order. With probability f it is
+randomised: the live top `depth` are shuffled uniformly and the first k shown, so each sits at each
+rank j < k with probability 1/depth. A user examines rank j with probability p(j) and acts on an
 examined d with expected weight gamma(q, d). The expected examination of d in a search s of q,
 over the policy's coin and shuffle (d at live rank l; k = k_s hits shown):
 

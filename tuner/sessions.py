@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SCROLL = "2m"
 PAGE_SIZE = 1000
 TERMS_CHUNK = 1000  # query ids per terms query (OpenSearch caps terms at 65536)
-SHUFFLE_PREFIX = "shuffle_top_"  # serving/randomize.py's label of a shuffled search
+SHUFFLE_PREFIX = "shuffle_top_"  # serving/rollout/randomize.py's label of a shuffled search
 
 
 class Action(NamedTuple):
@@ -49,7 +49,7 @@ class Session:
     hit_ids: tuple[str, ...]
     actions: tuple[Action, ...] = field(default_factory=tuple)
     timestamp: datetime | None = None
-    randomized: bool = False  # the serving side shuffled the top hits (serving/randomize.py)
+    randomized: bool = False  # serving shuffled the top hits (serving/rollout/randomize.py)
     explored_depth: int | None = None  # how many top hits were shuffled (randomized only)
     application: str | None = None  # the UBI `application` the query came from
     model_version: str | None = None  # the model that served it (`query_attributes`)
@@ -241,7 +241,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _explored_depth(label: Any) -> int | None:
-    """The shuffled depth of a `shuffle_top_<depth>` label (serving/randomize.py), else None."""
+    """The depth of a `shuffle_top_<depth>` label (serving/rollout/randomize.py), else None."""
     if not isinstance(label, str) or not label.startswith(SHUFFLE_PREFIX):
         return None
     return _int_or_none(label.removeprefix(SHUFFLE_PREFIX))

@@ -44,9 +44,9 @@ def start_experiment(settings: Any, candidate: str, traffic: float, mode: str, p
     index its document model built, no reindex), then record the experiment."""
     from clicktune.cli.index import _doc_index
     from clicktune.clients import model_registry
-    from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
     from serving.errors import ExperimentError
-    from serving.rollout import paired_index
+    from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+    from serving.rollout.rollout import paired_index
 
     store = ExperimentStore(settings.home / "models")
     if store.load() is not None:
@@ -99,9 +99,9 @@ def status(
 ) -> None:
     """Per-arm metrics with confidence intervals, the sequential test and its decision."""
     from clicktune.cli.index import _doc_index
-    from serving.ab import ExperimentStore
-    from serving.ab_stats import decide, metrics_of
     from serving.errors import ServingError
+    from serving.rollout.ab import ExperimentStore
+    from serving.rollout.ab_stats import decide, metrics_of
 
     settings = settings_of(ctx)
     try:
@@ -143,9 +143,9 @@ def _row(arm: dict[str, Any]) -> str:
 def stop(ctx: typer.Context) -> None:
     """End the experiment; all traffic returns to production (the candidate index is kept)."""
     from clicktune.cli.index import _doc_index
-    from serving.ab import ExperimentStore
     from serving.errors import ServingError
     from serving.index.index_versions import alias_holders, move_aliases
+    from serving.rollout.ab import ExperimentStore
 
     settings = settings_of(ctx)
     try:

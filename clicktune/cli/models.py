@@ -177,7 +177,7 @@ def rollback(
 
 
 def _rollout(settings: Any, progress: bool) -> Any:
-    """A `serving.rollout.Rollout` on the registry, the document index and the control topic."""
+    """A `serving.rollout.rollout.Rollout` on the registry, document index and control topic."""
     return rollout_of(settings, progress=progress, publish=_kafka_publisher(settings))
 
 
@@ -193,7 +193,7 @@ def rollout_of(
     when no index of the version is kept); `clicktune serve`'s admin API promotes through it."""
     from clicktune.cli.index import _doc_index, run_reindex
     from clicktune.clients import model_registry
-    from serving.rollout import Rollout
+    from serving.rollout.rollout import Rollout
 
     return Rollout(
         model_registry(settings),
@@ -212,7 +212,7 @@ def _kafka_publisher(settings: Any) -> Any:
 
         from clicktune.clients import kafka_options
         from serving.errors import ServingError
-        from serving.replicas import ControlPublisher
+        from serving.rollout.replicas import ControlPublisher
 
         try:
             producer = KafkaProducer(

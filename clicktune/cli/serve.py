@@ -89,9 +89,9 @@ def build_app(
     from serving.app import create_app
     from serving.collector import KafkaRecordSink, collector_router
     from serving.encoders.slot import ModelSlot
-    from serving.hotswap import swap_metrics
     from serving.index.hybrid import HybridSearch
     from serving.index.vector_index import DocumentIndex
+    from serving.rollout.hotswap import swap_metrics
     from serving.state.query_log import SpooledQueryLog
     from serving.state.spool import Spool, SpoolingSink, SpoolReplayer, spool_metrics
 
@@ -185,9 +185,9 @@ def _replica(
     from clicktune.clients import kafka_options, model_registry
     from serving.documents import documents_router, index_dimension
     from serving.encoders.model_loader import load_model_dir
-    from serving.hotswap import HotSwapper, live_index_kind
-    from serving.replicas import ControlListener, ControlPublisher, RegistryPoller
-    from serving.rollout import check_pairing
+    from serving.rollout.hotswap import HotSwapper, live_index_kind
+    from serving.rollout.replicas import ControlListener, ControlPublisher, RegistryPoller
+    from serving.rollout.rollout import check_pairing
     from serving.state.lazy_kafka import LazyConsumer
 
     serving = settings.serving
@@ -266,7 +266,7 @@ def _batched(encoder: Any, settings: EncoderSettings) -> Any:
 
 def _arm_router(settings: Settings, doc_index: DocumentIndex) -> Any:
     """Routes searches to A/B arms while an experiment runs (`clicktune ab start`)."""
-    from serving.ab import ArmRouter, ExperimentStore
+    from serving.rollout.ab import ArmRouter, ExperimentStore
 
     store = ExperimentStore(settings.home / "models")
     return ArmRouter(store, _registry_encoders(settings), doc_index)
@@ -274,7 +274,7 @@ def _arm_router(settings: Settings, doc_index: DocumentIndex) -> Any:
 
 def _health_reporter(settings: Settings, client: Any, arms: Any) -> Any:
     """Writes this replica's per-arm counts where the tuner worker's guards read them."""
-    from serving.arm_health import HealthReporter, OpenSearchArmHealthStore
+    from serving.rollout.arm_health import HealthReporter, OpenSearchArmHealthStore
 
     ab = settings.serving.ab
     store = OpenSearchArmHealthStore(client, ab.health_index, settings.opensearch.internal_replicas)

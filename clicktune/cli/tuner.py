@@ -61,8 +61,8 @@ def build_worker(settings: Settings) -> TunerWorker:
 
     from clicktune.cli.train import _iteration_context
     from clicktune.clients import model_registry, opensearch_client
-    from serving.ab import ExperimentStore
-    from serving.arm_health import OpenSearchArmHealthStore
+    from serving.rollout.ab import ExperimentStore
+    from serving.rollout.arm_health import OpenSearchArmHealthStore
     from serving.state.tasks import OpenSearchTaskStore
     from tuner.worker.lock import Lease
     from tuner.worker.runner import TaskRunner

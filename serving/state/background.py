@@ -1,8 +1,8 @@
 """`BackgroundLoop`: a daemon thread that calls `step()` until `stop()`.
 
-The replica's followers (`serving.replicas`) and the A/B health reporter (`serving.arm_health`)
-are such loops. A step that raises is logged and the loop goes on after a second: a background
-duty must outlive one bad poll or an unreachable store.
+The replica's followers (`serving.rollout.replicas`) and the A/B health reporter
+(`serving.rollout.arm_health`) are such loops. A step that raises is logged and the loop
+goes on after a second: a background duty must outlive one bad poll or an unreachable store.
 """
 
 from __future__ import annotations

@@ -29,10 +29,17 @@ from clicktune.demo.loop import RoundResult  # noqa: E402
 from clicktune.demo.report import build_report  # noqa: E402
 from ingest.templates import install_templates  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
-from serving.ab import CANDIDATE, CONTROL, Arm, Experiment, ExperimentStore, new_experiment  # noqa: E402
 from serving.config import IndexSettings  # noqa: E402
 from serving.index.vector_index import DocumentIndex  # noqa: E402
 from serving.models.registry import LocalRegistry  # noqa: E402
+from serving.rollout.ab import (  # noqa: E402
+    CANDIDATE,
+    CONTROL,
+    Arm,
+    Experiment,
+    ExperimentStore,
+    new_experiment,
+)
 from tests.integration.browser_support import headless_chromium  # noqa: E402
 from tests.integration.ingest_support import ingest_settings, produce, worker_env  # noqa: E402,F401
 from tests.integration.serve_ready import running_serve  # noqa: E402

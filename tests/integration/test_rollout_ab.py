@@ -18,8 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from opensearchpy.helpers import bulk
 
-from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_experiment
-from serving.ab_stats import decide, metrics_of
 from serving.app import create_app
 from serving.config import ABSettings, IndexSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
@@ -27,7 +25,16 @@ from serving.encoders.slot import ModelSlot
 from serving.index.indexer import index_corpus
 from serving.index.vector_index import DocumentIndex
 from serving.models.registry import LocalRegistry
-from serving.rollout import Rollout
+from serving.rollout.ab import (
+    CANDIDATE,
+    CONTROL,
+    Arm,
+    ArmRouter,
+    ExperimentStore,
+    new_experiment,
+)
+from serving.rollout.ab_stats import decide, metrics_of
+from serving.rollout.rollout import Rollout
 from serving.state.query_log import InMemoryQueryLog
 from tests.shared_data import SHARED_DATA
 from tuner.simulator import ClickSimulator, UserModel, event_record

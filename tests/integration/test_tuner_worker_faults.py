@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 from clicktune.config import Settings
-from serving.ab import ExperimentStore
+from serving.rollout.ab import ExperimentStore
 from serving.state.tasks import Stage, TaskRecord, cancel_task, new_task
 from tests.integration.worker_fault_support import (
     CuttingProxy,

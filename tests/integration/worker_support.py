@@ -100,10 +100,10 @@ def _pause_at_gate_verdict() -> None:
 
 
 def _install(kill_point: str) -> None:
-    from serving.ab import ExperimentStore
     from serving.index.reindex import CheckpointStore
     from serving.index.vector_index import DocumentIndex
     from serving.models.registry import LocalRegistry
+    from serving.rollout.ab import ExperimentStore
     from tuner.batches import BatchStore
     from tuner.worker import runner
 

@@ -241,7 +241,7 @@ def test_serving_reads_the_experiment_and_writes_only_its_own_folders(
 ) -> None:
     home = _image_home("serving.Dockerfile")
     assert home == _image_home("tuner.Dockerfile")
-    experiment = home / "models" / "experiment.json"  # serving/ab.py ExperimentStore
+    experiment = home / "models" / "experiment.json"  # serving/rollout/ab.py ExperimentStore
     assert (
         'ExperimentStore(settings.home / "models")' in (ROOT / "clicktune/cli/serve.py").read_text()
     )

@@ -22,9 +22,6 @@ from typing import Any, NamedTuple
 
 from opensearchpy import OpenSearch
 
-from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
-from serving.ab_stats import ExperimentMetrics, decide, guard, metrics_of
-from serving.arm_health import ArmHealthStore
 from serving.config import ABSettings, EncoderSettings
 from serving.encoders.model_loader import load_model_dir
 from serving.errors import ExperimentError
@@ -33,7 +30,10 @@ from serving.index.reindex import CheckpointStore, Reindexer, abandon
 from serving.index.vector_index import DocumentIndex
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.rollout import Publish, Rollout, paired_index
+from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+from serving.rollout.ab_stats import ExperimentMetrics, decide, guard, metrics_of
+from serving.rollout.arm_health import ArmHealthStore
+from serving.rollout.rollout import Publish, Rollout, paired_index
 from tuner import progress
 from tuner.batches import release_batch, reload_batch
 from tuner.config import TunerSettings

@@ -11,9 +11,9 @@ import pytest
 import clicktune.cli.index as cli_index
 from clicktune.cli.ab import start_experiment
 from clicktune.config import Settings
-from serving.ab import ExperimentStore
 from serving.errors import PairingError
 from serving.models.registry import LocalRegistry
+from serving.rollout.ab import ExperimentStore
 from tests.unit.serving.index_fakes import FakeDocumentIndex
 from tests.unit.serving.test_serving_rollout_query import model_dir
 

@@ -10,19 +10,26 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_experiment
-from serving.ab_stats import guard
 from serving.app import create_app
-from serving.arm_health import (
+from serving.config import ABSettings, ServingSettings
+from serving.encoders.encoder import HashingEncoder
+from serving.encoders.slot import ModelSlot
+from serving.errors import DocumentIndexError
+from serving.rollout.ab import (
+    CANDIDATE,
+    CONTROL,
+    Arm,
+    ArmRouter,
+    ExperimentStore,
+    new_experiment,
+)
+from serving.rollout.ab_stats import guard
+from serving.rollout.arm_health import (
     ArmHealth,
     HealthLedger,
     HealthReporter,
     InMemoryArmHealthStore,
 )
-from serving.config import ABSettings, ServingSettings
-from serving.encoders.encoder import HashingEncoder
-from serving.encoders.slot import ModelSlot
-from serving.errors import DocumentIndexError
 from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.test_app import MemoryIndex
 

@@ -18,7 +18,6 @@ from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
 from serving.encoders.model_loader import image_tower, load_model_dir, model_kind
 from serving.encoders.slot import ModelSlot
 from serving.errors import CorpusError, ImageError, ImageProblem, ModelLoadError, SwapRefusedError
-from serving.hotswap import HotSwapper, check_encoder, live_index_kind
 from serving.index.doc_images import (
     ImageReader,
     check_image_sources,
@@ -27,6 +26,7 @@ from serving.index.doc_images import (
     load_image,
 )
 from serving.models.registry import LocalRegistry
+from serving.rollout.hotswap import HotSwapper, check_encoder, live_index_kind
 from tests.unit.serving.test_image_fetch import claimed_size_png
 from tests.unit.serving.tiny_model import build_tiny_model
 

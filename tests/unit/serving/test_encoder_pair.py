@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clicktune.cli.serve import _batched
-from serving.ab import CANDIDATE, CONTROL, Arm, ArmRouter, ExperimentStore, new_experiment
 from serving.app import create_app
 from serving.auth import Authenticator, Scope
 from serving.config import EncoderSettings, IndexSettings, ServingSettings
@@ -29,12 +28,20 @@ from serving.encoders.encoder_pair import (
 from serving.encoders.model_loader import load_model_dir
 from serving.encoders.slot import ModelSlot
 from serving.errors import ModelLoadError, SwapRefusedError
-from serving.hotswap import HotSwapper
 from serving.index.doc_images import embed_documents
 from serving.index.indexer import index_corpus
 from serving.index.vector_index import Hit
 from serving.metrics import Metrics
 from serving.models.registry import LocalRegistry
+from serving.rollout.ab import (
+    CANDIDATE,
+    CONTROL,
+    Arm,
+    ArmRouter,
+    ExperimentStore,
+    new_experiment,
+)
+from serving.rollout.hotswap import HotSwapper
 from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from clicktune.config import ConfigError, Settings, load_settings
-from serving.arm_health import ArmHealth, OpenSearchArmHealthStore
+from serving.rollout.arm_health import ArmHealth, OpenSearchArmHealthStore
 from serving.state.tasks import OpenSearchTaskStore
 from tests.unit.serving.task_fakes import FakeOpenSearch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from serving.config import RandomizationSettings
-from serving.randomize import ResultRandomizer
+from serving.rollout.randomize import ResultRandomizer
 
 HITS = [f"d{i}" for i in range(25)]
 

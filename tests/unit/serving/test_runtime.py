@@ -20,8 +20,8 @@ from serving.encoders.model_loader import load_model_dir
 from serving.encoders.runtime_choice import RuntimeChooser
 from serving.encoders.slot import ModelSlot
 from serving.errors import ModelLoadError, SwapRefusedError
-from serving.hotswap import HotSwapper
 from serving.models.registry import LocalRegistry
+from serving.rollout.hotswap import HotSwapper
 
 pytest.importorskip("onnx")
 pytest.importorskip("openvino")  # clicktune[openvino]; `make setup` installs it

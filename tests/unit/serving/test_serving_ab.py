@@ -6,10 +6,25 @@ import random
 
 import pytest
 
-from serving.ab import CANDIDATE, CONTROL, Arm, ArmHealth, ExperimentStore, assign, new_experiment
-from serving.ab_stats import ArmMetrics, ExperimentMetrics, decide, msprt, tally, wilson
 from serving.config import ABSettings
 from serving.errors import ExperimentError
+from serving.rollout.ab import (
+    CANDIDATE,
+    CONTROL,
+    Arm,
+    ArmHealth,
+    ExperimentStore,
+    assign,
+    new_experiment,
+)
+from serving.rollout.ab_stats import (
+    ArmMetrics,
+    ExperimentMetrics,
+    decide,
+    msprt,
+    tally,
+    wilson,
+)
 
 
 def _experiment(traffic: float = 0.2, mode: str = "split"):  # type: ignore[no-untyped-def]
@@ -154,8 +169,8 @@ class _AskedIndex:
 def test_a_single_arm_fetches_the_shuffle_depth_and_an_interleave_only_k(
     mode: str, asked: list[int]
 ) -> None:
-    from serving.ab import ArmRouter
     from serving.encoders.encoder import HashingEncoder
+    from serving.rollout.ab import ArmRouter
 
     encoder = HashingEncoder(dimension=8, version="v1")
     index = _AskedIndex()

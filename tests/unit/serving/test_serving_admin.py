@@ -18,10 +18,10 @@ from serving.config import ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import ServingError
-from serving.hotswap import HotSwapper
 from serving.models.registry import LocalRegistry
-from serving.replicas import model_changed
-from serving.rollout import Rollout
+from serving.rollout.hotswap import HotSwapper
+from serving.rollout.replicas import model_changed
+from serving.rollout.rollout import Rollout
 from serving.state.query_log import InMemoryQueryLog
 from tests.unit.serving.index_fakes import FakeDocumentIndex, FakeReindex
 from tests.unit.serving.test_app import MemoryIndex

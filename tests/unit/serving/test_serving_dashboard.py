@@ -15,9 +15,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
-from serving.ab_stats import tally
-from serving.arm_health import ArmHealth, InMemoryArmHealthStore
 from serving.config import ABSettings, DashboardSettings
 from serving.dashboard import DashboardSources, dashboard_router
 from serving.dashboard_sources import (
@@ -30,6 +27,9 @@ from serving.dashboard_sources import (
 )
 from serving.errors import ExperimentError
 from serving.models.registry import LocalRegistry
+from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+from serving.rollout.ab_stats import tally
+from serving.rollout.arm_health import ArmHealth, InMemoryArmHealthStore
 
 PANELS = {"models", "ab", "uplift", "ingest", "training", "tasks"}
 

@@ -11,9 +11,9 @@ import pytest
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import RegistryError, SwapRefusedError
-from serving.hotswap import HotSwapper, check_encoder
 from serving.models.registry import LocalRegistry
-from serving.replicas import ControlListener, RegistryPoller, model_changed
+from serving.rollout.hotswap import HotSwapper, check_encoder
+from serving.rollout.replicas import ControlListener, RegistryPoller, model_changed
 
 PROBES = ["wing lift", "boundary layer", "x"]
 

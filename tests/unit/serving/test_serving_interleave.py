@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from serving.interleave import TEAM_A, TEAM_B, InterleaveTally, credit, team_draft
+from serving.rollout.interleave import TEAM_A, TEAM_B, InterleaveTally, credit, team_draft
 
 
 def test_team_draft_merges_without_duplicates_and_keeps_each_teams_order() -> None:

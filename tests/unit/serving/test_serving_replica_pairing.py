@@ -15,10 +15,10 @@ from prometheus_client.exposition import generate_latest
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.encoder_pair import PairedEncoder, document_encoder
 from serving.encoders.slot import ModelSlot
-from serving.hotswap import HotSwapper, live_index_kind, swap_metrics
 from serving.models.registry import LocalRegistry
-from serving.replicas import ControlListener, RegistryPoller, model_changed
-from serving.rollout import check_pairing
+from serving.rollout.hotswap import HotSwapper, live_index_kind, swap_metrics
+from serving.rollout.replicas import ControlListener, RegistryPoller, model_changed
+from serving.rollout.rollout import check_pairing
 from tests.unit.serving.index_fakes import FakeDocumentIndex
 from tests.unit.serving.test_serving_rollout_query import model_dir
 
@@ -68,7 +68,7 @@ def test_the_poller_refuses_a_query_model_over_another_model_s_index(
     swapper, docs = replica
     poller = RegistryPoller(swapper, "production", interval_s=60)
     swapper.registry.set_alias("production", "q1")  # moved behind the rollout's back
-    with caplog.at_level(logging.WARNING, logger="serving.hotswap"):
+    with caplog.at_level(logging.WARNING, logger="serving.rollout.hotswap"):
         poller.check_once()
         poller.check_once()  # refused once, not retried while the alias names it
     assert swapper.slot.version == "v2" and docs.live == "docs__v2__1"

@@ -11,7 +11,7 @@ import pytest
 from serving.errors import PairingError, RegistryError
 from serving.models.model_dir import read_model_meta
 from serving.models.registry import LocalRegistry
-from serving.rollout import Rollout
+from serving.rollout.rollout import Rollout
 from tests.unit.serving.index_fakes import FakeDocumentIndex, FakeReindex
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.ab import ExperimentStore
 from serving.errors import PairingError
 from serving.models.registry import LocalRegistry
+from serving.rollout.ab import ExperimentStore
 from tests.unit.serving.index_fakes import FakeDocumentIndex
 from tests.unit.serving.test_serving_rollout_query import model_dir
 from tuner.worker.stages import LoopStages

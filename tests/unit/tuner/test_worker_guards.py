@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from serving.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
-from serving.arm_health import HealthLedger, HealthReporter, InMemoryArmHealthStore
 from serving.config import ABSettings
 from serving.errors import ExperimentError
+from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+from serving.rollout.arm_health import HealthLedger, HealthReporter, InMemoryArmHealthStore
 from tuner.worker.stages import LoopStages
 
 

@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from serving.arm_health import ArmHealth, HealthLedger
 from serving.encoders.encoder import Encoder
 from serving.errors import ExperimentError
 from serving.index.vector_index import Hit, SearchIndex
-from serving.interleave import team_draft
+from serving.rollout.arm_health import ArmHealth, HealthLedger
+from serving.rollout.interleave import team_draft
 
 __all__ = [
     "Arm",
@@ -163,10 +163,10 @@ class RoutedSearch:
 class ArmRouter:
     """Routes each search to the caller's arm: that arm's model and index (or an interleave).
 
-    Every routed search is counted in `ledger` (serving/arm_health.py) under its experiment and
-    arm: failed or not, and its latency. Loading an arm's model is not part of the latency (a
-    one-time cost per replica that would make a fresh candidate look slow), but a model that
-    cannot be loaded counts as an error of its arm.
+    Every routed search is counted in `ledger` (serving/rollout/arm_health.py) under its experiment
+    and arm: failed or not, and its latency. Loading an arm's model is not part of the latency (a
+    one-time cost per replica that would make a fresh candidate look slow), but a model that cannot
+    be loaded counts as an error of its arm.
     """
 
     def __init__(
@@ -205,7 +205,7 @@ class ArmRouter:
         """Search for `query` as `client_id`'s arm of `experiment`; `served` is the live model.
 
         `fetch` (>= k) asks a single arm for that many hits, for the caller to shuffle and cut to
-        `k` (serving/randomize.py); an interleaved list always holds `k`.
+        `k` (serving/rollout/randomize.py); an interleaved list always holds `k`.
         """
         interleave = experiment.mode == "interleave"
         arm = "interleave" if interleave else assign(experiment, client_id).name

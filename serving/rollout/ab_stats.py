@@ -14,7 +14,7 @@ one looks, so the scheduler may call `decide` after every batch of clicks.
 
 Before the test, guards (`guard`) stop a candidate at once when its error rate or p99 latency
 (absolute, or as a multiple of the control arm's) breaks `serving.ab`'s bounds; the counts come
-from the replicas' arm-health documents (serving/arm_health.py), not from the UBI indexes.
+from the replicas' arm-health documents (serving/rollout/arm_health.py), not from the UBI indexes.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 from opensearchpy.helpers import scan
 
-from serving.ab import CANDIDATE, CONTROL, ArmHealth, Experiment
 from serving.config import ABSettings
 from serving.errors import ExperimentError
-from serving.interleave import InterleaveTally, credit
+from serving.rollout.ab import CANDIDATE, CONTROL, ArmHealth, Experiment
+from serving.rollout.interleave import InterleaveTally, credit
 
 __all__ = [
     "ArmMetrics",

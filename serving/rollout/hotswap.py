@@ -13,7 +13,7 @@ pairing there). Refusals are counted by cause: `clicktune_swap_refusals_total{sl
 (`swap_metrics`).
 Swaps and alias moves are serialised by one lock per replica, so the registry poller never races
 an admin promote. `swap_after` runs the admin API's alias moves
-(serving/rollout.py) between the checks and the swap: a refused model moves no alias.
+(serving/rollout/rollout.py) between the checks and the swap: a refused model moves no alias.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from serving.index.index_versions import index_version, latest_index_of
 from serving.index.vector_index import DocumentIndex
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.replicas import model_changed
+from serving.rollout.replicas import model_changed
 
 __all__ = ["Rollout", "RolloutResult", "check_pairing", "paired_index"]
 

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from serving.errors import ServingError, SwapRefusedError
-from serving.hotswap import HotSwapper
+from serving.rollout.hotswap import HotSwapper
 from serving.state.background import BackgroundLoop
 
 __all__ = ["ControlListener", "ControlPublisher", "RegistryPoller", "model_changed"]

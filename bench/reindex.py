@@ -39,7 +39,7 @@ from opensearchpy.helpers import bulk
 from bench.results import BenchResult
 from clicktune.clients import opensearch_client
 from clicktune.config import load_settings
-from serving.app import create_app
+from serving.api.app import create_app
 from serving.config import IndexSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
 from serving.encoders.slot import ModelSlot

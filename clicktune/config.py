@@ -125,7 +125,7 @@ class AdminSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """Bearer tokens of the serving API per scope (serving/auth.py), and the query id key.
+    """Bearer tokens of the serving API per scope (serving/api/auth.py), and the query id key.
 
     The admin token (CLICKTUNE_ADMIN__TOKEN) grants every scope; a write token grants write
     and read. Tokens and the key have no defaults: CLICKTUNE_AUTH__READ_TOKEN,

@@ -33,8 +33,8 @@ def dashboard_router_for(
     """The dashboard of the replica serving `ref` (a version, or the alias it follows); `tasks`
     is the task store's provider when there is one (`dashboard_sources.tasks_source(store)`)."""
     from clicktune.clients import model_registry
-    from serving.dashboard import DashboardSources, dashboard_router
-    from serving.dashboard_sources import (
+    from serving.api.dashboard import DashboardSources, dashboard_router
+    from serving.api.dashboard_sources import (
         ab_source,
         models_source,
         replica_health,

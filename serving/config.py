@@ -294,7 +294,7 @@ class RandomizationSettings(BaseModel):
 
 
 class DashboardSettings(BaseModel):
-    """`GET /dashboard`: the read-only status page (serving/dashboard.py)."""
+    """`GET /dashboard`: the read-only status page (serving/api/dashboard.py)."""
 
     enabled: bool = True
     poll_s: float = Field(default=5.0, gt=0, le=3600, description="the page re-reads this often")

@@ -16,11 +16,11 @@ if TYPE_CHECKING:  # the serving stack (fastapi, onnxruntime) loads only when se
     from pydantic import SecretStr
 
     from clicktune.config import Settings
-    from serving.auth import Authenticator
+    from serving.api.auth import Authenticator
+    from serving.api.query_ids import QueryIdSigner
     from serving.config import EncoderSettings
     from serving.encoders.slot import ModelSlot
     from serving.index.vector_index import DocumentIndex
-    from serving.query_ids import QueryIdSigner
 
 
 def serve(
@@ -86,8 +86,8 @@ def build_app(
     (`$CLICKTUNE_HOME/spool/`, serving/state/spool.py) whenever Kafka does not take them; the spool
     replayer among the returned threads sends them on (and connects a `LazyProducer`).
     """
-    from serving.app import create_app
-    from serving.collector import KafkaRecordSink, collector_router
+    from serving.api.app import create_app
+    from serving.api.collector import KafkaRecordSink, collector_router
     from serving.encoders.slot import ModelSlot
     from serving.index.hybrid import HybridSearch
     from serving.index.vector_index import DocumentIndex
@@ -123,9 +123,9 @@ def build_app(
     arms = _arm_router(settings, doc_index)
     followers.append(_health_reporter(settings, client, arms))
     followers.append(replayer)
-    if serving.dashboard.enabled:  # GET /dashboard (serving/dashboard.py)
+    if serving.dashboard.enabled:  # GET /dashboard (serving/api/dashboard.py)
         from clicktune.dashboard import dashboard_router_for
-        from serving.dashboard_sources import tasks_source
+        from serving.api.dashboard_sources import tasks_source
         from serving.state.tasks import OpenSearchTaskStore
 
         tasks = OpenSearchTaskStore(
@@ -153,7 +153,7 @@ def build_app(
 
 def authenticator_of(settings: Settings) -> Authenticator:
     """The tokens per scope from the environment (clicktune/config.py `admin`, `auth`)."""
-    from serving.auth import Authenticator, Scope
+    from serving.api.auth import Authenticator, Scope
 
     auth = settings.auth
     tokens = {
@@ -165,7 +165,7 @@ def authenticator_of(settings: Settings) -> Authenticator:
 
 
 def _signer(settings: Settings) -> QueryIdSigner | None:
-    from serving.query_ids import QueryIdSigner
+    from serving.api.query_ids import QueryIdSigner
 
     key = _secret(settings.auth.query_signing_key)
     return QueryIdSigner(key.encode("utf-8")) if key else None
@@ -183,7 +183,7 @@ def _replica(
     from kafka import KafkaConsumer
 
     from clicktune.clients import kafka_options, model_registry
-    from serving.documents import documents_router, index_dimension
+    from serving.api.documents import documents_router, index_dimension
     from serving.encoders.model_loader import load_model_dir
     from serving.rollout.hotswap import HotSwapper, live_index_kind
     from serving.rollout.replicas import ControlListener, ControlPublisher, RegistryPoller
@@ -231,9 +231,9 @@ def _admin_router(
     settings: Settings, swapper: Any, doc_index: DocumentIndex, publisher: Any, alias: str
 ) -> Any:
     """`/admin/models*`: promote and rollback go through the rollout `clicktune models promote`
-    runs, so the document alias moves with the model (serving/admin.py)."""
+    runs, so the document alias moves with the model (serving/api/admin.py)."""
     from clicktune.cli.models import rollout_of
-    from serving.admin import admin_router
+    from serving.api.admin import admin_router
 
     rollout = rollout_of(
         settings, progress=False, publish=publisher.publish, doc_index=doc_index, alias=alias
@@ -243,8 +243,8 @@ def _admin_router(
 
 def _task_router(settings: Settings, doc_index: DocumentIndex) -> Any:
     """`/api/v1/fine-tuning/task`: tasks stored in OpenSearch, run by `clicktune tuner run`."""
+    from serving.api.task_api import task_router
     from serving.state.tasks import OpenSearchTaskStore
-    from serving.task_api import task_router
 
     store = OpenSearchTaskStore(
         doc_index.client, settings.tuner.worker.tasks_index, settings.opensearch.internal_replicas

@@ -1,12 +1,11 @@
 """Dynamic micro-batching: concurrent requests' texts are encoded together.
 
 `MicroBatcher` wraps one encoder. The first request to arrive opens a batch and waits at most
-`window_ms` for others; the batch closes early once it holds `max_batch` texts. One worker
-thread runs the wrapped encoder on the whole batch (which sorts texts by length and cuts model
-runs by padded tokens, `serving.encoder.max_batch_tokens`, serving/encoders/token_batches.py: it
-alone knows token lengths) and hands every request its own rows back. A request's texts always
-travel in one batch, so a request is never split or interleaved; one larger than `max_batch` runs
-alone.
+`window_ms` for others; the batch closes early once it holds `max_batch` texts. One worker thread
+runs the wrapped encoder on the whole batch (which sorts texts by length and cuts model runs by
+padded tokens, `serving.encoder.max_batch_tokens`, serving/encoders/token_batches.py: it alone knows
+token lengths) and hands every request its own rows back. A request's texts always travel in one
+batch, so a request is never split or interleaved; one larger than `max_batch` runs alone.
 
 Each encoder the slot serves gets its own batcher (`clicktune serve` wraps every load), so
 after a hot swap requests in flight finish on the encoder they started with. The worker thread

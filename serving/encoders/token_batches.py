@@ -1,15 +1,15 @@
 """Model runs cut by padded tokens, not by count, and the padding they waste.
 
-A run costs what its padded tensor holds: rows x the longest row's tokens. Cutting by count lets
-one long text make 63 short ones pay its width; cutting by tokens keeps every run near the same
-cost, so long and short texts share the cores evenly. `plan_batches` sorts texts by token length
-and closes a batch when one more text would take it past `max_tokens` padded tokens (or past
-`max_texts` rows); a text longer than the budget runs alone. The micro-batcher
-(serving/encoders/batcher.py) gathers requests; the encoder, which knows token lengths, cuts them
-here.
+A run costs what its padded tensor holds: rows x the longest row's tokens. Cutting by count lets one
+long text make 63 short ones pay its width; cutting by tokens keeps every run near the same cost, so
+long and short texts share the cores evenly. `plan_batches` sorts texts by token length and closes a
+batch when one more text would take it past `max_tokens` padded tokens (or past `max_texts` rows); a
+text longer than the budget runs alone. The micro-batcher (serving/encoders/batcher.py) gathers
+requests; the encoder, which knows token lengths, cuts them here.
 
 `TokenTally` counts the real and padded tokens the runs carried, so the waste (padded tokens
-that are padding) is a metric: `clicktune_encode_tokens_total{slot,side,kind}` (serving/metrics.py).
+that are padding) is a metric: `clicktune_encode_tokens_total{slot,side,kind}`
+(serving/api/metrics.py).
 """
 
 from __future__ import annotations

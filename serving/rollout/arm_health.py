@@ -4,7 +4,7 @@ Each serving replica counts, per experiment and arm, the searches it answered, t
 (an exception in the arm's own work: loading its model, encoding, the k-NN search; they become
 5xx answers) and their latency in a fixed-bucket histogram. The counts go two ways:
 
-- `/metrics` (serving/metrics.py): `clicktune_arm_requests_total`, `clicktune_arm_errors_total`
+- `/metrics` (serving/api/metrics.py): `clicktune_arm_requests_total`, `clicktune_arm_errors_total`
   and the histogram `clicktune_arm_search_seconds`, labelled `experiment` and `arm`;
 - `HealthReporter`: every `serving.ab.health_report_s` the replica overwrites one document per
   (experiment, replica) in the index `serving.ab.health_index` (`clicktune-arm-health`) with its

@@ -19,8 +19,8 @@ from clicktune.cli.ingest import build_worker
 from clicktune.clients import kafka_options
 from clicktune.config import Settings
 from clicktune.local_http import free_port
-from serving.app import create_app
-from serving.collector import KafkaRecordSink, collector_router
+from serving.api.app import create_app
+from serving.api.collector import KafkaRecordSink, collector_router
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from opensearchpy.helpers import bulk
 
-from serving.app import create_app
+from serving.api.app import create_app
 from serving.config import ABSettings, IndexSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot

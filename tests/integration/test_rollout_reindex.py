@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.auth import Authenticator, Scope
+from serving.api.app import create_app
+from serving.api.auth import Authenticator, Scope
+from serving.api.documents import documents_router
 from serving.config import IndexSettings, ServingSettings
-from serving.documents import documents_router
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.errors import ReindexPendingError

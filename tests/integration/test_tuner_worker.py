@@ -17,14 +17,14 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.auth import Authenticator, Scope
+from serving.api.app import create_app
+from serving.api.auth import Authenticator, Scope
+from serving.api.task_api import task_router
 from serving.config import ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
 from serving.state.query_log import InMemoryQueryLog
 from serving.state.tasks import OpenSearchTaskStore, new_task
-from serving.task_api import task_router
 from tests.integration.worker_world import ROOT, World
 from tests.unit.serving.test_app import MemoryIndex
 

@@ -1,4 +1,4 @@
-"""The HTTP collector (serving/collector.py) with an in-memory sink: what a browser or a
+"""The HTTP collector (serving/api/collector.py) with an in-memory sink: what a browser or a
 backend posting UBI records sees."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest.ids import content_id
-from serving.app import create_app
-from serving.collector import InMemorySink, collector_router
+from serving.api.app import create_app
+from serving.api.collector import InMemorySink, collector_router
 from serving.config import CollectorSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot

@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clicktune.cli.serve import _batched
-from serving.app import create_app
-from serving.auth import Authenticator, Scope
+from serving.api.app import create_app
+from serving.api.auth import Authenticator, Scope
+from serving.api.documents import documents_router
+from serving.api.metrics import Metrics
 from serving.config import EncoderSettings, IndexSettings, ServingSettings
-from serving.documents import documents_router
 from serving.encoders.batcher import MicroBatcher
 from serving.encoders.encoder import HashingEncoder, OnnxTextEncoder
 from serving.encoders.encoder_pair import (
@@ -31,7 +32,6 @@ from serving.errors import ModelLoadError, SwapRefusedError
 from serving.index.doc_images import embed_documents
 from serving.index.indexer import index_corpus
 from serving.index.vector_index import Hit
-from serving.metrics import Metrics
 from serving.models.registry import LocalRegistry
 from serving.rollout.ab import (
     CANDIDATE,

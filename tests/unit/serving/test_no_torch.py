@@ -7,7 +7,7 @@ import sys
 def test_serving_imports_without_loading_torch() -> None:
     """Serving replicas run on onnxruntime alone: importing every module must not pull torch."""
     code = (
-        "import sys, serving.app, serving.index.indexer, serving.models.registry,"
+        "import sys, serving.api.app, serving.index.indexer, serving.models.registry,"
         " serving.state.query_log;"
         "heavy = {'torch', 'sentence_transformers', 'transformers'} & set(sys.modules);"
         "print(sorted(heavy))"

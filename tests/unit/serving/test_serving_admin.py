@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.admin import admin_router
-from serving.app import create_app
-from serving.auth import Authenticator, Scope
+from serving.api.admin import admin_router
+from serving.api.app import create_app
+from serving.api.auth import Authenticator, Scope
 from serving.config import ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot

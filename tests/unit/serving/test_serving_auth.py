@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from clicktune.cli.serve import build_app
 from clicktune.config import Settings
-from serving.app import create_app
-from serving.auth import Authenticator, Scope
+from serving.api.app import create_app
+from serving.api.auth import Authenticator, Scope
 from serving.config import EncoderSettings, HotSwapSettings, ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot

@@ -15,9 +15,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serving.config import ABSettings, DashboardSettings
-from serving.dashboard import DashboardSources, dashboard_router
-from serving.dashboard_sources import (
+from serving.api.dashboard import DashboardSources, dashboard_router
+from serving.api.dashboard_sources import (
     ab_source,
     models_source,
     replica_health,
@@ -25,6 +24,7 @@ from serving.dashboard_sources import (
     training_source,
     uplift_source,
 )
+from serving.config import ABSettings, DashboardSettings
 from serving.errors import ExperimentError
 from serving.models.registry import LocalRegistry
 from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.auth import Authenticator, Scope
-from serving.body_limits import json_depth
-from serving.collector import InMemorySink, collector_router
+from serving.api.app import create_app
+from serving.api.auth import Authenticator, Scope
+from serving.api.body_limits import json_depth
+from serving.api.collector import InMemorySink, collector_router
+from serving.api.documents import documents_router
+from serving.api.query_ids import QueryIdSigner
+from serving.api.rate_limit import RateLimiter
+from serving.api.task_api import task_router
 from serving.config import CollectorSettings, ServingSettings
-from serving.documents import documents_router
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot
-from serving.query_ids import QueryIdSigner
-from serving.rate_limit import RateLimiter
 from serving.state.query_log import InMemoryQueryLog
 from serving.state.tasks import OpenSearchTaskStore
-from serving.task_api import task_router
 from tests.unit.serving.task_fakes import FakeOpenSearch
 from tests.unit.serving.test_app import MemoryIndex
 

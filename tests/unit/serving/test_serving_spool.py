@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
-from serving.app import create_app
-from serving.collector import InMemorySink
+from serving.api.app import create_app
+from serving.api.collector import InMemorySink
 from serving.config import ServingSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.encoders.slot import ModelSlot

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serving.api.metrics import Metrics
 from serving.config import EncoderRuntime, EncoderSettings
 from serving.encoders.encoder import OnnxTextEncoder
 from serving.encoders.slot import ModelSlot
 from serving.encoders.token_batches import plan_batches
-from serving.metrics import Metrics
 
 pytest.importorskip("onnx")
 from tests.unit.serving.tiny_model import build_tiny_model, expected_vector  # noqa: E402

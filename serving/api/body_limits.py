@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.api_errors import error_response
-from serving.auth import api_routes
+from serving.api.api_errors import error_response
+from serving.api.auth import api_routes
 
 __all__ = ["BODY_LIMIT_KEY", "BodyLimits", "body_limit", "json_depth", "route_limits"]
 

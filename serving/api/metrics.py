@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from serving.auth import Scope, requires
+from serving.api.auth import Scope, requires
 from serving.encoders.encoder import DelegatingEncoder, ServableEncoder
 from serving.encoders.encoder_pair import InputType, wrap_sides
 from serving.encoders.slot import ModelSlot

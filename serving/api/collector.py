@@ -10,7 +10,7 @@ worker's own validator, so what the collector accepts the worker stores. Answers
   (nothing of that body is produced);
 - 422 too for a record whose `event_attributes` / `query_attributes` has more than
   `max_attribute_keys` keys or a value over `max_attribute_value_bytes`, and for JSON nested
-  deeper than `serving.max_json_depth` (serving/body_limits.py);
+  deeper than `serving.max_json_depth` (serving/api/body_limits.py);
 - 413 for a body over `max_body_bytes` (counted while reading by the app's `BodyLimits`, so a
   missing Content-Length does not get past it) or with more than `max_records` records;
 - 429 with Retry-After for a client address over `rate_per_s` (bursts of `burst`);
@@ -40,13 +40,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ingest.validate import RecordKind, Rejection, validate_record
-from serving.api_errors import error_response
-from serving.auth import Scope, requires
-from serving.body_limits import body_limit
+from serving.api.api_errors import error_response
+from serving.api.auth import Scope, requires
+from serving.api.body_limits import body_limit
+from serving.api.query_ids import QueryIdSigner
+from serving.api.rate_limit import RateLimiter
 from serving.config import CollectorSettings
 from serving.errors import QueryLogError
-from serving.query_ids import QueryIdSigner
-from serving.rate_limit import RateLimiter
 
 __all__ = ["InMemorySink", "KafkaDelivery", "KafkaRecordSink", "RecordSink", "collector_router"]
 

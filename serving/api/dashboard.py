@@ -4,7 +4,7 @@ The page (`dashboard.html`, inline CSS and vanilla JS, no CDN: nothing outside l
 reachable) re-reads `GET /dashboard/data` every `poll_s` seconds and draws its plots as inline
 SVG. The data comes from provider callables the composition root passes in
 (`DashboardSources`, one per panel, each returning a plain dict; see
-`serving/dashboard_sources.py` for the real ones). A provider that raises or takes longer than
+`serving/api/dashboard_sources.py` for the real ones). A provider that raises or takes longer than
 `source_timeout_s` makes its panel read `unavailable: <why>`; the other panels and the HTTP
 status (200) are unaffected, so one broken dependency never blanks the page.
 
@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from serving.auth import Scope, requires
+from serving.api.auth import Scope, requires
 from serving.config import DashboardSettings
 
 __all__ = ["Collector", "DashboardSources", "Source", "dashboard_router"]
@@ -105,7 +105,7 @@ class Collector:
 def dashboard_router(sources: DashboardSources, settings: DashboardSettings) -> APIRouter:
     """`GET /dashboard` (the page) and `GET /dashboard/data` (what it polls)."""
     router = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=PUBLIC)
-    page = resources.files("serving").joinpath("dashboard.html").read_text(encoding="utf-8")
+    page = resources.files("serving.api").joinpath("dashboard.html").read_text(encoding="utf-8")
     collector = Collector(sources, settings.source_timeout_s)
     cache = _Cache(settings.cache_s)
 

@@ -11,7 +11,7 @@ data: URI or a URL on `index.images.allowed_hosts`; never a local path) is embed
 image by the image tower instead (see `serving.index.doc_images`); an image field of another form
 (under any model) or an image that cannot be used answers 422 with a generic reason. A
 document without `_id` gets a random one; the answer lists the ids. Both routes need the
-`write` scope (serving/auth.py).
+`write` scope (serving/api/auth.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from fastapi import APIRouter
 from opensearchpy.exceptions import OpenSearchException
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.api_errors import ApiError
-from serving.auth import Scope, requires
+from serving.api.api_errors import ApiError
+from serving.api.auth import Scope, requires
 from serving.config import ServingSettings
 from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder

@@ -37,7 +37,7 @@ except ImportError:  # older FastAPI copies every included route into app.routes
         return iter(routes)
 
 
-from serving.api_errors import ApiError
+from serving.api.api_errors import ApiError
 
 __all__ = ["Authenticator", "Scope", "api_routes", "requires", "scope_of", "undeclared_routes"]
 

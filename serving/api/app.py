@@ -6,10 +6,10 @@ the CPU-bound encoding in its thread pool and the event loop stays free.
 
 `/v1/search` and A/B arms embed queries with the slot's encoder, the query side of a query
 model; `/v1/embeddings` and `/embed` embed with the side `input_type` names, documents by default
-(serving/encoders/encoder_pair.py, serving/api_models.py).
+(serving/encoders/encoder_pair.py, serving/api/api_models.py).
 
-Every route declares the token scope it needs (serving/auth.py; the app refuses to start with
-one that does not), and every body passes `BodyLimits` (serving/body_limits.py) first.
+Every route declares the token scope it needs (serving/api/auth.py; the app refuses to start with
+one that does not), and every body passes `BodyLimits` (serving/api/body_limits.py) first.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from serving.api_errors import ApiError
-from serving.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
-from serving.auth import Authenticator, Scope, requires, undeclared_routes
-from serving.body_limits import BodyLimits, route_limits
+from serving.api.api_errors import ApiError
+from serving.api.api_models import EmbeddingsRequest, EmbedRequest, SearchRequest
+from serving.api.auth import Authenticator, Scope, requires, undeclared_routes
+from serving.api.body_limits import BodyLimits, route_limits
+from serving.api.metrics import install_metrics
+from serving.api.query_ids import QueryIdSigner
 from serving.config import ServingSettings
 from serving.encoders.encoder import ServableEncoder
 from serving.encoders.encoder_pair import document_encoder, encoder_for_input
@@ -37,8 +39,6 @@ from serving.encoders.slot import ModelSlot
 from serving.errors import DocumentIndexError, QueryLogError, ServingError
 from serving.index.hybrid import HybridSearch
 from serving.index.vector_index import Hit, SearchIndex
-from serving.metrics import install_metrics
-from serving.query_ids import QueryIdSigner
 from serving.rollout.ab import ArmRouter
 from serving.rollout.randomize import ResultRandomizer
 from serving.state.query_log import QueryLog
@@ -69,7 +69,7 @@ def create_app(
     """The FastAPI app of one serving replica, wired to the given collaborators.
 
     `authenticator` None: no token is configured, so every route that needs one answers 503
-    (reads stay open). `signer`: /v1/search issues signed query ids (serving/query_ids.py).
+    (reads stay open). `signer`: /v1/search issues signed query ids (serving/api/query_ids.py).
     """
     app = FastAPI(title="clicktune", version="1")
     app.state.authenticator = authenticator or Authenticator()
@@ -80,9 +80,9 @@ def create_app(
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
-    if collector is not None:  # the UBI collector (serving/collector.py)
+    if collector is not None:  # the UBI collector (serving/api/collector.py)
         app.include_router(collector)
-    for router in routers:  # admin (serving/admin.py), documents (serving/documents.py)
+    for router in routers:  # admin (serving/api/admin.py), documents (serving/api/documents.py)
         app.include_router(router)
     app.add_middleware(
         BodyLimits,
@@ -237,7 +237,7 @@ def create_app(
     if undeclared:
         raise ServingError(
             f"routes {undeclared} declare no token scope: add "
-            "dependencies=[requires(Scope.<PUBLIC|READ|WRITE|ADMIN>)] (serving/auth.py)"
+            "dependencies=[requires(Scope.<PUBLIC|READ|WRITE|ADMIN>)] (serving/api/auth.py)"
         )
     return app
 

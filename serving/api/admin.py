@@ -1,6 +1,6 @@
 """The admin API: registry models, promote and rollback, for the `admin` scope.
 
-Every route needs the admin token (CLICKTUNE_ADMIN__TOKEN; serving/auth.py answers 503 when
+Every route needs the admin token (CLICKTUNE_ADMIN__TOKEN; serving/api/auth.py answers 503 when
 none is configured, 401 without it or with a wrong one, 403 for a lesser token).
 
 With a `Rollout` (what `clicktune serve` gives it) promote and rollback move the model, the
@@ -25,8 +25,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.api_errors import ApiError
-from serving.auth import Scope, requires
+from serving.api.api_errors import ApiError
+from serving.api.auth import Scope, requires
 from serving.errors import (
     DocumentIndexError,
     ReindexPendingError,

@@ -5,7 +5,7 @@
     GET  /api/v1/fine-tuning/task?status=&limit=&offset=   newest first
     PUT  /api/v1/fine-tuning/task/{id}/cancel     (POST too) cancel a pending or running task
 
-Creating and cancelling need the `write` scope, reading `read` (serving/auth.py).
+Creating and cancelling need the `write` scope, reading `read` (serving/api/auth.py).
 
 Tasks are stored in OpenSearch (`serving.state.tasks`) and run by the tuner worker (`clicktune tuner
 run`). A task created without `batch_id` is stored with `batch_id: null`: releasing the current
@@ -19,8 +19,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.api_errors import ApiError
-from serving.auth import Scope, requires
+from serving.api.api_errors import ApiError
+from serving.api.auth import Scope, requires
 from serving.state.tasks import (
     OpenSearchTaskStore,
     TaskConflictError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,24 +16,35 @@ if TYPE_CHECKING:  # the serving stack (onnxruntime, opensearch-py) loads only w
     from clicktune.config import Settings
     from serving.encoders.encoder import ServableEncoder
     from serving.index.indexer import IndexReport
+    from serving.index.reindex import Reindexer
     from serving.index.vector_index import DocumentIndex
+    from serving.models.registries import ModelRegistry
 
 
 def load_encoder(settings: Settings, ref: str | None) -> ServableEncoder:
     """The encoder of registry model `ref` (default: the configured alias, `production`), text,
     CLIP or a query model with its document model, as its `clicktune.json` says."""
     from clicktune.clients import model_registry
-    from serving.encoders.model_loader import load_model_dir
     from serving.errors import ServingError
 
     registry = model_registry(settings)
     try:
         if not registry.list():
             fail(f"no model registered in {registry.location}; run `clicktune models import` first")
-        version = registry.get(ref or settings.serving.model_version)
-        return load_model_dir(version.path, settings.serving.encoder, registry)
+        return model_encoder(settings, ref or settings.serving.model_version, registry)
     except ServingError as exc:
         fail(str(exc))
+
+
+def model_encoder(
+    settings: Settings, ref: str, registry: ModelRegistry | None = None
+) -> ServableEncoder:
+    """`load_encoder` raising `ServingError`, for callers that handle it (the tuner worker)."""
+    from clicktune.clients import model_registry
+    from serving.encoders.model_loader import load_model_dir
+
+    registry = registry or model_registry(settings)
+    return load_model_dir(registry.get(ref).path, settings.serving.encoder, registry)
 
 
 def index(
@@ -153,6 +165,22 @@ def run_reindex(
 ) -> IndexReport:
     """Reindex with registry model `model` onto `alias` (default: the live alias), on the
     engine of `serving.reindex.engine`."""
+    with engine_reindexer(settings, model, progress=progress, alias=alias) as reindexer:
+        return reindexer.run(resume=resume)
+
+
+@contextlib.contextmanager
+def engine_reindexer(
+    settings: Settings,
+    model: str,
+    *,
+    progress: bool = True,
+    alias: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Reindexer]:
+    """A `Reindexer` for registry model `model` onto `alias` on the engine of
+    `serving.reindex.engine`: local, or Ray (the cluster joined while this is open). What
+    `clicktune reindex`, `models promote`, `ab start` and the tuner worker reindex through."""
     from serving.index.reindex import Reindexer
 
     doc_index = _doc_index(settings)
@@ -163,22 +191,22 @@ def run_reindex(
 
             # first, so an unreachable address fails before a model loads
             ray = stack.enter_context(ray_cluster(settings.serving.reindex.ray))
-        encoder = load_encoder(settings, model)
+        encoder = model_encoder(settings, model)
         copier = None
         if ray is not None:
             from clicktune.cli.reindex_ray import ray_copier
 
             copier = ray_copier(settings, ray, model, encoder, doc_index.client, progress=progress)
-        reindexer = Reindexer(
+        yield Reindexer(
             doc_index,
             encoder,
             settings.home / "reindex",
             batch_size=settings.serving.index.bulk_batch_size,
             progress=progress,
             alias=alias,
+            on_progress=on_progress,
             copier=copier,
         )
-        return reindexer.run(resume=resume)
 
 
 def with_engine(

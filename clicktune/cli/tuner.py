@@ -58,7 +58,9 @@ def run(
 def build_worker(settings: Settings) -> TunerWorker:
     """The worker's composition root: task store, lease, trigger counter, stage work."""
     from datetime import timedelta
+    from functools import partial
 
+    from clicktune.cli.index import engine_reindexer
     from clicktune.cli.train import _iteration_context
     from clicktune.clients import model_registry, opensearch_client
     from serving.rollout.ab import ExperimentStore
@@ -86,7 +88,7 @@ def build_worker(settings: Settings) -> TunerWorker:
         registry=model_registry(settings),
         doc_index=context.documents,  # type: ignore[arg-type]
         checkpoints=settings.home / "reindex",
-        encoder_settings=settings.serving.encoder,
+        reindexers=partial(engine_reindexer, settings, progress=False),
         experiments=ExperimentStore(settings.home / "models"),
         ab_settings=settings.serving.ab,
         client=client,

@@ -89,6 +89,17 @@ class CheckpointStore:
         self.path.unlink(missing_ok=True)
 
 
+class _ReportingStore(CheckpointStore):
+    """`store`, calling `report` after each save: a copier's progress reaches `on_progress`."""
+
+    def __init__(self, store: CheckpointStore, report: Callable[[Checkpoint], None]) -> None:
+        self.path, self._report = store.path, report
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        super().save(checkpoint)
+        self._report(checkpoint)
+
+
 class Copier(Protocol):
     """Copies the documents of `checkpoint.source` into `checkpoint.target` with new vectors,
     saving `checkpoint` (through `store`) as batches land: the engine behind a reindex."""
@@ -144,7 +155,8 @@ class Reindexer:
         if self.copier is None:
             self._copy(checkpoint)
         else:
-            self.copier.copy(checkpoint, self.store)
+            self._report_progress(checkpoint)
+            self.copier.copy(checkpoint, _ReportingStore(self.store, self._report_progress))
         self._reconcile(checkpoint)
         previous = self._swap(checkpoint)
         self.store.clear()

@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from opensearchpy import OpenSearch
 
-from serving.config import ABSettings, EncoderSettings
-from serving.encoders.model_loader import load_model_dir
+from serving.config import ABSettings
 from serving.errors import ExperimentError
 from serving.index.index_versions import alias_holders, index_version, move_aliases
 from serving.index.reindex import CheckpointStore, Reindexer, abandon
@@ -40,9 +40,19 @@ from tuner.config import TunerSettings
 from tuner.iteration import IterationContext, Notify, run_training_iteration
 from tuner.worker.lock import NO_FENCE, Fence
 
-__all__ = ["LoopStages", "OnlineCheck", "TrainOutcome", "online_tally"]
+__all__ = ["LoopStages", "OnlineCheck", "Reindexers", "TrainOutcome", "online_tally"]
 
 log = logging.getLogger(__name__)
+
+
+class Reindexers(Protocol):
+    """A `Reindexer` of registry model `version` onto `alias` on the configured engine (local or
+    a Ray cluster, joined while the context is open), reporting (written, total) to
+    `on_progress`."""
+
+    def __call__(
+        self, version: str, *, alias: str, on_progress: Callable[[int, int], None]
+    ) -> AbstractContextManager[Reindexer]: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ class LoopStages:
     registry: ModelRegistry
     doc_index: DocumentIndex
     checkpoints: Any  # Path of the reindex checkpoints (`<home>/reindex`)
-    encoder_settings: EncoderSettings
+    reindexers: Reindexers  # the engine of `serving.reindex.engine` (`clicktune reindex`'s)
     experiments: ExperimentStore
     ab_settings: ABSettings
     client: OpenSearch
@@ -175,24 +185,17 @@ class LoopStages:
     def reindex(self, version: str) -> str:
         """Build (or finish) `version`'s index behind the candidate alias; return its name."""
         alias = self.doc_index.settings.candidate_alias
-        encoder = load_model_dir(self.registry.get(version).path, self.encoder_settings)
         docs = progress.stage("reindexing", "doc")  # starts at the copy's first report
-        reindexer = Reindexer(
-            self.doc_index,
-            encoder,
-            self.checkpoints,
-            batch_size=self.doc_index.settings.bulk_batch_size,
-            progress=False,
-            alias=alias,
-            on_progress=docs.update,
-        )
-        pending = reindexer.pending()
-        if pending is not None and pending.model_version != version:
-            self.fence.check(f"abandoning the reindex for {pending.model_version}")
-            dropped = abandon(self.doc_index, self.checkpoints, alias)
-            log.warning("abandoned an interrupted reindex for another model: deleted %s", dropped)
-        self.fence.check(f"reindexing for {version}")
-        index = reindexer.run(resume=True).index
+        with self.reindexers(version, alias=alias, on_progress=docs.update) as reindexer:
+            pending = reindexer.pending()
+            if pending is not None and pending.model_version != version:
+                self.fence.check(f"abandoning the reindex for {pending.model_version}")
+                dropped = abandon(self.doc_index, self.checkpoints, alias)
+                log.warning(
+                    "abandoned an interrupted reindex for another model: deleted %s", dropped
+                )
+            self.fence.check(f"reindexing for {version}")
+            index = reindexer.run(resume=True).index
         docs.finish()
         return index
 

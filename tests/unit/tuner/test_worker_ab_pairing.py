@@ -29,7 +29,7 @@ def _stages(tmp_path: Path, live_built_by: str) -> LoopStages:
         registry=registry,
         doc_index=docs,  # type: ignore[arg-type]
         checkpoints=tmp_path,
-        encoder_settings=None,  # type: ignore[arg-type]
+        reindexers=None,  # type: ignore[arg-type]
         experiments=ExperimentStore(tmp_path / "models"),
         ab_settings=None,  # type: ignore[arg-type]
         client=None,  # type: ignore[arg-type]

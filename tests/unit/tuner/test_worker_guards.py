@@ -32,7 +32,7 @@ def _stages(tmp_path: Path, health: InMemoryArmHealthStore) -> tuple[LoopStages,
         registry=None,  # type: ignore[arg-type]
         doc_index=None,  # type: ignore[arg-type]
         checkpoints=tmp_path,
-        encoder_settings=None,  # type: ignore[arg-type]
+        reindexers=None,  # type: ignore[arg-type]
         experiments=experiments,
         ab_settings=ABSettings(min_requests_for_guard=20, max_error_rate=0.1),
         client=_NoUbi(),  # type: ignore[arg-type]

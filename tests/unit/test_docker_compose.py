@@ -109,6 +109,46 @@ def _volume_at(service: str, path: PurePosixPath) -> tuple[str, PurePosixPath]:
     raise AssertionError(f"{service}: no volume holds {path}")
 
 
+def _mount_of(service: str, path: PurePosixPath) -> tuple[str, PurePosixPath, bool] | None:
+    """(volume, path inside it, read-only) of the innermost mount holding `path` in `service`;
+    None: the container's own disk."""
+    mounts = [mount.split(":") for mount in SERVICES[service].get("volumes", [])]
+    holding = [(source, PurePosixPath(target), mode) for source, target, *mode in mounts]
+    holding = [m for m in holding if path.is_relative_to(m[1])]
+    if not holding:
+        return None
+    source, target, mode = max(holding, key=lambda m: len(m[1].parts))
+    return source, path.relative_to(target), mode == ["ro"]
+
+
+def _image_home(dockerfile: str) -> PurePosixPath:
+    match = re.search(r"CLICKTUNE_HOME=(\S+)", (DOCKER / dockerfile).read_text())
+    assert match, f"{dockerfile} sets no CLICKTUNE_HOME"
+    return PurePosixPath(match.group(1))
+
+
+def test_serving_reads_the_tuner_s_models_and_keeps_its_home_writable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`clicktune serve` makes its spool (and an MLflow registry's cache) under its home at
+    start: on a read-only home it would not start. The models it reads (registry, experiment)
+    are the folder the tuner writes, read-only."""
+    home = _image_home("serving.Dockerfile")
+    assert home == _image_home("tuner.Dockerfile")
+    assert 'Spool(settings.home / "spool"' in (ROOT / "clicktune/cli/serve.py").read_text()
+    settings = _settings("serving", monkeypatch)
+    written = [home / "spool"]
+    if settings.registry.backend == "mlflow":
+        written.append(PurePosixPath(settings.registry.cache_dir or home / "models/mlflow-cache"))
+    for path in written:
+        mount = _mount_of("serving", path)
+        assert mount is None or not mount[2], f"serving writes {path}, mounted read-only"
+    models = home / "models"
+    tuner = _mount_of("tuner", models)
+    assert tuner is not None and not tuner[2], f"tuner: {models} is not on a writable volume"
+    assert _mount_of("serving", models) == (*tuner[:2], True), "serving: not the tuner's models"
+
+
 def test_compose_names_real_clicktune_commands() -> None:
     runner = CliRunner()
     commands = [
@@ -252,16 +292,21 @@ def test_tuner_tracks_to_the_mlflow_service() -> None:
     assert (uri.scheme, uri.hostname, uri.port) == ("http", "mlflow", int(port.group(1)))
 
 
-@pytest.mark.parametrize("service", CLICKTUNE_SERVICES)
-def test_compose_environment_loads_into_settings_and_clients(
-    service: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _settings(service: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """`service`'s settings: the image's CLICKTUNE_CONFIG, plus compose's environment."""
     for key in list(os.environ):
         if key.startswith("CLICKTUNE_"):
             monkeypatch.delenv(key)
     for key, value in _env(service).items():
         monkeypatch.setenv(key, REQUIRED_VAR.sub(lambda m: f"from-{m['name']}", value))
-    settings = load_settings(DEFAULT_CONFIG)  # the image's CLICKTUNE_CONFIG, plus compose's env
+    return load_settings(DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize("service", CLICKTUNE_SERVICES)
+def test_compose_environment_loads_into_settings_and_clients(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(service, monkeypatch)
     assert settings.opensearch.password is not None
     assert (
         settings.opensearch.password.get_secret_value() == "from-OPENSEARCH_INITIAL_ADMIN_PASSWORD"

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from clicktune.cli import app
 from clicktune.config import LocalServicesSettings, Settings
+from clicktune.local_http import free_port
 from clicktune.services import manager, preflight
 from clicktune.services.errors import PrerequisiteError
 from clicktune.services.health import KafkaStatus, MlflowStatus, OpenSearchStatus
@@ -73,7 +74,9 @@ def test_starting_only_mlflow_needs_neither_java_nor_maven(
 def test_a_missing_mlflow_package_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = MlflowService(LocalServicesSettings(), tmp_path)
+    # a free port: `up` skips a service that answers, and `clicktune services up` (CI, a demo)
+    # runs MLflow on the default one
+    service = MlflowService(LocalServicesSettings(mlflow_port=free_port()), tmp_path)
     monkeypatch.setattr(service, "installed", lambda: False)
     with pytest.raises(PrerequisiteError, match=r"clicktune\[tuner\]"):
         manager.up([service], echo=lambda _: None, timeout_s=5)

@@ -43,6 +43,15 @@ def _replica(server: MlflowService, cache: Path, model_name: str) -> MlflowRegis
     return MlflowRegistry(MlflowRest(server.address), cache, model_name)
 
 
+def _stored_file(server: MlflowService, model_name: str, name: str) -> Path:
+    """The server's own copy of version 1's `name` (its source, under the artifacts folder):
+    the server is shared by this module's tests, so searching the folder could find another's."""
+    api = f"{server.address}/api/2.0/mlflow"
+    raw = httpx.get(f"{api}/model-versions/get", params={"name": model_name, "version": "1"})
+    source = raw.json()["model_version"]["source"]  # mlflow-artifacts:/<experiment>/<run>/...
+    return server.artifacts / source.removeprefix("mlflow-artifacts:").lstrip("/") / name
+
+
 def test_versions_and_aliases_live_in_mlflow_and_a_replica_downloads_checked_files(
     registry: MlflowRegistry,
     mlflow_server: MlflowService,  # noqa: F811
@@ -94,7 +103,7 @@ def test_a_tampered_cache_is_downloaded_again_and_a_tampered_upload_refused(
     assert (fresh.get("v1").path / "model.onnx").read_bytes() == b"onnx"
 
     # The stored artifact itself changed behind the registry's back: refused, not served.
-    stored = next((mlflow_server.artifacts).rglob("model/model.onnx"))
+    stored = _stored_file(mlflow_server, model_name, "model.onnx")
     assert stored.read_bytes() == b"onnx"
     stored.write_bytes(b"evil")
     with pytest.raises(ChecksumError, match="model.onnx has sha256"):

@@ -65,7 +65,7 @@ def test_written_report_round_trips(tmp_path: Path) -> None:
     assert json.loads(paths[0].read_text()) == report
     table = paths[1].read_text()
     assert "| 1 | v2 | promoted | 0.6600 |" in table and "| ref | no_ipw |" in table
-    assert "0.67 of the supervised uplift" in table and "| ref | clicks |" in table
+    assert "= 0.667 of the supervised uplift" in table and "| ref | clicks |" in table
     assert "clicks 0.6500 vs no_ipw 0.6200 nDCG@10 (+0.0300)" in table
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -96,7 +96,8 @@ class MicroBatcher(DelegatingEncoder):
                 return None
             deadline = time.monotonic() + self._window_s
             while True:
-                batch, size = [], 0
+                batch: list[_Request] = []
+                size = 0
                 for request in self._queue:
                     if batch and size + len(request.texts) > self._max_batch:
                         break

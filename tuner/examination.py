@@ -60,7 +60,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tuner.config import Examination, TunerSettings
-from tuner.offpolicy import LoggedSearch, logged_searches
+from tuner.offpolicy_evidence import LoggedSearch, logged_searches
 from tuner.propensity import Propensity, non_increasing
 from tuner.sessions import Session
 

@@ -36,13 +36,8 @@ import numpy as np
 from tuner import progress
 from tuner.embed_sides import query_side, sliced
 from tuner.examination import Cascade
-from tuner.offpolicy import (
-    ClickEstimates,
-    LoggedSearch,
-    LoggingPolicy,
-    estimate_clicks,
-    logged_searches,
-)
+from tuner.offpolicy import ClickEstimates, estimate_clicks
+from tuner.offpolicy_evidence import LoggedSearch, LoggingPolicy, logged_searches
 from tuner.pairs import query_key
 from tuner.propensity import Propensity
 from tuner.sessions import Session

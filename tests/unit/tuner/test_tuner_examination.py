@@ -21,7 +21,8 @@ from tuner.examination import (
     fit_cascade,
     stop_probability,
 )
-from tuner.offpolicy import LoggedSearch, LoggingPolicy, estimate_clicks
+from tuner.offpolicy import estimate_clicks
+from tuner.offpolicy_evidence import LoggedSearch, LoggingPolicy
 from tuner.propensity import EstimatedPropensity, PowerLawPropensity, Propensity
 from tuner.sessions import Action, Session
 from tuner.simulator import ClickSimulator, UserModel

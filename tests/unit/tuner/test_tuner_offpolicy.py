@@ -7,15 +7,8 @@ from functools import cached_property
 import numpy as np
 import pytest
 
-from tuner.offpolicy import (
-    ClickEstimates,
-    Estimator,
-    LoggedSearch,
-    LoggingPolicy,
-    compare_rankings,
-    estimate_clicks,
-    logged_searches,
-)
+from tuner.offpolicy import ClickEstimates, Estimator, compare_rankings, estimate_clicks
+from tuner.offpolicy_evidence import LoggedSearch, LoggingPolicy, logged_searches
 from tuner.propensity import PowerLawPropensity
 from tuner.session_eval import ips_dcg, session_judgments
 from tuner.sessions import Action, Session

@@ -21,13 +21,12 @@ import sys
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clicktune.clients import kafka_options, model_registry, opensearch_client
 from clicktune.config import Settings, load_settings
-from clicktune.demo.namespace import candidate_scoring_env, namespace_env
+from clicktune.demo.namespace import candidate_scoring_env, namespace_env, new_run_id
 from clicktune.demo.processes import ChildProcess, ServeProcess
 from clicktune.demo.task_figures import decision, deployment, exact_scores
 from clicktune.demo.users import EventSink, simulate_round
@@ -99,8 +98,7 @@ class ClosedLoop:
         self.options = options
         self.echo = echo
         self.collection: JudgedCollection = load_collection(options.dataset)
-        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        self.run_id = run_id or f"demo-{_slug(self.collection.name)}-{stamp}"
+        self.run_id = run_id or new_run_id(self.collection.name)
         train_queries = len(self.collection.split_queries("train"))
         # the online test's traffic budget, a little under what the passes send, so that it
         # decides (or rolls back) by the last pass
@@ -409,7 +407,3 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 def _since(started: float) -> float:
     return round(time.perf_counter() - started, 1)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower())

@@ -3,13 +3,21 @@ worker triggers, decides and scores (see `namespace_env`, `candidate_scoring_env
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from tuner.config import RolloutMode, TrainMethod
 from tuner.judged import JudgedCollection
 
-__all__ = ["MIN_ROUND_SESSIONS", "DemoMethod", "candidate_scoring_env", "namespace_env"]
+__all__ = [
+    "MIN_ROUND_SESSIONS",
+    "DemoMethod",
+    "candidate_scoring_env",
+    "namespace_env",
+    "new_run_id",
+]
 
 
 class DemoMethod(StrEnum):
@@ -25,6 +33,15 @@ class DemoMethod(StrEnum):
 
 
 MIN_ROUND_SESSIONS = 20  # a round's sessions trigger the tuner worker (fewer: nothing to learn)
+
+
+def new_run_id(collection: str) -> str:
+    """A fresh run's namespace: the collection, the UTC second and a random suffix, so that two
+    runs started in the same second (seeds side by side) never share an index, topic or alias.
+    Lower case only: it prefixes OpenSearch index names."""
+    slug = "".join(c if c.isalnum() else "-" for c in collection.lower())
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"demo-{slug}-{stamp}-{secrets.token_hex(3)}"
 
 
 def namespace_env(

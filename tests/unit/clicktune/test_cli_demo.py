@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from clicktune.cli import app
 from clicktune.demo.loop import DemoOptions, RoundResult
+from clicktune.demo.namespace import new_run_id
 from tuner.simulator import ClickModel, UserModel
 
 pytestmark = pytest.mark.unit
@@ -141,3 +142,12 @@ def test_a_method_that_does_not_exist_is_refused_naming_the_choices(
     assert result.exit_code == 2
     assert "query_tower" in result.output and "query_wizard" in result.output
     assert no_services == [] and not (tmp_path / "out").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_namespace() -> None:
+    # Two seeds started side by side shared one run id (the UTC second) and so one document
+    # alias, topics and indices: each run's promotions moved the other's alias.
+    ids = {new_run_id("Products Synth") for _ in range(20)}
+    assert len(ids) == 20
+    for run_id in ids:
+        assert run_id.startswith("demo-products-synth-") and run_id == run_id.lower()

@@ -26,11 +26,12 @@ judgments. Per user model and seed, one round:
    hyperparameter set (so all validation queries confirm), and `tuner.gate.decide(...,
    online=True)` with the default gate settings: promote, online, reject or undecided. With
    several `--examination`s (`gate.examination`), each reads the same round and is its own row.
-4. NEW decision, online stage (verdict online): interleaved traffic on the train queries drawn
-   uniformly, each search `team_draft` of both models' exact top 10, clicked by the same user model,
-   `credit`ed into an `InterleaveTally`, and `serving.rollout.ab_stats.decide` (the mSPRT on the win
-   share, default `ABSettings`) after every search, until it promotes or rolls back, or
-   `--budget` searches (the worker's `ab_max_queries`) are spent: then rollback.
+4. NEW decision, online stage (verdict online, `bench/decide_online.py`): interleaved traffic
+   on the train queries drawn uniformly, each search `team_draft` of both models' exact top 10,
+   clicked by the same user model, `credit`ed into an `InterleaveTally`, and
+   `serving.rollout.ab_stats.decide` (the mSPRT on the win share, default `ABSettings`) after
+   every search, until it promotes or rolls back, or `--budget` searches (the worker's
+   `ab_max_queries`) are spent: then rollback.
 
 A decision is a false promote when the candidate's true relative test delta is <= 0 and it was
 promoted, a false reject when the delta is >= +2% and it was not; candidates in between count
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -62,25 +62,14 @@ from bench.decide_models import (
     build_candidates,
     with_explored_depth,
 )
+from bench.decide_online import interleave, top_lists
+from bench.decide_options import build_parser, check_options, collection_path
 from bench.decide_table import render, summarise, write_outputs
 from bench.uplift import simulate_sessions, tuner_settings
-from bench.users import add_user_arguments, user_model
 from tuner.config import Examination
-from tuner.simulator import ClickModel, ClickSimulator, UserModel
+from tuner.simulator import UserModel
 
-REPO = Path(__file__).resolve().parent.parent
-SHOWN = 10
 OLD_CONFIDENCE = 0.9
-COLLECTIONS = ("products-synth", "homedepot-dev", "cisi", "cranfield")
-DEFAULT_CANDIDATES = ("equal", "noise-0.05", "noise-0.1", "noise-0.2", "clicks", "supervised")
-QUICK = {
-    "collections": ["products-synth"],
-    "seeds": [0, 1],
-    "users_per_query": 3,
-    "candidates": ["equal", "noise-0.05"],
-    "budget": 2000,
-    "max_length": 64,
-}
 
 
 @dataclass(frozen=True)
@@ -195,55 +184,6 @@ def judge_offline(round_: Round, candidate: Vectors) -> tuple[bool, float, Any]:
     return old_bound > 0, old_bound, decision
 
 
-def top_lists(vectors: Vectors, doc_texts: dict[str, str], queries: dict[str, str]) -> dict:
-    """Per query id, the model's exact top 10 document ids over the whole corpus."""
-    doc_ids = sorted(doc_texts)
-    ids = sorted(queries)
-    scores = vectors([queries[q] for q in ids]) @ vectors([doc_texts[d] for d in doc_ids]).T
-    top = np.argsort(-scores, axis=1)[:, :SHOWN]  # (queries, 10)
-    return {q: [doc_ids[j] for j in top[i]] for i, q in enumerate(ids)}
-
-
-def interleave(
-    live_tops: dict[str, list[str]],
-    candidate_tops: dict[str, list[str]],
-    qrels: dict[str, dict[str, int]],
-    user: UserModel,
-    budget: int,
-    seed: int,
-    ab: Any = None,
-) -> tuple[str, int]:
-    """The online stage: interleaved searches until serving's sequential test decides or
-    `budget` searches are spent. Returns (promote | rollback | budget, searches)."""
-    from serving.config import ABSettings
-    from serving.rollout.ab import Arm, Experiment
-    from serving.rollout.ab_stats import ExperimentMetrics
-    from serving.rollout.ab_stats import decide as ab_decide
-    from serving.rollout.interleave import InterleaveTally, credit, team_draft
-
-    ab = ab if ab is not None else ABSettings()
-    arm = Arm("control", "live", "live")
-    experiment = Experiment("bench", "", "interleave", 0.5, arm, Arm("candidate", "c", "c"), "")
-    metrics = ExperimentMetrics(arms={}, interleave=InterleaveTally())
-    simulator = ClickSimulator(qrels, user, seed=seed)
-    rng = random.Random(seed)
-    query_ids = sorted(live_tops)
-    for searches in range(1, budget + 1):
-        qid = rng.choice(query_ids)
-        merged, teams = team_draft(live_tops[qid], candidate_tops[qid], SHOWN, rng)
-        events = simulator.events(f"i{searches}", qid, merged, client_id="bench")
-        clicked = [_ordinal(e) for e in events if e["action_name"] == "click"]
-        metrics.interleave.add(credit(teams, clicked))
-        action = ab_decide(experiment, metrics, ab).action
-        if action != "continue":
-            return action, searches
-    return "budget", budget
-
-
-def _ordinal(event: dict) -> int:
-    return int(event["event_attributes"]["position"]["ordinal"])
-
-
 def run_collection(
     name: str, args: argparse.Namespace, users: dict[str, UserModel]
 ) -> list[Outcome]:
@@ -344,18 +284,10 @@ def _short(outcome: Outcome) -> str:
     return f"{outcome.candidate} old {old} new {new}"
 
 
-def collection_path(name: str) -> Path:
-    if name == "products-synth":
-        return REPO / "datasets" / "products-synth"
-    from tests.shared_data import SHARED_DATA
-
-    return SHARED_DATA / name
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser(__doc__.split("\n")[0])
     args = parser.parse_args(argv)
-    users = _check(parser, args)
+    users = check_options(parser, args)
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     for name in args.collections:
@@ -376,75 +308,8 @@ def _params(args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
     return {**params, "wall_s": round(elapsed, 1)}
 
 
-def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, UserModel]:
-    """Apply --quick, refuse bad values naming the rule, and build one user model per name."""
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    for key, least in (("users_per_query", 1), ("budget", 1), ("max_steps", 1)):
-        if getattr(args, key) < least:
-            parser.error(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= {least}")
-    if not args.seeds:
-        parser.error("--seeds needs at least one seed")
-    if not 0.0 <= args.randomize <= 1.0:
-        parser.error(f"--randomize {args.randomize} must lie in [0, 1]")
-    if args.explore_depth < SHOWN:
-        parser.error(f"--explore-depth {args.explore_depth} must be >= {SHOWN} (the page)")
-    for candidate in args.candidates:
-        if not _known_candidate(candidate):
-            parser.error(
-                f"--candidates: {candidate!r} is not one of equal, noise-<scale> (a number > 0), "
-                "clicks, supervised"
-            )
-    models = args.click_model if isinstance(args.click_model, list) else [args.click_model]
-    return {
-        m: user_model(parser, argparse.Namespace(**{**vars(args), "click_model": m}))
-        for m in dict.fromkeys(models)
-    }
-
-
-def _known_candidate(name: str) -> bool:
-    if name in ("equal", "clicks", "supervised"):
-        return True
-    try:
-        return name.startswith("noise-") and float(name.removeprefix("noise-")) > 0
-    except ValueError:
-        return False
-
-
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench.decide", description=__doc__.split("\n")[0])
-    parser.add_argument("--collections", nargs="+", choices=COLLECTIONS, default=["products-synth"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--users-per-query", type=int, default=10)
-    parser.add_argument("--randomize", type=float, default=0.2)
-    parser.add_argument("--explore-depth", type=int, default=20)
-    parser.add_argument(
-        "--budget", type=int, default=20_000, help="online searches before a rollback"
-    )
-    parser.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
-    parser.add_argument("--max-steps", type=int, default=100, help="cap per fine-tune")
-    parser.add_argument("--max-length", type=int, default=256, help="tokens per text")
-    parser.add_argument("--cache", type=Path, default=REPO / "reports/bench/decide/cache")
-    parser.add_argument("--out", type=Path, default=REPO / "reports/bench/decide")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--quick", action="store_true", help="a tiny run (module doc)")
-    parser.add_argument(
-        "--examination",
-        nargs="+",
-        choices=[e.value for e in Examination],
-        default=[Examination.position.value],
-        help="gate.examination of the offline stage; several: each its own rows, same rounds",
-    )
-    add_user_arguments(parser)
-    click_model = next(a for a in parser._actions if a.dest == "click_model")
-    click_model.nargs = "+"  # several user models in one run, each its own rows
-    click_model.default = [ClickModel.position.value, ClickModel.cascade.value]
-    return parser
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import pytest
 
 from bench import decide
 from bench.decide_models import Vectors, all_texts, with_explored_depth
+from bench.decide_online import interleave
+from bench.decide_options import collection_path
 from bench.decide_table import rate, render, summarise
 from tuner.config import TunerSettings
 from tuner.judged import load_collection
@@ -134,18 +136,18 @@ QRELS = {q: {f"{q}-good{i}": 3 for i in range(3)} for q in QUERIES}
 
 
 def test_the_online_stage_promotes_a_clearly_better_ranking_before_the_budget() -> None:
-    action, searches = decide.interleave(tops(False), tops(True), QRELS, UserModel(), 5000, 0)
+    action, searches = interleave(tops(False), tops(True), QRELS, UserModel(), 5000, 0)
     assert action == "promote" and searches < 5000
 
 
 def test_the_online_stage_rolls_back_a_clearly_worse_ranking() -> None:
-    action, _ = decide.interleave(tops(True), tops(False), QRELS, UserModel(), 5000, 0)
+    action, _ = interleave(tops(True), tops(False), QRELS, UserModel(), 5000, 0)
     assert action == "rollback"
 
 
 def test_an_identical_ranking_is_not_promoted_within_the_budget() -> None:
     for seed in range(3):
-        action, searches = decide.interleave(tops(True), tops(True), QRELS, UserModel(), 1500, seed)
+        action, searches = interleave(tops(True), tops(True), QRELS, UserModel(), 1500, seed)
         assert action in ("budget", "rollback")
         assert searches <= 1500
 
@@ -161,7 +163,7 @@ class FakeVectors(Vectors):
 
 
 def test_both_gates_read_one_round_and_call_the_live_model_itself_no_gain() -> None:
-    collection = load_collection(decide.collection_path("products-synth"))
+    collection = load_collection(collection_path("products-synth"))
     doc_texts = corpus_texts(collection)
     live = FakeVectors.for_texts(all_texts(collection, doc_texts))
     options = argparse.Namespace(users_per_query=2, randomize=0.2, explore_depth=20)

@@ -16,7 +16,7 @@ One run, the same texts (24-word windows of judged collections) and the same mod
 3. infinity-emb (`INFINITY_SPEC`), installed into `$CLICKTUNE_HOME/bench/infinity-venv` (its
    pins clash with ours; the first install takes minutes, it pulls torch) and started offline on
    the same local model folder with `--engine torch --url-prefix /v1`, under the same load on
-   the same `/v1/embeddings` path;
+   the same `/v1/embeddings` path (both servers: `bench/serving_servers.py`);
 4. quality of the served variant: min/mean cosine to fp32 on held-out texts (queries of three
    collections and one-word texts, none used for calibration), and Recall@10 on cranfield's
    test queries (exact cosine search) against fp32 sentence-transformers.
@@ -34,11 +34,10 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +54,10 @@ from bench.http_load import (  # noqa: E402
     swap_load,
 )
 from bench.results import BenchResult  # noqa: E402
-from clicktune.local_http import free_port, wait_until_ready  # noqa: E402
+from bench.serving_servers import INFINITY_SPEC, clicktune, serve_both  # noqa: E402
 
 DATA = Path("/work/shared/data")
-VENV_BIN = Path(sys.executable).parent
 TOKEN = "bench-admin-token"
-INFINITY_SPEC = "infinity-emb[server,torch]==0.0.78"  # the release this bench was run against
 SHORT_TEXTS = ["x", "ok", "a b c", "yes", "no", "?", "42", "the", "hello world", "ok ok ok ok"]
 TARGETS = {"bulk_over_st": ">=1.5", "bulk_over_infinity": ">=2", "p99_over_infinity": "<=0.5"}
 
@@ -129,15 +126,6 @@ def raw_onnx(model_dir: Path, graph: str) -> Callable[[list[str]], np.ndarray]:
     return encode
 
 
-def clicktune(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(VENV_BIN / "clicktune"), *args], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"clicktune {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return done.stdout
-
-
 def prepare_registry(
     env: dict[str, str], variant: str, int8: Path | None, result: BenchResult
 ) -> tuple[Path, list[str]]:
@@ -181,63 +169,6 @@ def quantize(model_dir: Path, result: BenchResult) -> None:
     result.add("int8_heldout_min_cosine", report.min_cosine, "cosine")
     result.add("int8_heldout_mean_cosine", report.mean_cosine, "cosine")
     result.add("int8_graph_speedup", report.speedup, "x")
-
-
-def start_clicktune(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    cmd = [str(VENV_BIN / "clicktune"), "serve", "--port", str(port), "--host", "127.0.0.1"]
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def install_infinity(home: Path) -> Path:
-    """The infinity_emb command in its own venv (installed on first use)."""
-    venv = home / "bench" / "infinity-venv"
-    exe = venv / "bin" / "infinity_emb"
-    marker = venv / ".clicktune-installed"  # holds the spec, written only after pip succeeded
-    if marker.exists() and marker.read_text().strip() == INFINITY_SPEC:
-        return exe
-    print(f"installing {INFINITY_SPEC} into {venv} (minutes: it pulls torch)", flush=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(venv / "bin" / "pip"), "install", "-q", INFINITY_SPEC]
-    done = subprocess.run(pip, capture_output=True, text=True, check=False)
-    if done.returncode != 0 or not exe.exists():
-        raise RuntimeError(f"pip install {INFINITY_SPEC} failed: {done.stderr[-1500:]}")
-    marker.write_text(INFINITY_SPEC + "\n")
-    return exe
-
-
-def start_infinity(exe: Path, model: Path, port: int, log: Path) -> subprocess.Popen:
-    """infinity-emb on the local model folder, offline; `/v1` prefix: the same path as ours."""
-    cmd = [str(exe), "v2", "--model-id", str(model), "--engine", "torch", "--device", "cpu"]
-    cmd += ["--port", str(port), "--host", "127.0.0.1", "--served-model-name", "minilm"]
-    cmd += ["--url-prefix", "/v1"]  # its default serves /embeddings, which our load never asks
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-@contextlib.contextmanager
-def running(server: subprocess.Popen, url: str, log: Path, health: str) -> Iterator[str]:
-    """`url` once `server` answers `health`; the server is stopped on the way out."""
-    try:
-        wait_until_ready(
-            f"{url}{health}", exit_code=server.poll, log_tail=log.read_text, timeout_s=300
-        )
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def peer_url(stack: contextlib.ExitStack, home: Path, model_path: Path) -> str | None:
-    """infinity-emb started on the model folder; None (and says why) when it cannot be."""
-    log = home / "bench" / "infinity.log"
-    try:
-        port = free_port()
-        server = start_infinity(install_infinity(home), model_path, port, log)
-        return stack.enter_context(running(server, f"http://127.0.0.1:{port}", log, "/health"))
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"infinity-emb NOT MEASURED, no ratios against it: {exc}")
-        return None
 
 
 def recall_at_10(encode: Callable[[list[str]], np.ndarray], quick: bool) -> float:
@@ -429,26 +360,6 @@ def run(args: argparse.Namespace) -> BenchResult:
     result.params["infinity"] = INFINITY_SPEC if "infinity" in loads else "not measured"
     ratios(result, loads["clicktune"], loads.get("infinity", {}))
     return result
-
-
-def serve_both(
-    stack: contextlib.ExitStack, env: dict[str, str], model_path: Path, peer: bool
-) -> dict[str, tuple[str, str]]:
-    """clicktune (and infinity-emb when `peer`) up at once: name -> (url, model name)."""
-    home = Path(env["CLICKTUNE_HOME"])
-    port = free_port()
-    server = start_clicktune(env, port, home / "serve.log")
-    url = stack.enter_context(
-        running(server, f"http://127.0.0.1:{port}", home / "serve.log", "/healthz")
-    )
-    servers = {"clicktune": (url, "production")}
-    if peer:
-        from clicktune.config import load_settings
-
-        infinity = peer_url(stack, load_settings().home, model_path)
-        if infinity is not None:
-            servers["infinity"] = (infinity, "minilm")
-    return servers
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ class OpenSearchSettings(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     internal_replicas: Replicas = Field(
         default="0-1",
-        description="replicas of clicktune's own indexes (tasks and lease, arm health): a count "
+        description="replicas of clicktune's own indexes (tasks and lease, arm health, "
+        "serving.state's experiment and checkpoints): a count "
         "or an auto-expand range; '0-1' keeps one node green and copies them to a second",
     )
 

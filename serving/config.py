@@ -322,6 +322,45 @@ class SpoolSettings(BaseModel):
     )
 
 
+class StateBackend(StrEnum):
+    """Where the running A/B experiment and reindex checkpoints are kept."""
+
+    local = "local"  # files under $CLICKTUNE_HOME (models/experiment.json, reindex/<alias>.json)
+    opensearch = "opensearch"  # documents of two OpenSearch indexes, shared by every host
+
+
+class StateSettings(BaseModel):
+    """Where the A/B experiment and reindex checkpoints live: local files, or OpenSearch.
+
+    `opensearch` lets replicas and tuner workers on other hosts share them with no shared
+    volume: a reindex resumed on another host continues from the checkpoint. Their replicas
+    follow `opensearch.internal_replicas`, like the task index.
+    """
+
+    backend: StateBackend = Field(
+        default=StateBackend.local,
+        description="local: files under $CLICKTUNE_HOME (one host, or a shared volume) | "
+        "opensearch: the indexes below (serving/rollout/experiment_store.py, "
+        "serving/index/reindex_checkpoints.py)",
+    )
+    experiments_index: str = Field(
+        default="clicktune-experiments",
+        min_length=1,
+        description="one document per document alias: its running experiment; stopped ones kept",
+    )
+    checkpoints_index: str = Field(
+        default="clicktune-reindex-checkpoints",
+        min_length=1,
+        description="one document per destination alias: its unfinished reindex",
+    )
+    cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="a replica re-reads the experiment at most this often (0: every search)",
+    )
+
+
 class ServingSettings(BaseModel):
     """The HTTP API of the embedding and search service."""
 
@@ -352,3 +391,4 @@ class ServingSettings(BaseModel):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     randomization: RandomizationSettings = Field(default_factory=RandomizationSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    state: StateSettings = Field(default_factory=StateSettings)

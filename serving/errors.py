@@ -15,6 +15,8 @@
      │    └── ReindexError      a reindex cannot start, resume or finish (`ReindexPendingError`)
      │         └── RayClusterError   the Ray cluster cannot be reached or cannot start the actors
      ├── ExperimentError        an A/B experiment cannot start, be read or be stopped
+     ├── StateError             clicktune's own records in OpenSearch cannot be read or written
+     │    └── StateConflictError     the record changed, appeared or vanished since it was read
      ├── QueryLogError          the UBI query record could not be published
      ├── SwapRefusedError       a model failed its hot-swap checks; the old one keeps serving
      ├── ReindexRequiredError   promoting a version needs a reindex the caller did not allow
@@ -51,6 +53,8 @@ __all__ = [
     "RegistryUnavailableError",
     "UnknownModelError",
     "ServingError",
+    "StateConflictError",
+    "StateError",
     "SwapRefusedError",
 ]
 
@@ -148,6 +152,15 @@ class RayClusterError(ReindexError):
 
 class ExperimentError(ServingError):
     """An A/B experiment cannot be started, read or stopped as asked."""
+
+
+class StateError(ServingError):
+    """A record clicktune keeps in OpenSearch (experiment, reindex checkpoint) cannot be read or
+    written; the message names the index, the cluster and the setting that put it there."""
+
+
+class StateConflictError(StateError):
+    """The record changed, appeared or vanished since it was read; read it again."""
 
 
 class QueryLogError(ServingError):

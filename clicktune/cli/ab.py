@@ -43,12 +43,13 @@ def start_experiment(settings: Any, candidate: str, traffic: float, mode: str, p
     """Make sure the candidate has an index behind `docs_candidate` (a query model: the live
     index its document model built, no reindex), then record the experiment."""
     from clicktune.cli.index import _doc_index
+    from clicktune.cli.state import experiment_store
     from clicktune.clients import model_registry
     from serving.errors import ExperimentError
-    from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+    from serving.rollout.ab import CANDIDATE, CONTROL, Arm, new_experiment
     from serving.rollout.rollout import paired_index
 
-    store = ExperimentStore(settings.home / "models")
+    store = experiment_store(settings)
     if store.load() is not None:
         raise ExperimentError("an experiment is already running; `clicktune ab stop` it first")
     registry = model_registry(settings)
@@ -99,13 +100,13 @@ def status(
 ) -> None:
     """Per-arm metrics with confidence intervals, the sequential test and its decision."""
     from clicktune.cli.index import _doc_index
+    from clicktune.cli.state import experiment_store
     from serving.errors import ServingError
-    from serving.rollout.ab import ExperimentStore
     from serving.rollout.ab_stats import decide, metrics_of
 
     settings = settings_of(ctx)
     try:
-        experiment = ExperimentStore(settings.home / "models").load()
+        experiment = experiment_store(settings).load()
         if experiment is None:
             fail("no experiment is running; start one with `clicktune ab start`")
         ingest = settings.ingest
@@ -143,13 +144,13 @@ def _row(arm: dict[str, Any]) -> str:
 def stop(ctx: typer.Context) -> None:
     """End the experiment; all traffic returns to production (the candidate index is kept)."""
     from clicktune.cli.index import _doc_index
+    from clicktune.cli.state import experiment_store
     from serving.errors import ServingError
     from serving.index.index_versions import alias_holders, move_aliases
-    from serving.rollout.ab import ExperimentStore
 
     settings = settings_of(ctx)
     try:
-        experiment = ExperimentStore(settings.home / "models").stop()
+        experiment = experiment_store(settings).stop()
         doc_index = _doc_index(settings)
         alias = settings.serving.index.candidate_alias
         held = alias_holders(doc_index, alias)

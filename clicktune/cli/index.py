@@ -136,9 +136,12 @@ def reindex(
     settings = with_engine(settings_of(ctx), engine, ray_address, actors)
     try:
         if abandon:
+            from clicktune.cli.state import reindex_checkpoints
             from serving.index.reindex import abandon as abandon_reindex
 
-            dropped = abandon_reindex(_doc_index(settings), settings.home / "reindex")
+            doc_index = _doc_index(settings)
+            checkpoints = reindex_checkpoints(settings, doc_index.client)
+            dropped = abandon_reindex(doc_index, checkpoints)
             typer.echo(f"abandoned the interrupted reindex; deleted {dropped}")
             return
         report = run_reindex(settings, model, resume=resume, progress=not as_json)
@@ -181,6 +184,7 @@ def engine_reindexer(
     """A `Reindexer` for registry model `model` onto `alias` on the engine of
     `serving.reindex.engine`: local, or Ray (the cluster joined while this is open). What
     `clicktune reindex`, `models promote`, `ab start` and the tuner worker reindex through."""
+    from clicktune.cli.state import reindex_checkpoints
     from serving.index.reindex import Reindexer
 
     doc_index = _doc_index(settings)
@@ -200,7 +204,7 @@ def engine_reindexer(
         yield Reindexer(
             doc_index,
             encoder,
-            settings.home / "reindex",
+            reindex_checkpoints(settings, doc_index.client),
             batch_size=settings.serving.index.bulk_batch_size,
             progress=progress,
             alias=alias,

@@ -266,9 +266,10 @@ def _batched(encoder: Any, settings: EncoderSettings) -> Any:
 
 def _arm_router(settings: Settings, doc_index: DocumentIndex) -> Any:
     """Routes searches to A/B arms while an experiment runs (`clicktune ab start`)."""
-    from serving.rollout.ab import ArmRouter, ExperimentStore
+    from clicktune.cli.state import experiment_store
+    from serving.rollout.ab import ArmRouter
 
-    store = ExperimentStore(settings.home / "models")
+    store = experiment_store(settings, doc_index.client)
     return ArmRouter(store, _registry_encoders(settings), doc_index)
 
 

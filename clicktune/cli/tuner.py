@@ -61,9 +61,9 @@ def build_worker(settings: Settings) -> TunerWorker:
     from functools import partial
 
     from clicktune.cli.index import engine_reindexer
+    from clicktune.cli.state import experiment_store, reindex_checkpoints
     from clicktune.cli.train import _iteration_context
     from clicktune.clients import model_registry, opensearch_client
-    from serving.rollout.ab import ExperimentStore
     from serving.rollout.arm_health import OpenSearchArmHealthStore
     from serving.state.tasks import OpenSearchTaskStore
     from tuner.worker.lock import Lease
@@ -87,9 +87,9 @@ def build_worker(settings: Settings) -> TunerWorker:
         settings=settings.tuner,
         registry=model_registry(settings),
         doc_index=context.documents,  # type: ignore[arg-type]
-        checkpoints=settings.home / "reindex",
+        checkpoints=reindex_checkpoints(settings, client),
         reindexers=partial(engine_reindexer, settings, progress=False),
-        experiments=ExperimentStore(settings.home / "models"),
+        experiments=experiment_store(settings, client),
         ab_settings=settings.serving.ab,
         client=client,
         ubi_indexes=(settings.ingest.queries_index, settings.ingest.events_index),

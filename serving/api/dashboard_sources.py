@@ -18,7 +18,7 @@ from serving.config import ABSettings
 from serving.errors import ExperimentError
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.rollout.ab import CANDIDATE, CONTROL, ArmHealth, Experiment, ExperimentStore
+from serving.rollout.ab import CANDIDATE, CONTROL, ArmHealth, Experiment, Experiments
 from serving.rollout.ab_stats import ExperimentMetrics, decide
 from serving.rollout.arm_health import ArmHealthStore
 
@@ -114,7 +114,7 @@ def _no_health(experiment: Experiment) -> HealthReading:
 
 
 def ab_source(
-    store: ExperimentStore,
+    store: Experiments,
     metrics_for: Callable[[Experiment], ExperimentMetrics],
     settings: ABSettings,
     health: Callable[[Experiment], HealthReading] = _no_health,
@@ -126,7 +126,7 @@ def ab_source(
     def read() -> dict[str, Any]:
         experiment, stopped_at = store.load(), None
         if experiment is None:
-            experiment, stopped_at = _last_stopped(store.root / "experiments")
+            experiment, stopped_at = store.last_stopped()
         if experiment is None:
             return {"experiment": None}
         metrics = metrics_for(experiment)
@@ -155,21 +155,6 @@ def ab_source(
         }
 
     return read
-
-
-def _last_stopped(folder: Path) -> tuple[Experiment | None, str | None]:
-    records = []
-    for path in folder.glob("*.json"):  # none when the folder does not exist
-        try:
-            data = json.loads(path.read_text())
-            stopped_at = str(data.pop("stopped_at", ""))
-            records.append((stopped_at, Experiment.from_dict(data)))
-        except (OSError, ValueError, TypeError, KeyError):
-            continue  # a damaged archive entry is skipped, not fatal to the panel
-    if not records:
-        return None, None
-    stopped_at, experiment = max(records, key=lambda r: r[0])
-    return experiment, stopped_at
 
 
 def latest_report(folder: Path) -> Path | None:

@@ -8,6 +8,10 @@
     3. reconcile ids (a write that raced step 1 or a delete that raced a page), check counts
     4. one `_aliases` call: `docs` -> new index, `docs_next` removed; prune retired indexes
 
+The checkpoint is a JSON file per destination alias, or with `serving.state.backend:
+opensearch` a document, so a reindex resumed on another host continues where it stopped
+(serving/index/reindex_checkpoints.py); the caller passes a folder or a factory.
+
 Writes use `op_type=create`, so a page re-read after a crash or a document already dual-written
 is never written twice or overwritten with older text. The sort on `_id` (not `_shard_doc`)
 makes the checkpoint valid for a fresh point-in-time after a restart.
@@ -15,15 +19,11 @@ makes the checkpoint valid for a fresh point-in-time after a restart.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,10 +36,16 @@ from serving.errors import ReindexError, ReindexPendingError
 from serving.index.doc_images import ImageReader, embed_documents
 from serving.index.index_versions import alias_holders, move_aliases, prune_indexes
 from serving.index.indexer import IndexReport
+from serving.index.reindex_checkpoints import (
+    Checkpoint,
+    Checkpoints,
+    CheckpointStores,
+    checkpoint_store,
+)
 from serving.index.reindex_pages import close_pit, create_documents, open_pit, read_pages
 from serving.index.vector_index import DocumentIndex
 
-__all__ = ["Checkpoint", "CheckpointStore", "Copier", "Reindexer"]
+__all__ = ["Copier", "Reindexer", "abandon"]
 
 log = logging.getLogger(__name__)
 
@@ -47,64 +53,29 @@ QUEUE_DEPTH = 2
 ID_PAGE = 5000
 
 
-@dataclass
-class Checkpoint:
-    """Where a reindex stands; saved after every written batch."""
-
-    source: str
-    target: str
-    model_version: str
-    alias: str
-    total: int
-    written: int = 0
-    search_after: list[Any] | None = None
-    started_at: float = 0.0
-    # the Ray engine's point-in-time slices, each with its own search_after and count
-    # (serving/index/reindex_slices.py); None for the local engine
-    slices: list[dict[str, Any]] | None = None
-
-
-class CheckpointStore:
-    """One JSON checkpoint per destination alias in `root`, replaced atomically."""
-
-    def __init__(self, root: Path, alias: str) -> None:
-        self.path = Path(root) / f"{alias}.json"
-
-    def load(self) -> Checkpoint | None:
-        try:
-            return Checkpoint(**json.loads(self.path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            raise ReindexError(f"checkpoint {self.path} is unreadable: {exc}") from exc
-
-    def save(self, checkpoint: Checkpoint) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.path.parent)
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(checkpoint), out)
-        os.replace(tmp, self.path)
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-class _ReportingStore(CheckpointStore):
+class _ReportingStore:
     """`store`, calling `report` after each save: a copier's progress reaches `on_progress`."""
 
-    def __init__(self, store: CheckpointStore, report: Callable[[Checkpoint], None]) -> None:
-        self.path, self._report = store.path, report
+    def __init__(self, store: Checkpoints, report: Callable[[Checkpoint], None]) -> None:
+        self._store, self._report = store, report
+        self.location = store.location
+
+    def load(self) -> Checkpoint | None:
+        return self._store.load()
 
     def save(self, checkpoint: Checkpoint) -> None:
-        super().save(checkpoint)
+        self._store.save(checkpoint)
         self._report(checkpoint)
+
+    def clear(self) -> None:
+        self._store.clear()
 
 
 class Copier(Protocol):
     """Copies the documents of `checkpoint.source` into `checkpoint.target` with new vectors,
     saving `checkpoint` (through `store`) as batches land: the engine behind a reindex."""
 
-    def copy(self, checkpoint: Checkpoint, store: CheckpointStore) -> None: ...
+    def copy(self, checkpoint: Checkpoint, store: Checkpoints) -> None: ...
 
 
 class Reindexer:
@@ -115,7 +86,7 @@ class Reindexer:
         self,
         doc_index: DocumentIndex,
         encoder: Encoder,
-        checkpoints_root: Path,
+        checkpoints: Path | CheckpointStores,
         *,
         batch_size: int = 256,
         progress: bool = True,
@@ -135,7 +106,7 @@ class Reindexer:
         # the writer thread): how a log-only caller (the tuner worker) reports progress
         self.on_progress = on_progress
         self.alias = alias or doc_index.alias
-        self.store = CheckpointStore(checkpoints_root, self.alias)
+        self.store = checkpoint_store(checkpoints, self.alias)
         # None: this process reads, embeds (one thread) and writes (another); the Ray engine
         # (serving/index/reindex_ray.py) hands the copy to an actor pool, the rest is the same
         self.copier = copier
@@ -341,12 +312,14 @@ class Reindexer:
         )
 
 
-def abandon(doc_index: DocumentIndex, checkpoints_root: Path, alias: str | None = None) -> str:
+def abandon(
+    doc_index: DocumentIndex, checkpoints: Path | CheckpointStores, alias: str | None = None
+) -> str:
     """Drop an interrupted reindex: its checkpoint, `docs_next` and the partial index."""
-    store = CheckpointStore(checkpoints_root, alias or doc_index.alias)
+    store = checkpoint_store(checkpoints, alias or doc_index.alias)
     checkpoint = store.load()
     if checkpoint is None:
-        raise ReindexError(f"no interrupted reindex to abandon in {store.path.parent}")
+        raise ReindexError(f"no interrupted reindex to abandon ({store.location} is empty)")
     next_alias = doc_index.settings.next_alias
     if checkpoint.target in alias_holders(doc_index, next_alias):
         move_aliases(doc_index, [{"remove": {"index": checkpoint.target, "alias": next_alias}}])

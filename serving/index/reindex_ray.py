@@ -32,7 +32,7 @@ from serving.encoders.encoder import Encoder
 from serving.encoders.encoder_pair import document_encoder
 from serving.errors import RayClusterError
 from serving.index.doc_images import ImageReader, embed_documents
-from serving.index.reindex import Checkpoint, CheckpointStore
+from serving.index.reindex_checkpoints import Checkpoint, Checkpoints
 from serving.index.reindex_pages import close_pit, create_documents, open_pit, read_pages
 from serving.index.reindex_slices import (
     PageDone,
@@ -123,7 +123,7 @@ class RayCopier:
         self.last_run: SliceRun | None = None  # slices copied and resumed by the last copy
         self.startup_s = 0.0  # the last copy's wait for its actors (placing, loading models)
 
-    def copy(self, checkpoint: Checkpoint, store: CheckpointStore) -> None:
+    def copy(self, checkpoint: Checkpoint, store: Checkpoints) -> None:
         """Start the pool, copy every unfinished slice of `checkpoint` (saving it through
         `store` after each page), then stop the pool and close the point in time."""
         s = self.settings

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from serving.errors import ReindexError
-from serving.index.reindex import Checkpoint, CheckpointStore
+from serving.index.reindex_checkpoints import Checkpoint, Checkpoints
 
 __all__ = ["PageDone", "SliceLedger", "SliceRun", "SliceState", "run_slices", "slice_states"]
 
@@ -82,7 +82,7 @@ class SliceLedger:
     def __init__(
         self,
         checkpoint: Checkpoint,
-        store: CheckpointStore,
+        store: Checkpoints,
         states: list[SliceState],
         on_page: Callable[[int], None] | None = None,
     ) -> None:

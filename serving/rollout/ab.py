@@ -2,6 +2,8 @@
 
 The experiment lives in `<registry root>/experiment.json` (the folder every replica already
 reads for model aliases), replaced atomically; a stopped one is archived under `experiments/`.
+With `serving.state.backend: opensearch` it is an OpenSearch document instead
+(serving/rollout/experiment_store.py); both are `Experiments`.
 Each arm is a (model version, index alias) pair. A client goes to the candidate when
 `sha256(salt:client_id)` read as a fraction of 2**64 is below `traffic`: the same answer on every
 replica and after restarts, and a new salt per experiment reshuffles who is in which arm.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from serving.encoders.encoder import Encoder
 from serving.errors import ExperimentError
@@ -36,6 +38,7 @@ __all__ = [
     "ArmRouter",
     "Experiment",
     "ExperimentStore",
+    "Experiments",
     "RoutedSearch",
     "assign",
     "new_experiment",
@@ -101,6 +104,18 @@ def assign(experiment: Experiment, client_id: str | None) -> Arm:
     return experiment.candidate if fraction < experiment.traffic else experiment.control
 
 
+class Experiments(Protocol):
+    """Where the running experiment is kept: read it, start one, stop it."""
+
+    def load(self) -> Experiment | None: ...
+
+    def save(self, experiment: Experiment) -> None: ...
+
+    def stop(self) -> Experiment: ...
+
+    def last_stopped(self) -> tuple[Experiment | None, str | None]: ...
+
+
 class ExperimentStore:
     """The running experiment in `root/experiment.json`; re-read when the file changes."""
 
@@ -140,6 +155,21 @@ class ExperimentStore:
         self.path.unlink(missing_ok=True)
         return experiment
 
+    def last_stopped(self) -> tuple[Experiment | None, str | None]:
+        """The experiment stopped last, and when (the dashboard shows it), or (None, None)."""
+        records = []
+        for path in (self.root / "experiments").glob("*.json"):  # none without the folder
+            try:
+                data = json.loads(path.read_text())
+                stopped_at = str(data.pop("stopped_at", ""))
+                records.append((stopped_at, Experiment.from_dict(data)))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue  # a damaged archive entry is skipped, not fatal to the dashboard
+        if not records:
+            return None, None
+        stopped_at, experiment = max(records, key=lambda r: r[0])
+        return experiment, stopped_at
+
     @staticmethod
     def _write(target: Path, data: dict[str, Any]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +201,7 @@ class ArmRouter:
 
     def __init__(
         self,
-        store: ExperimentStore,
+        store: Experiments,
         encoder_for: Callable[[str], Encoder],
         index: SearchIndex,
         seed: int | None = None,

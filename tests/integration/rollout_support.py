@@ -1,7 +1,8 @@
 """Helpers of the rollout tests: slow and versioned fake encoders, and a reindex process to kill.
 
-Run as a script (`python rollout_support.py URL PREFIX HOME VERSION DIM DELAY`) it resumes or
-starts a reindex of the index behind alias PREFIX with a hashing encoder, DELAY s per batch.
+Run as a script (`python rollout_support.py URL PREFIX HOME VERSION DELAY [INDEX]`) it resumes or
+starts a reindex of the index behind alias PREFIX with a hashing encoder, DELAY s per batch; its
+checkpoint is a file under HOME, or with INDEX a document of that OpenSearch index.
 """
 
 from __future__ import annotations
@@ -38,13 +39,19 @@ def main(argv: list[str]) -> int:
 
     from serving.config import IndexSettings
     from serving.index.reindex import Reindexer
+    from serving.index.reindex_checkpoints import CheckpointStores, OpenSearchCheckpointStore
     from serving.index.vector_index import DocumentIndex
+    from serving.state.documents import OpenSearchDocuments
 
-    url, prefix, home, version, delay = argv
+    url, prefix, home, version, delay, *index = argv
     settings = IndexSettings(alias=prefix, prefix=prefix, bulk_batch_size=50)
     doc_index = DocumentIndex(OpenSearch(hosts=[url], timeout=30), settings)
     encoder = SlowEncoder(version, float(delay))
-    reindexer = Reindexer(doc_index, encoder, Path(home), batch_size=50, progress=False)
+    checkpoints: Path | CheckpointStores = Path(home)
+    if index:
+        documents = OpenSearchDocuments(doc_index.client, index[0], replicas=0)
+        checkpoints = lambda alias: OpenSearchCheckpointStore(documents, alias)  # noqa: E731
+    reindexer = Reindexer(doc_index, encoder, checkpoints, batch_size=50, progress=False)
     report = reindexer.run(resume=True)
     print(report.index, report.docs, flush=True)
     return 0

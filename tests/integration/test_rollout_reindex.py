@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from opensearchpy.exceptions import TransportError
 
 from serving.api.app import create_app
 from serving.api.auth import Authenticator, Scope
@@ -56,15 +57,30 @@ def _all_ids(doc_index: DocumentIndex, index: str) -> list[str]:
     return [h["_id"] for h in doc_index.client.search(index=index, body=body)["hits"]["hits"]]
 
 
-def _written(checkpoint: Path) -> int:
-    try:
-        return int(json.loads(checkpoint.read_text())["written"])
-    except (OSError, ValueError):
-        return 0
+@pytest.fixture(params=["local", "opensearch"])
+def checkpoints(request, opensearch, unique: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """(extra script arguments, a reader of the checkpoint of alias `t-ri-<unique>`) of the
+    `serving.state.backend` under test: a file, or a document of its own index."""
+    alias = f"t-ri-{unique}"
+    if request.param == "local":
+        path = tmp_path / f"{alias}.json"
+        yield [], lambda: json.loads(path.read_text()) if path.is_file() else None
+        return
+    index = f"t-ckpt-{unique}"
+
+    def read() -> dict | None:
+        try:
+            found = opensearch.get(index=index, id=f"reindex:{alias}", params={"ignore": 404})
+        except TransportError:  # the script created the index a moment ago: shard starting
+            return None
+        return found["_source"]["checkpoint"] if found.get("found") else None
+
+    yield [index], read
+    opensearch.indices.delete(index=index, ignore_unavailable=True)
 
 
 def test_a_reindex_killed_at_random_points_resumes_to_every_document_once(
-    doc_index: DocumentIndex, tmp_path: Path, settings
+    doc_index: DocumentIndex, tmp_path: Path, settings, checkpoints
 ) -> None:
     source = index_corpus(_corpus(), encoder_for("v1"), doc_index, progress=False).index
     seen: list[tuple[str, ...]] = []
@@ -78,9 +94,10 @@ def test_a_reindex_killed_at_random_points_resumes_to_every_document_once(
     watcher = threading.Thread(target=watch_alias, daemon=True)
     watcher.start()
     script = Path(rollout_support.__file__)
-    args = [settings.opensearch.url, doc_index.alias, str(tmp_path), "v2", "0.15"]
+    extra, read_checkpoint = checkpoints
+    args = [settings.opensearch.url, doc_index.alias, str(tmp_path), "v2", "0.15", *extra]
     rng = random.Random(3)
-    checkpoint = tmp_path / f"{doc_index.alias}.json"
+    first_target: list[str] = []  # the index the first checkpoint names
     # kill points: during start-up, then after a random number of written batches (x3)
     points = [("seconds", rng.uniform(0.2, 1.5))] + [
         ("docs", n) for n in sorted(rng.sample(range(50, N_DOCS - 49, 50), 3))
@@ -89,7 +106,10 @@ def test_a_reindex_killed_at_random_points_resumes_to_every_document_once(
         proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE)
         deadline = time.monotonic() + (at if kind == "seconds" else 60)
         while proc.poll() is None and time.monotonic() < deadline:
-            if kind == "docs" and checkpoint.is_file() and _written(checkpoint) >= at:
+            checkpoint = read_checkpoint()
+            if checkpoint is not None and not first_target:
+                first_target.append(checkpoint["target"])
+            if kind == "docs" and checkpoint is not None and checkpoint["written"] >= at:
                 break
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
@@ -100,6 +120,8 @@ def test_a_reindex_killed_at_random_points_resumes_to_every_document_once(
     watcher.join()
     target = doc_index.live_index()
     assert target != source and target is not None
+    assert first_target == [target], "a run started over instead of resuming the checkpoint"
+    assert read_checkpoint() is None  # cleared after the swap
     assert {holders for holders in seen} <= {(source,), (target,)}  # never a partial index
     ids = _all_ids(doc_index, target)
     assert len(ids) == N_DOCS and set(ids) == {d["_id"] for d in _corpus()}

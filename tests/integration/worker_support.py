@@ -100,7 +100,7 @@ def _pause_at_gate_verdict() -> None:
 
 
 def _install(kill_point: str) -> None:
-    from serving.index.reindex import CheckpointStore
+    from serving.index.reindex_checkpoints import CheckpointStore
     from serving.index.vector_index import DocumentIndex
     from serving.models.registry import LocalRegistry
     from serving.rollout.ab import ExperimentStore

@@ -219,9 +219,9 @@ def test_one_tuner_worker_and_a_standby() -> None:
 # What the code still keeps under $CLICKTUNE_HOME, and the composition root that puts it there.
 # When one moves into OpenSearch, this fails: update the compose file and the README's table.
 SHARED_STATE = {
-    "models": "clicktune/cli/tuner.py",  # experiment.json; the MLflow cache (registry.cache_dir)
+    "models": "clicktune/cli/state.py",  # experiment.json; the MLflow cache (registry.cache_dir)
     "batches": "clicktune/cli/train.py",
-    "reindex": "clicktune/cli/tuner.py",
+    "reindex": "clicktune/cli/state.py",  # serving.state.backend local (the example's)
 }
 
 
@@ -242,8 +242,9 @@ def test_serving_reads_the_experiment_and_writes_only_its_own_folders(
     home = _image_home("serving.Dockerfile")
     assert home == _image_home("tuner.Dockerfile")
     experiment = home / "models" / "experiment.json"  # serving/rollout/ab.py ExperimentStore
+    assert "experiment_store(settings" in (ROOT / "clicktune/cli/serve.py").read_text()
     assert (
-        'ExperimentStore(settings.home / "models")' in (ROOT / "clicktune/cli/serve.py").read_text()
+        'ExperimentStore(settings.home / "models")' in (ROOT / "clicktune/cli/state.py").read_text()
     )
     shared = _mount_of("tuner", experiment)
     assert shared is not None and _mount_of("serving", experiment) == (shared[0], True)

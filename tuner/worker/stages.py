@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from opensearchpy import OpenSearch
@@ -26,11 +27,12 @@ from opensearchpy import OpenSearch
 from serving.config import ABSettings
 from serving.errors import ExperimentError
 from serving.index.index_versions import alias_holders, index_version, move_aliases
-from serving.index.reindex import CheckpointStore, Reindexer, abandon
+from serving.index.reindex import Reindexer, abandon
+from serving.index.reindex_checkpoints import CheckpointStores, checkpoint_store
 from serving.index.vector_index import DocumentIndex
 from serving.models.registries import ModelRegistry
 from serving.models.registry import ModelVersion
-from serving.rollout.ab import CANDIDATE, CONTROL, Arm, ExperimentStore, new_experiment
+from serving.rollout.ab import CANDIDATE, CONTROL, Arm, Experiments, new_experiment
 from serving.rollout.ab_stats import ExperimentMetrics, decide, guard, metrics_of
 from serving.rollout.arm_health import ArmHealthStore
 from serving.rollout.rollout import Publish, Rollout, paired_index
@@ -103,9 +105,9 @@ class LoopStages:
     settings: TunerSettings
     registry: ModelRegistry
     doc_index: DocumentIndex
-    checkpoints: Any  # Path of the reindex checkpoints (`<home>/reindex`)
+    checkpoints: Path | CheckpointStores  # a folder (`<home>/reindex`) or OpenSearch documents
     reindexers: Reindexers  # the engine of `serving.reindex.engine` (`clicktune reindex`'s)
-    experiments: ExperimentStore
+    experiments: Experiments
     ab_settings: ABSettings
     client: OpenSearch
     ubi_indexes: tuple[str, str]  # (queries index, events index) the A/B metrics read
@@ -300,7 +302,7 @@ class LoopStages:
         if self._stop_experiment(version):
             done.append("experiment stopped")
         alias = self.doc_index.settings.candidate_alias
-        checkpoint = CheckpointStore(self.checkpoints, alias).load()
+        checkpoint = checkpoint_store(self.checkpoints, alias).load()
         if checkpoint is not None and keep_checkpoint:
             done.append(f"reindex checkpoint of {checkpoint.target} kept to resume")
         elif checkpoint is not None:

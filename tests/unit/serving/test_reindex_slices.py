@@ -14,7 +14,7 @@ from serving.config import IndexSettings, RayGpus, RaySettings
 from serving.encoders.encoder import HashingEncoder
 from serving.errors import ReindexError
 from serving.index.doc_images import embed_documents
-from serving.index.reindex import Checkpoint, CheckpointStore
+from serving.index.reindex_checkpoints import Checkpoint, CheckpointStore
 from serving.index.reindex_ray import RayCopier, SliceWorker
 from serving.index.reindex_slices import PageDone, SliceLedger, SliceState, run_slices, slice_states
 from tests.unit.serving.opensearch_memory import MemoryOpenSearch

@@ -14,7 +14,8 @@ from serving.encoders.encoder import HashingEncoder
 from serving.encoders.encoder_pair import PairedEncoder
 from serving.index.doc_images import embed_documents
 from serving.index.index_versions import index_version
-from serving.index.reindex import Checkpoint, CheckpointStore, Reindexer
+from serving.index.reindex import Reindexer
+from serving.index.reindex_checkpoints import Checkpoint, CheckpointStore
 from serving.index.vector_index import DocumentIndex
 from tests.unit.serving.opensearch_memory import MemoryOpenSearch
 from tests.unit.serving.test_encoder_pair import Shifted

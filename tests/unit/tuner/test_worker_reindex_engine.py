@@ -19,7 +19,7 @@ from clicktune.config import load_settings
 from serving.config import IndexSettings
 from serving.encoders.encoder import HashingEncoder
 from serving.index import ray_cluster
-from serving.index.reindex import Checkpoint, CheckpointStore
+from serving.index.reindex_checkpoints import Checkpoint, CheckpointStore
 from serving.index.vector_index import DocumentIndex
 from tests.unit.serving.opensearch_memory import MemoryOpenSearch
 from tuner.progress import ProgressLog, reporting

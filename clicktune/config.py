@@ -66,7 +66,7 @@ class OpenSearchSettings(BaseModel):
     internal_replicas: Replicas = Field(
         default="0-1",
         description="replicas of clicktune's own indexes (tasks and lease, arm health, "
-        "serving.state's experiment and checkpoints): a count "
+        "serving.state's experiment, checkpoints and batches): a count "
         "or an auto-expand range; '0-1' keeps one node green and copies them to a second",
     )
 

@@ -323,25 +323,26 @@ class SpoolSettings(BaseModel):
 
 
 class StateBackend(StrEnum):
-    """Where the running A/B experiment and reindex checkpoints are kept."""
+    """Where the running A/B experiment, reindex checkpoints and the tuner's batches are kept."""
 
-    local = "local"  # files under $CLICKTUNE_HOME (models/experiment.json, reindex/<alias>.json)
-    opensearch = "opensearch"  # documents of two OpenSearch indexes, shared by every host
+    local = "local"  # files under $CLICKTUNE_HOME: models/experiment.json, reindex/, batches/
+    opensearch = "opensearch"  # documents of three OpenSearch indexes, shared by every host
 
 
 class StateSettings(BaseModel):
-    """Where the A/B experiment and reindex checkpoints live: local files, or OpenSearch.
+    """Where the A/B experiment, reindex checkpoints and tuner batches live: files, or OpenSearch.
 
     `opensearch` lets replicas and tuner workers on other hosts share them with no shared
-    volume: a reindex resumed on another host continues from the checkpoint. Their replicas
-    follow `opensearch.internal_replicas`, like the task index.
+    volume: a reindex or a task resumed on another host continues from what the first one left.
+    Their replicas follow `opensearch.internal_replicas`, like the task index. One switch for all
+    three (the tuner reads it too), so a deployment never splits its state between the two.
     """
 
     backend: StateBackend = Field(
         default=StateBackend.local,
         description="local: files under $CLICKTUNE_HOME (one host, or a shared volume) | "
         "opensearch: the indexes below (serving/rollout/experiment_store.py, "
-        "serving/index/reindex_checkpoints.py)",
+        "serving/index/reindex_checkpoints.py, tuner/batch_store.py)",
     )
     experiments_index: str = Field(
         default="clicktune-experiments",
@@ -352,6 +353,11 @@ class StateSettings(BaseModel):
         default="clicktune-reindex-checkpoints",
         min_length=1,
         description="one document per destination alias: its unfinished reindex",
+    )
+    batches_index: str = Field(
+        default="clicktune-batches",
+        min_length=1,
+        description="one document per released batch and per held-out record, by document alias",
     )
     cache_s: float = Field(
         default=1.0,

@@ -74,3 +74,23 @@ def tmp_home(tmp_path, monkeypatch) -> Iterator:  # type: ignore[no-untyped-def]
     """An isolated $CLICKTUNE_HOME for the test."""
     monkeypatch.setenv("CLICKTUNE_HOME", str(tmp_path))
     yield tmp_path
+
+
+@pytest.fixture(
+    params=["local", pytest.param("opensearch", marks=pytest.mark.integration)],
+)
+def batch_stores(request, tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
+    """A factory of batch stores over one storage, for each `serving.state.backend`: the
+    folder `tmp_path/batches`, or a real OpenSearch index of its own (deleted afterwards).
+    Each call is another instance, as another process or host would have."""
+    from serving.state.documents import OpenSearchDocuments
+    from tuner.batch_store import OpenSearchBatchStore
+    from tuner.batches import BatchStore
+
+    if request.param == "local":
+        yield lambda: BatchStore(tmp_path / "batches")
+        return
+    client = request.getfixturevalue("opensearch")
+    index = f"t-batches-{request.getfixturevalue('unique')}"
+    yield lambda: OpenSearchBatchStore(OpenSearchDocuments(client, index, replicas=0), "docs")
+    client.indices.delete(index=index, ignore_unavailable=True)

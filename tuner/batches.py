@@ -9,6 +9,12 @@ either no batch or a whole one, and a failed iteration can run again on the same
 The queries a batch held out of its training (`tuner.splits`: drawn afresh per batch) are
 recorded beside it when its first iteration starts, as `holdout/batch-0003.json` (id, sorted
 query keys): later iterations re-split the batch by that record, and a rerun reuses it.
+
+Where they are kept is the `Batches` seam: `BatchStore` (these files, the default) or
+`tuner.batch_store.OpenSearchBatchStore` (`serving.state.backend: opensearch`, shared by hosts).
+Both record a batch only if its id is free: the same record again is a no-op (a retried write),
+a different one is refused with `BatchConflictError`, so of two workers freezing the next batch
+at once one wins and the other adopts it (`tuner.worker.stages`).
 """
 
 from __future__ import annotations
@@ -21,19 +27,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from tuner.errors import NoTrainingDataError, TunerError
+from tuner.errors import BatchConflictError, NoTrainingDataError, TunerError
 from tuner.sessions import Session
 
-BATCH_ID = re.compile(r"batch-[0-9]{4,9}")  # what `BatchStore.next_id` names a batch
+BATCH_ID = re.compile(r"batch-[0-9]{4,9}")  # what `batch_name` names a batch
 HOLDOUT_DIR = "holdout"
 
 __all__ = [
     "Batch",
     "BatchStore",
+    "Batches",
     "ReleasedBatch",
     "SessionSource",
+    "already_released",
+    "batch_name",
+    "batch_of",
+    "check_batch_id",
+    "not_released",
     "release_batch",
     "reload_batch",
 ]
@@ -69,6 +81,54 @@ class ReleasedBatch:
     sessions: list[Session]
 
 
+class Batches(Protocol):
+    """Where released batches and their held-out records are kept, in release order."""
+
+    def list(self) -> list[Batch]: ...
+
+    def get(self, batch_id: str) -> Batch: ...
+
+    def save(self, batch: Batch) -> None:
+        """Record `batch` if its id is free; the same record again is a no-op, a different
+        one raises `BatchConflictError`."""
+        ...
+
+    def save_holdout(self, batch_id: str, query_keys: Iterable[str]) -> None: ...
+
+    def holdout(self, batch_id: str) -> frozenset[str] | None: ...
+
+
+def batch_name(number: int) -> str:
+    """The id of the `number`-th released batch (1-based): `batch-0001`."""
+    return f"batch-{number:04d}"
+
+
+def batch_of(record: dict[str, Any]) -> Batch:
+    """A `Batch` from its JSON record."""
+    return Batch(**{**record, "session_ids": tuple(record["session_ids"])})
+
+
+def check_batch_id(batch_id: str) -> None:
+    """Refuse an id no released batch can have (it also names a file or a document)."""
+    if not BATCH_ID.fullmatch(batch_id):
+        raise TunerError(f"batch id {batch_id!r} is not a released batch's name (batch-NNNN)")
+
+
+def not_released(batch_id: str, known: list[Batch]) -> TunerError:
+    """The error for a batch id that names no released batch, listing those that exist."""
+    return TunerError(
+        f"batch {batch_id!r} is not released; released batches: {[b.batch_id for b in known]}"
+    )
+
+
+def already_released(batch: Batch, where: str) -> BatchConflictError:
+    """The error for a different batch recorded under `batch`'s id first."""
+    return BatchConflictError(
+        f"{batch.batch_id} in {where} was released by another process meanwhile (a different "
+        "window or sessions): a batch, once released, never changes; list the batches again"
+    )
+
+
 class BatchStore:
     """Released batches as `<root>/batch-NNNN.json`, in release order."""
 
@@ -81,16 +141,17 @@ class BatchStore:
         return [self._read(path) for path in sorted(self.root.glob("batch-*.json"))]
 
     def get(self, batch_id: str) -> Batch:
-        if not BATCH_ID.fullmatch(batch_id):
-            raise TunerError(f"batch id {batch_id!r} is not a released batch's name (batch-NNNN)")
+        check_batch_id(batch_id)
         path = self.root / f"{batch_id}.json"
         if not path.is_file():
-            known = [b.batch_id for b in self.list()]
-            raise TunerError(f"batch {batch_id!r} is not released; released batches: {known}")
+            raise not_released(batch_id, self.list())
         return self._read(path)
 
     def save(self, batch: Batch) -> None:
-        _write_json(self.root / f"{batch.batch_id}.json", asdict(batch))
+        """Record `batch` unless its file exists (a hard link, atomic and create-only)."""
+        path = self.root / f"{batch.batch_id}.json"
+        if not _create_json(path, asdict(batch)) and self._read(path) != batch:
+            raise already_released(batch, str(self.root))
 
     def save_holdout(self, batch_id: str, query_keys: Iterable[str]) -> None:
         """Record the query keys `batch_id` held out of its training."""
@@ -105,20 +166,17 @@ class BatchStore:
             return None
         return frozenset(json.loads(path.read_text())["queries"])
 
-    def next_id(self) -> str:  # matches BATCH_ID
-        return f"batch-{len(self.list()) + 1:04d}"
-
     def _read(self, path: Path) -> Batch:
-        record = json.loads(path.read_text())
-        return Batch(**{**record, "session_ids": tuple(record["session_ids"])})
+        return batch_of(json.loads(path.read_text()))
 
 
 def release_batch(
-    store: BatchStore, source: SessionSource, now: datetime, grace: timedelta
+    store: Batches, source: SessionSource, now: datetime, grace: timedelta
 ) -> ReleasedBatch:
     """Freeze the sessions logged since the last batch and until `now - grace` as a new batch.
 
-    `NoTrainingDataError` (and nothing recorded) when the window holds no new session.
+    `NoTrainingDataError` (and nothing recorded) when the window holds no new session;
+    `BatchConflictError` when another process released the next batch after `store` was listed.
     """
     previous = store.list()
     start = datetime.fromisoformat(previous[-1].window_end) if previous else None
@@ -135,12 +193,12 @@ def release_batch(
             f"no sessions to train on: the UBI query index holds no new queries between "
             f"{start or 'the beginning'} and {end} (now - grace {grace.total_seconds():.0f} s)"
         )
-    batch = _batch_record(store.next_id(), start, end, now, sessions)
+    batch = _batch_record(batch_name(len(previous) + 1), start, end, now, sessions)
     store.save(batch)
     return ReleasedBatch(batch, sessions)
 
 
-def reload_batch(store: BatchStore, source: SessionSource, batch_id: str) -> ReleasedBatch:
+def reload_batch(store: Batches, source: SessionSource, batch_id: str) -> ReleasedBatch:
     """A released batch with its sessions read again (late events included)."""
     batch = store.get(batch_id)
     return ReleasedBatch(batch, source.sessions_by_id(batch.session_ids))
@@ -163,8 +221,25 @@ def _batch_record(
 
 def _write_json(path: Path, record: object) -> None:
     """Write `record` to `path` atomically (a temporary file renamed over it)."""
+    tmp = _temporary_json(path, record)
+    os.replace(tmp, path)
+
+
+def _create_json(path: Path, record: object) -> bool:
+    """Write `record` to `path` atomically unless `path` exists; False if it did."""
+    tmp = _temporary_json(path, record)
+    try:
+        os.link(tmp, path)  # fails if present: of two writers, one creates it
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
+
+
+def _temporary_json(path: Path, record: object) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent)
     with os.fdopen(fd, "w") as out:
         json.dump(record, out, indent=1)
-    os.replace(tmp, path)
+    return tmp

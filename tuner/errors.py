@@ -2,6 +2,8 @@
 
 TunerError
 ├── SessionStoreError      the UBI indexes cannot be read (missing index, bad records)
+├── BatchStoreError        released batches cannot be read or recorded (OpenSearch unreachable)
+│   └── BatchConflictError another process recorded a different batch under the same id
 ├── NoTrainingDataError    nothing to learn from: no sessions, no pairs, no document texts
 ├── ModelLoadError         a base model or registry version cannot be loaded
 ├── TrainConfigError       the training settings do not fit the model (layers, LoRA targets)
@@ -13,6 +15,8 @@ TunerError
 from __future__ import annotations
 
 __all__ = [
+    "BatchConflictError",
+    "BatchStoreError",
     "DistributedTrainingError",
     "ExportError",
     "ExportParityError",
@@ -30,6 +34,14 @@ class TunerError(Exception):
 
 class SessionStoreError(TunerError):
     """The UBI query or event index cannot be read."""
+
+
+class BatchStoreError(TunerError):
+    """Released batches cannot be read or recorded where `serving.state.backend` keeps them."""
+
+
+class BatchConflictError(BatchStoreError):
+    """Another process froze a different batch under this id first; list the batches again."""
 
 
 class NoTrainingDataError(TunerError):

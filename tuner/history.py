@@ -1,7 +1,7 @@
 """Earlier batches, as an iteration sees them: sessions to replay and sessions still held out.
 
 Each earlier batch is split again exactly as when it was trained (by the held-out queries
-recorded for it, `BatchStore.holdout`; a batch trained before they were recorded is split by the
+recorded for it, `Batches.holdout`; a batch trained before they were recorded is split by the
 query hash alone, as it was then), so
 
 - replay draws only from sessions that were trained on before: a cold query or a validation
@@ -25,7 +25,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tuner.batches import Batch, BatchStore, ReleasedBatch, SessionSource
+from tuner.batches import Batch, Batches, ReleasedBatch, SessionSource
 from tuner.config import BatchSettings
 from tuner.pairs import query_key
 from tuner.sessions import Session
@@ -43,7 +43,7 @@ class History:
 
 
 def history(
-    store: BatchStore, source: SessionSource, current: Batch, settings: BatchSettings
+    store: Batches, source: SessionSource, current: Batch, settings: BatchSettings
 ) -> History:
     """The train and held-out sessions of the newest `settings.history_batches` earlier batches."""
     earlier = [b for b in store.list() if b.batch_id < current.batch_id]
@@ -75,7 +75,7 @@ class Round:
 
 
 def round_sessions(
-    store: BatchStore, source: SessionSource, released: ReleasedBatch, settings: BatchSettings
+    store: Batches, source: SessionSource, released: ReleasedBatch, settings: BatchSettings
 ) -> Round:
     """Split `released` by its held-out queries (recorded now unless a run of it already did),
     replay earlier training sessions of the other queries, validate on both batches' held-out

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from serving.errors import RegistryError
 from serving.models.registry import ModelVersion
 from tuner.ann_mining import NeighbourIndex, mining_index, with_mined_negatives
-from tuner.batches import BatchStore, ReleasedBatch, SessionSource
+from tuner.batches import Batches, ReleasedBatch, SessionSource
 from tuner.candidate_policy import (
     FULL,
     CandidateChoice,
@@ -114,7 +114,7 @@ class IterationContext:
     """Where an iteration reads from and writes to (built by the composition root)."""
 
     source: SessionSource
-    store: BatchStore
+    store: Batches
     registry: ModelRegistry
     documents: DocumentSource
     text_fields: list[str]

@@ -5,7 +5,7 @@ Validation by time measures what the next days look like; held-out queries measu
 with the batch id (`rotate_cold_queries`), so each batch holds out a different
 `cold_query_fraction` of its queries and every query is trained on in most batches; without a
 batch id (or with rotation off) the hash is of the text alone and the same queries stay held out
-in every batch. A batch's held-out queries are recorded beside it (`BatchStore.save_holdout`),
+in every batch. A batch's held-out queries are recorded beside it (`Batches.save_holdout`),
 and a split given them (`cold_queries`) follows the record. A split depends only on the sessions
 (not their order), the settings and the batch id, so a later iteration can split an earlier batch
 again and get the same sets (`tuner.history`).

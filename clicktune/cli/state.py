@@ -1,9 +1,10 @@
-"""Where the composition roots keep the A/B experiment and reindex checkpoints.
+"""Where the composition roots keep the A/B experiment, reindex checkpoints and batches.
 
-`serving.state.backend: local` (the default): files under `$CLICKTUNE_HOME` (`models/` and
-`reindex/`), shared across hosts only through a shared volume. `opensearch`: documents of
-`serving.state.experiments_index` and `serving.state.checkpoints_index`, with the replicas of
-`opensearch.internal_replicas`, reachable from any host that reaches the cluster.
+`serving.state.backend: local` (the default): files under `$CLICKTUNE_HOME` (`models/`,
+`reindex/` and `batches/`), shared across hosts only through a shared volume. `opensearch`:
+documents of `serving.state.experiments_index`, `serving.state.checkpoints_index` and
+`serving.state.batches_index`, with the replicas of `opensearch.internal_replicas`, reachable
+from any host that reaches the cluster.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
     from serving.index.reindex_checkpoints import CheckpointStores
     from serving.rollout.ab import Experiments
     from serving.state.documents import OpenSearchDocuments
+    from tuner.batches import Batches
 
-__all__ = ["experiment_store", "reindex_checkpoints"]
+__all__ = ["batch_store", "experiment_store", "reindex_checkpoints"]
 
 
 def experiment_store(settings: Settings, client: OpenSearch | None = None) -> Experiments:
@@ -48,6 +50,20 @@ def reindex_checkpoints(
 
     documents = _documents(settings, state.checkpoints_index, client)
     return lambda alias: OpenSearchCheckpointStore(documents, alias)
+
+
+def batch_store(settings: Settings, client: OpenSearch | None = None) -> Batches:
+    """The tuner's released batches: the folder `<home>/batches`, or documents of the live
+    document alias in OpenSearch."""
+    state = settings.serving.state
+    if state.backend is StateBackend.local:
+        from tuner.batches import BatchStore
+
+        return BatchStore(settings.home / "batches")
+    from tuner.batch_store import OpenSearchBatchStore
+
+    documents = _documents(settings, state.batches_index, client)
+    return OpenSearchBatchStore(documents, settings.serving.index.alias)
 
 
 def _documents(settings: Settings, index: str, client: OpenSearch | None) -> OpenSearchDocuments:

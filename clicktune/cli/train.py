@@ -92,9 +92,9 @@ def _with_processes(tuner_settings, nproc: int):  # type: ignore[no-untyped-def]
 
 
 def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-untyped-def]
+    from clicktune.cli.state import batch_store
     from clicktune.clients import model_registry
     from serving.index.vector_index import DocumentIndex
-    from tuner.batches import BatchStore
     from tuner.iteration import IterationContext
     from tuner.judged import load_collection
     from tuner.negatives import OpenSearchNeighbours
@@ -110,7 +110,7 @@ def _iteration_context(settings, tuner_settings, notify):  # type: ignore[no-unt
     documents = DocumentIndex(client, settings.serving.index)
     return IterationContext(
         source=OpenSearchSessions(client, settings.ingest),
-        store=BatchStore(settings.home / "batches"),
+        store=batch_store(settings, client),
         registry=model_registry(settings),
         documents=documents,
         text_fields=settings.serving.index.text_fields,

@@ -35,7 +35,7 @@ from serving.state.tasks import (
 __all__ = ["CreateTaskRequest", "task_router"]
 
 PREFIX = "/api/v1/fine-tuning/task"
-BATCH_ID = r"^batch-[0-9]{4,9}$"  # what tuner.batches.BatchStore names a released batch
+BATCH_ID = r"^batch-[0-9]{4,9}$"  # what tuner.batches.batch_name names a released batch
 TASK_ID = r"^[A-Za-z0-9_-]{1,64}$"  # a uuid's hex, or "k" + 31 hex digits (idempotency key)
 TaskId = Annotated[str, Path(pattern=TASK_ID, description="a task id as created")]
 READ = [requires(Scope.READ)]

@@ -1,10 +1,11 @@
-"""Small JSON records kept as documents of one OpenSearch index, with optimistic concurrency.
+"""JSON records kept as documents of one OpenSearch index, with optimistic concurrency.
 
-The A/B experiment (serving/rollout/experiment_store.py) and reindex checkpoints
-(serving/index/reindex_checkpoints.py) are each one document by id: read it, write it only if
-nobody changed it since (`if_seq_no` / `if_primary_term`), create it only if absent
-(`op_type=create`), delete it only if unchanged. A GET by id is real-time in OpenSearch, so no
-refresh is needed for another host to see a write.
+The A/B experiment (serving/rollout/experiment_store.py), reindex checkpoints
+(serving/index/reindex_checkpoints.py) and the tuner's batches (tuner/batch_store.py) are each
+one document by id: read it, write it only if nobody changed it since (`if_seq_no` /
+`if_primary_term`), create it only if absent (`op_type=create`), delete it only if unchanged. A
+GET (or mget) by id is real-time in OpenSearch, so no refresh is needed for another host to see
+a write.
 
 Errors: `StateError` (OpenSearch refused or could not be reached: the message names the index,
 the cluster's address and the setting that chose it) and `StateConflictError` (the document
@@ -13,6 +14,7 @@ changed, appeared or vanished since it was read).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +88,19 @@ class OpenSearchDocuments:
         except OpenSearchException as exc:
             raise self._unreachable(f"read {doc_id!r} from {self.where}", exc) from exc
         return Stored(found["_source"], (found["_seq_no"], found["_primary_term"]))
+
+    def get_many(self, doc_ids: Sequence[str]) -> dict[str, Stored]:
+        """The documents of `doc_ids` that exist now, by id, in one real-time request."""
+        self.ensure_index()
+        try:
+            docs = self.client.mget(index=self.index, body={"ids": list(doc_ids)})["docs"]
+        except OpenSearchException as exc:
+            raise self._unreachable(f"read {len(doc_ids)} ids from {self.where}", exc) from exc
+        return {
+            d["_id"]: Stored(d["_source"], (d["_seq_no"], d["_primary_term"]))
+            for d in docs
+            if d.get("found")
+        }
 
     def put(
         self, doc_id: str, body: dict[str, Any], *, after: tuple[int, int] | None = None

@@ -220,7 +220,7 @@ def test_one_tuner_worker_and_a_standby() -> None:
 # When one moves into OpenSearch, this fails: update the compose file and the README's table.
 SHARED_STATE = {
     "models": "clicktune/cli/state.py",  # experiment.json; the MLflow cache (registry.cache_dir)
-    "batches": "clicktune/cli/train.py",
+    "batches": "clicktune/cli/state.py",  # serving.state.backend local (the example's)
     "reindex": "clicktune/cli/state.py",  # serving.state.backend local (the example's)
 }
 

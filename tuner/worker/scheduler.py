@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.state.tasks import OpenSearchTaskStore, TaskRecord, new_task
-from tuner.batches import BatchStore
+from tuner.batches import Batches
 from tuner.config import WorkerSettings
 from tuner.worker import trigger
 from tuner.worker.lock import Fence, Heartbeat, Lease, LeaseLostError
@@ -48,7 +48,7 @@ class TunerWorker:
         self,
         store: OpenSearchTaskStore,
         lease: Lease,
-        batches: BatchStore,
+        batches: Batches,
         counter: trigger.SessionCounter,
         runner_for: Callable[[Fence], TaskRunner],
         settings: WorkerSettings,

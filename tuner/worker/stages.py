@@ -39,6 +39,7 @@ from serving.rollout.rollout import Publish, Rollout, paired_index
 from tuner import progress
 from tuner.batches import release_batch, reload_batch
 from tuner.config import TunerSettings
+from tuner.errors import BatchConflictError
 from tuner.iteration import IterationContext, Notify, run_training_iteration
 from tuner.worker.lock import NO_FENCE, Fence
 
@@ -127,13 +128,24 @@ class LoopStages:
     def release(self, batches_before: int) -> str:
         """Release the current batch, or adopt the one a dead worker released after
         `batches_before`."""
-        released = self.context.store.list()
-        if len(released) > batches_before:
-            return released[batches_before].batch_id
+        adopted = self._released_after(batches_before)
+        if adopted is not None:
+            return adopted
         grace = timedelta(seconds=self.settings.batches.grace_s)
         self.fence.check("releasing a batch")
-        batch = release_batch(self.context.store, self.context.source, datetime.now(UTC), grace)
+        try:
+            batch = release_batch(self.context.store, self.context.source, datetime.now(UTC), grace)
+        except BatchConflictError:
+            # another process froze it between our list and our save (`clicktune train`)
+            adopted = self._released_after(batches_before)
+            if adopted is None:
+                raise
+            return adopted
         return batch.batch.batch_id
+
+    def _released_after(self, batches_before: int) -> str | None:
+        released = self.context.store.list()
+        return released[batches_before].batch_id if len(released) > batches_before else None
 
     def versions(self, task_id: str | None = None) -> list[str]:
         """Registered versions, oldest first; with `task_id`, only those registered for it."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
-from tuner.batches import BatchStore
+from tuner.batches import Batches
 from tuner.config import WorkerSettings
 from tuner.errors import SessionStoreError
 
@@ -88,7 +88,7 @@ def decide(
 
 
 def check(
-    batches: BatchStore,
+    batches: Batches,
     counter: SessionCounter,
     settings: WorkerSettings,
     now: datetime,

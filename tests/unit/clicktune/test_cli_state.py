@@ -1,5 +1,6 @@
-"""`serving.state.backend` picks where the A/B experiment and reindex checkpoints live; a bad
-name or an OpenSearch that does not answer fails naming the value and the rule."""
+"""`serving.state.backend` picks where the A/B experiment, reindex checkpoints and the tuner's
+batches live; a bad name or an OpenSearch that does not answer fails naming the value and the
+rule."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch
 
-from clicktune.cli.state import experiment_store, reindex_checkpoints
+from clicktune.cli.state import batch_store, experiment_store, reindex_checkpoints
 from clicktune.config import ConfigError, Settings, load_settings
 from serving.errors import ExperimentError, ReindexError
 from serving.index.reindex_checkpoints import OpenSearchCheckpointStore
 from serving.rollout.ab import ExperimentStore
 from serving.rollout.experiment_store import OpenSearchExperimentStore
 from serving.state.documents import Stored
+from tuner.batch_store import OpenSearchBatchStore
+from tuner.batches import BatchStore
+from tuner.errors import BatchStoreError
 
 OPENSEARCH_STATE = {"state": {"backend": "opensearch", "experiments_index": "exp-x"}}
 
@@ -29,6 +33,8 @@ def test_the_default_keeps_both_in_files_under_home(tmp_path: Path) -> None:
     store = experiment_store(settings)
     assert isinstance(store, ExperimentStore) and store.path == tmp_path / "models/experiment.json"
     assert reindex_checkpoints(settings) == tmp_path / "reindex"
+    batches = batch_store(settings)
+    assert isinstance(batches, BatchStore) and batches.root == tmp_path / "batches"
 
 
 def test_opensearch_keeps_one_document_per_alias_in_the_configured_indexes(tmp_path: Path) -> None:
@@ -48,6 +54,10 @@ def test_opensearch_keeps_one_document_per_alias_in_the_configured_indexes(tmp_p
     assert isinstance(checkpoints, OpenSearchCheckpointStore)
     assert checkpoints.documents.index == "clicktune-reindex-checkpoints"
     assert checkpoints.doc_id == "reindex:shop_next"
+    batches = batch_store(settings, client)
+    assert isinstance(batches, OpenSearchBatchStore)
+    assert (batches.documents.index, batches.scope) == ("clicktune-batches", "shop")
+    assert batches.documents.replicas == 2
 
 
 def test_an_unknown_backend_is_refused_naming_the_value_and_the_choices(
@@ -72,7 +82,9 @@ def test_an_unreachable_opensearch_names_the_address_and_the_setting(tmp_path: P
     assert not isinstance(factory, Path)
     with pytest.raises(ReindexError) as checkpoint:
         factory("docs").load()
-    for error in (experiment.value, checkpoint.value):
+    with pytest.raises(BatchStoreError) as batches:
+        batch_store(settings, client).list()
+    for error in (experiment.value, checkpoint.value, batches.value):
         assert "127.0.0.1:9" in str(error) and "serving.state.backend=opensearch" in str(error)
 
 

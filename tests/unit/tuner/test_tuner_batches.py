@@ -1,21 +1,29 @@
-"""Releasing batches, earlier batches' history (replay, held-out sessions), and the splits."""
+"""Releasing batches, earlier batches' history (replay, held-out sessions), and the splits.
+
+Tests taking `batch_stores` run on each `serving.state.backend`: the files (unit) and a real
+OpenSearch index (integration; tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tuner.batches import BatchStore, release_batch, reload_batch
-from tuner.config import BatchSettings
-from tuner.errors import NoTrainingDataError
+from tuner.batches import Batch, Batches, BatchStore, release_batch, reload_batch
+from tuner.config import BatchSettings, TunerSettings
+from tuner.errors import BatchConflictError, NoTrainingDataError
 from tuner.history import History, history, sample
+from tuner.iteration import IterationContext
 from tuner.sessions import Session
 from tuner.splits import split_sessions
+from tuner.worker.stages import LoopStages
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+Stores = Callable[[], Batches]  # another instance over the same storage on each call
 
 
 def at(minutes: float) -> datetime:
@@ -62,16 +70,16 @@ def test_a_batch_freezes_the_sessions_up_to_now_minus_grace(tmp_path) -> None:  
     assert second.batch.window_start == at(25).isoformat()
 
 
-def test_an_empty_window_is_refused_and_records_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    store = BatchStore(tmp_path / "batches")
+def test_an_empty_window_is_refused_and_records_nothing(batch_stores: Stores) -> None:
+    store = batch_stores()
     with pytest.raises(NoTrainingDataError, match="no sessions to train on"):
         release_batch(store, FakeSessions([logged("a", 50)]), at(30), timedelta(0))
     assert store.list() == []
 
 
-def test_a_released_batch_reloads_its_own_sessions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_released_batch_reloads_its_own_sessions(batch_stores: Stores) -> None:
     source = FakeSessions([logged("a", 0), logged("b", 1)])
-    store = BatchStore(tmp_path)
+    store = batch_stores()
     release_batch(store, source, at(5), timedelta(0))
     source.all.append(logged("c", 2))  # logged later with an old timestamp: not in the batch
     again = reload_batch(store, source, "batch-0001")
@@ -80,9 +88,9 @@ def test_a_released_batch_reloads_its_own_sessions(tmp_path) -> None:  # type: i
         reload_batch(store, source, "batch-0009")
 
 
-def test_replay_samples_only_earlier_batches(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_replay_samples_only_earlier_batches(batch_stores: Stores) -> None:
     source = FakeSessions([logged(f"old{i}", i) for i in range(10)] + [logged("new", 30)])
-    store = BatchStore(tmp_path)
+    store = batch_stores()
     release_batch(store, source, at(20), timedelta(0))
     current = release_batch(store, source, at(40), timedelta(0)).batch
     earlier = history(store, source, current, BatchSettings(validation_fraction=0.2))
@@ -93,13 +101,13 @@ def test_replay_samples_only_earlier_batches(tmp_path) -> None:  # type: ignore[
     assert history(store, source, first, BatchSettings()) == History(train=[], validation=[])
 
 
-def test_held_out_sessions_of_earlier_batches_stay_held_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_held_out_sessions_of_earlier_batches_stay_held_out(batch_stores: Stores) -> None:
     """Replay never trains on an earlier batch's validation or cold-query sessions, which
     join the validation of later batches instead; whatever order the source returns them in."""
     settings = BatchSettings(validation_fraction=0.25, cold_query_fraction=0.3)
     old = [logged(f"old{i}", i, query=f"query {i % 25}") for i in range(100)]
     source = FakeSessions([*old, logged("new", 200)])
-    store = BatchStore(tmp_path)
+    store = batch_stores()
     first = release_batch(store, source, at(150), timedelta(0))
     when_trained = split_sessions(first.sessions, settings)
     source.all.reverse()  # the search engine may return the sessions in another order
@@ -111,6 +119,60 @@ def test_held_out_sessions_of_earlier_batches_stay_held_out(tmp_path) -> None:  
     assert not held_out & {s.query_id for s in sample(earlier.train, 1000)}
     none = BatchSettings(validation_fraction=0.25, cold_query_fraction=0.3, history_batches=0)
     assert history(store, source, current, none).train == []
+
+
+def test_a_batch_id_is_recorded_once_the_same_record_again_is_a_no_op(batch_stores: Stores) -> None:
+    store = batch_stores()
+    first = release_batch(store, FakeSessions([logged("a", 0)]), at(5), timedelta(0)).batch
+    store.save(first)  # a retried write of the same record
+    other = Batch(first.batch_id, None, at(9).isoformat(), at(9).isoformat(), 1, 1, 0, ("z",))
+    with pytest.raises(BatchConflictError, match="batch-0001 in .* released by another process"):
+        store.save(other)
+    assert batch_stores().list() == [first]
+
+
+class Stale:
+    """A store whose first `reads` listings are what it saw before another process released a
+    batch (a worker between its list and its save)."""
+
+    def __init__(self, store: Batches, reads: int) -> None:
+        self.store, self.reads = store, reads
+
+    def list(self) -> list[Batch]:
+        self.reads -= 1
+        return [] if self.reads >= 0 else self.store.list()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def _stages(context: IterationContext) -> LoopStages:
+    return LoopStages(
+        context=context,
+        settings=TunerSettings(),
+        registry=None,  # type: ignore[arg-type]
+        doc_index=None,  # type: ignore[arg-type]
+        checkpoints=Path("unused"),
+        reindexers=None,  # type: ignore[arg-type]
+        experiments=None,  # type: ignore[arg-type]
+        ab_settings=None,  # type: ignore[arg-type]
+        client=None,  # type: ignore[arg-type]
+        ubi_indexes=("q", "e"),
+    )
+
+
+def test_of_two_workers_freezing_the_next_batch_one_wins_and_the_other_adopts_it(
+    batch_stores: Stores,
+) -> None:
+    source = FakeSessions([logged("a", 0), logged("b", 1)])
+    won = release_batch(batch_stores(), source, at(5), timedelta(0)).batch
+    with pytest.raises(BatchConflictError):
+        release_batch(Stale(batch_stores(), reads=1), source, at(6), timedelta(0))
+    assert batch_stores().list() == [won]  # the winner's window and sessions, unchanged
+    late = Stale(batch_stores(), reads=2)  # the worker's own check, then release_batch's
+    context = IterationContext(source, late, None, None, [])  # type: ignore[arg-type]
+    assert _stages(context).release(batches_before=0) == "batch-0001"
+    assert batch_stores().list() == [won]
 
 
 def test_splits_hold_out_queries_and_the_latest_sessions() -> None:

@@ -1,11 +1,12 @@
-"""The cold-query hold-out rotates per batch, is recorded, and never trains in its own batch."""
+"""The cold-query hold-out rotates per batch, is recorded, and never trains in its own batch
+(the records on each `serving.state.backend`: `batch_stores` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.unit.tuner.test_tuner_batches import FakeSessions, at, logged
-from tuner.batches import BatchStore, release_batch
+from tests.unit.tuner.test_tuner_batches import FakeSessions, Stores, at, logged
+from tuner.batches import release_batch
 from tuner.config import BatchSettings
 from tuner.history import history, round_sessions
 from tuner.pairs import query_key
@@ -26,11 +27,13 @@ def test_each_batch_holds_out_other_queries_so_every_query_trains_somewhere() ->
     assert held_out_queries(KEYS, fixed, "batch-0001") == held_out_queries(KEYS, SETTINGS)
 
 
-def test_a_round_records_its_held_out_queries_and_never_trains_or_replays_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_round_records_its_held_out_queries_and_never_trains_or_replays_them(
+    batch_stores: Stores,
+) -> None:
     old = [logged(f"old{i}", i, query=KEYS[i % 40]) for i in range(200)]
     new = [logged(f"new{i}", 300 + i, query=KEYS[i % 40]) for i in range(200)]
     source = FakeSessions([*old, *new])
-    store = BatchStore(tmp_path)
+    store = batch_stores()
     first = round_sessions(
         store, source, release_batch(store, source, at(250), timedelta(0)), SETTINGS
     )
@@ -40,9 +43,10 @@ def test_a_round_records_its_held_out_queries_and_never_trains_or_replays_them(t
     )
 
     cold = second.splits.cold_queries
+    elsewhere = batch_stores()  # another worker reads the records
     assert (
-        store.holdout("batch-0002") == cold
-        and store.holdout("batch-0001") == first.splits.cold_queries
+        elsewhere.holdout("batch-0002") == cold
+        and elsewhere.holdout("batch-0001") == first.splits.cold_queries
     )
     assert cold != first.splits.cold_queries
     trained_before = {query_key(s.user_query) for s in first.splits.train}
@@ -54,9 +58,9 @@ def test_a_round_records_its_held_out_queries_and_never_trains_or_replays_them(t
     assert {s.query_id for s in first.splits.validation} <= validation  # ...and validates them
 
 
-def test_an_earlier_batch_is_split_again_by_its_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_earlier_batch_is_split_again_by_its_record(batch_stores: Stores) -> None:
     source = FakeSessions([logged(f"s{i}", i, query=KEYS[i % 40]) for i in range(120)])
-    store = BatchStore(tmp_path)
+    store = batch_stores()
     released = release_batch(store, source, at(200), timedelta(0))
     store.save_holdout("batch-0001", ["query 1", "query 2"])
     again = round_sessions(store, source, released, SETTINGS)  # a rerun keeps the record

@@ -20,6 +20,7 @@ __all__ = [
     "Replicas",
     "RolloverSettings",
     "UbiIndexSettings",
+    "create_internal_index",
     "replica_settings",
 ]
 
@@ -53,6 +54,20 @@ def replica_settings(replicas: int | str) -> dict[str, Any]:
     if isinstance(replicas, int):
         return {"number_of_replicas": replicas}
     return {"auto_expand_replicas": replicas}
+
+
+def create_internal_index(
+    client: Any, index: str, replicas: int | str, mappings: dict[str, Any] | None = None
+) -> None:
+    """Create one of clicktune's own indexes (tasks, lease, state, arm health) with `replicas`
+    unless it exists; another process creating it meanwhile is not an error. OpenSearch's own
+    exceptions reach the caller, which names what the index is for."""
+    if client.indices.exists(index=index):
+        return
+    body: dict[str, Any] = {"settings": replica_settings(replicas)}
+    if mappings is not None:
+        body["mappings"] = mappings
+    client.indices.create(index=index, body=body, params={"ignore": 400})  # 400: created meanwhile
 
 
 class RolloverSettings(BaseModel):

@@ -115,14 +115,11 @@ def _create_lease_index(client: Any, index: str, replicas: int | str) -> None:
     """The lease's index with its replicas (the lease itself would let it be auto-created)."""
     from opensearchpy.exceptions import OpenSearchException
 
-    from ingest.index_layout import replica_settings
+    from ingest.index_layout import create_internal_index
     from serving.state.tasks import TaskError
 
     try:
-        if not client.indices.exists(index=index):
-            body = {"settings": replica_settings(replicas)}
-            # ignore 400: another worker created it meanwhile
-            client.indices.create(index=index, body=body, params={"ignore": 400})
+        create_internal_index(client, index, replicas)
     except OpenSearchException as exc:
         raise TaskError(f"cannot create the lease index {index!r}: {exc}") from exc
 

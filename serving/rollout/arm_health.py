@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
-from ingest.index_layout import replica_settings
+from ingest.index_layout import create_internal_index
 from serving.errors import ExperimentError
 from serving.state.background import BackgroundLoop
 
@@ -242,11 +242,8 @@ class OpenSearchArmHealthStore:
     def _ensure_index(self) -> None:
         if self._ready:
             return
-        body = {"settings": replica_settings(self.replicas), "mappings": self.MAPPINGS}
         try:
-            if not self.client.indices.exists(index=self.index):
-                # ignore 400: another replica created it meanwhile
-                self.client.indices.create(index=self.index, body=body, params={"ignore": 400})
+            create_internal_index(self.client, self.index, self.replicas, self.MAPPINGS)
         except OpenSearchException as exc:
             raise ExperimentError(f"cannot create the index {self.index!r}: {exc}") from exc
         self._ready = True

@@ -21,7 +21,7 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConflictError, NotFoundError, OpenSearchException
 
-from ingest.index_layout import replica_settings
+from ingest.index_layout import create_internal_index
 from serving.errors import StateConflictError, StateError
 
 __all__ = ["OpenSearchDocuments", "Stored"]
@@ -68,12 +68,7 @@ class OpenSearchDocuments:
         if self._ready:
             return
         try:
-            if not self.client.indices.exists(index=self.index):
-                self.client.indices.create(
-                    index=self.index,
-                    body={"settings": replica_settings(self.replicas), "mappings": MAPPINGS},
-                    params={"ignore": 400},  # created meanwhile by another process
-                )
+            create_internal_index(self.client, self.index, self.replicas, MAPPINGS)
         except OpenSearchException as exc:
             raise self._unreachable(f"create {self.where}", exc) from exc
         self._ready = True

@@ -31,7 +31,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConflictError, NotFoundError, OpenSearchException
 from pydantic import BaseModel, Field, PrivateAttr
 
-from ingest.index_layout import replica_settings
+from ingest.index_layout import create_internal_index
 from serving.errors import ServingError
 
 __all__ = [
@@ -224,12 +224,7 @@ class OpenSearchTaskStore:
         if self._ready:
             return
         try:
-            if not self.client.indices.exists(index=self.index):
-                self.client.indices.create(
-                    index=self.index,
-                    body={"settings": replica_settings(self.replicas), "mappings": MAPPINGS},
-                    params={"ignore": 400},  # created meanwhile by another process
-                )
+            create_internal_index(self.client, self.index, self.replicas, MAPPINGS)
         except OpenSearchException as exc:
             raise TaskError(f"cannot create the task index {self.index!r}: {exc}") from exc
         self._ready = True

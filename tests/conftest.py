@@ -70,6 +70,16 @@ def unique() -> str:
 
 
 @pytest.fixture()
+def state_documents(opensearch, unique: str) -> Iterator:  # type: ignore[no-untyped-def]
+    """`OpenSearchDocuments` over a real index of the test's own, no replicas, deleted after."""
+    from serving.state.documents import OpenSearchDocuments
+
+    index = f"t-state-{unique}"
+    yield OpenSearchDocuments(opensearch, index, replicas=0)
+    opensearch.indices.delete(index=index, ignore_unavailable=True)
+
+
+@pytest.fixture()
 def tmp_home(tmp_path, monkeypatch) -> Iterator:  # type: ignore[no-untyped-def]
     """An isolated $CLICKTUNE_HOME for the test."""
     monkeypatch.setenv("CLICKTUNE_HOME", str(tmp_path))
@@ -90,7 +100,5 @@ def batch_stores(request, tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
     if request.param == "local":
         yield lambda: BatchStore(tmp_path / "batches")
         return
-    client = request.getfixturevalue("opensearch")
-    index = f"t-batches-{request.getfixturevalue('unique')}"
-    yield lambda: OpenSearchBatchStore(OpenSearchDocuments(client, index, replicas=0), "docs")
-    client.indices.delete(index=index, ignore_unavailable=True)
+    shared = request.getfixturevalue("state_documents")
+    yield lambda: OpenSearchBatchStore(OpenSearchDocuments(shared.client, shared.index), "docs")

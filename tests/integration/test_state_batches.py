@@ -10,7 +10,6 @@ test_tuner_holdout_rotation.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -25,10 +24,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def documents(opensearch, unique: str) -> Iterator[OpenSearchDocuments]:  # type: ignore[no-untyped-def]
-    index = f"t-batches-{unique}"
-    yield OpenSearchDocuments(opensearch, index, replicas=0)
-    opensearch.indices.delete(index=index, ignore_unavailable=True)
+def documents(state_documents: OpenSearchDocuments) -> OpenSearchDocuments:
+    return state_documents  # tests/conftest.py: a real index of the test's own
 
 
 def _elsewhere(documents: OpenSearchDocuments, scope: str = "docs") -> OpenSearchBatchStore:

@@ -5,7 +5,6 @@ and conflicting writes refused. Each test uses its own index and deletes it afte
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,10 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def documents(opensearch, unique: str) -> Iterator[OpenSearchDocuments]:  # type: ignore[no-untyped-def]
-    index = f"t-state-{unique}"
-    yield OpenSearchDocuments(opensearch, index, replicas=0)
-    opensearch.indices.delete(index=index, ignore_unavailable=True)
+def documents(state_documents: OpenSearchDocuments) -> OpenSearchDocuments:
+    return state_documents  # tests/conftest.py: a real index of the test's own
 
 
 def _experiment(candidate: str = "v2") -> Experiment:

@@ -184,6 +184,15 @@ def judge_offline(round_: Round, candidate: Vectors) -> tuple[bool, float, Any]:
     return old_bound > 0, old_bound, decision
 
 
+def offline_gate(settings: Any, args: argparse.Namespace, examination: str) -> Any:
+    """The gate settings of one offline stage: `examination`, and --noninferiority-margin when
+    given (else the setting's default)."""
+    update: dict[str, Any] = {"examination": Examination(examination)}
+    if args.noninferiority_margin is not None:
+        update["noninferiority_margin"] = args.noninferiority_margin
+    return settings.gate.model_copy(update=update)
+
+
 def run_collection(
     name: str, args: argparse.Namespace, users: dict[str, UserModel]
 ) -> list[Outcome]:
@@ -210,7 +219,7 @@ def run_collection(
         for seed in args.seeds:
             for examination in args.examination:
                 started = time.perf_counter()
-                gate = settings.gate.model_copy(update={"examination": Examination(examination)})
+                gate = offline_gate(settings, args, examination)
                 read = settings.model_copy(update={"gate": gate})
                 round_ = offline_round(live, collection, doc_texts, args, user, seed, read)
                 for i, candidate in enumerate(candidates):

@@ -52,6 +52,9 @@ def check_options(
         parser.error("--seeds needs at least one seed")
     if not 0.0 <= args.randomize <= 1.0:
         parser.error(f"--randomize {args.randomize} must lie in [0, 1]")
+    margin = args.noninferiority_margin
+    if margin is not None and not 0.0 <= margin < 1.0:
+        parser.error(f"--noninferiority-margin {margin} must lie in [0, 1) (a share of live)")
     if args.explore_depth < SHOWN:
         parser.error(f"--explore-depth {args.explore_depth} must be >= {SHOWN} (the page)")
     for candidate in args.candidates:
@@ -99,6 +102,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         choices=[e.value for e in Examination],
         default=[Examination.position.value],
         help="gate.examination of the offline stage; several: each its own rows, same rounds",
+    )
+    parser.add_argument(
+        "--noninferiority-margin",
+        type=float,
+        default=None,
+        help="gate.noninferiority_margin of the offline stage (default: the setting's)",
     )
     add_user_arguments(parser)
     click_model = next(a for a in parser._actions if a.dest == "click_model")

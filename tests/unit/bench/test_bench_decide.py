@@ -197,6 +197,7 @@ def test_shuffled_sessions_get_their_depth() -> None:
         (["--budget", "0"], "must be >= 1"),
         (["--randomize", "2"], "[0, 1]"),
         (["--examination", "dbn"], "cascade"),
+        (["--noninferiority-margin", "1.5"], "[0, 1)"),
     ],
 )
 def test_bad_options_are_refused_naming_the_rule(argv, named, capsys) -> None:
@@ -204,3 +205,12 @@ def test_bad_options_are_refused_naming_the_rule(argv, named, capsys) -> None:
         decide.main(argv)
     assert exit_.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_the_margin_option_reaches_the_offline_gate_and_its_absence_keeps_the_setting() -> None:
+    settings = TunerSettings()
+    parse = decide.build_parser("t").parse_args
+    gate = decide.offline_gate(settings, parse(["--noninferiority-margin", "0.05"]), "cascade")
+    assert (gate.noninferiority_margin, gate.examination.value) == (0.05, "cascade")
+    kept = decide.offline_gate(settings, parse([]), "position")
+    assert kept.noninferiority_margin == settings.gate.noninferiority_margin
